@@ -1,0 +1,255 @@
+//! The embedded backend: every run and the queue in this process's memory,
+//! behind one lock so that each transition is atomic; component blobs go to the
+//! data directory when there is one.
+
+mod registry;
+mod runs;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::{Notify, broadcast};
+
+use super::{BackendError, Claim, Committed, Delivery, Outcome, Published, StateStore, VersionRecord, WorkQueue};
+use crate::scheduler::clock::{Clock, Millis};
+use crate::scheduler::model::{RunError, RunEvent, RunSpec, RunStatus, RunView, Task};
+
+/// How long the embedded backend keeps finished runs, and how many at most.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub keep_ms: u64,
+    pub max_finished: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            keep_ms: 24 * 3600 * 1000,
+            max_finished: 10_000,
+        }
+    }
+}
+
+/// The embedded, single-process backend.
+pub struct MemoryBackend {
+    inner: Mutex<Inner>,
+    ready: Notify,
+    events: broadcast::Sender<RunEvent>,
+    clock: Arc<dyn Clock>,
+    blob_dir: Option<PathBuf>,
+    retention: Retention,
+}
+
+struct Inner {
+    runs: HashMap<Arc<str>, runs::RunState>,
+    finished: VecDeque<(Millis, Arc<str>)>,
+    queue: VecDeque<Task>,
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    seq: u64,
+    next_tag: u64,
+    blobs: HashMap<String, Bytes>,
+    registry: registry::Registry,
+}
+
+/// A retry waiting for its due time; ordered by time, then by insertion.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Delayed {
+    due: Millis,
+    seq: u64,
+    task: TaskKey,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct TaskKey {
+    run: Arc<str>,
+    index: u32,
+    attempt: u32,
+}
+
+impl MemoryBackend {
+    /// A backend keeping blobs in `blob_dir` if given, else in memory.
+    pub fn new(clock: Arc<dyn Clock>, blob_dir: Option<PathBuf>, retention: Retention) -> Arc<Self> {
+        let (events, _) = broadcast::channel(4096);
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                runs: HashMap::new(),
+                finished: VecDeque::new(),
+                queue: VecDeque::new(),
+                delayed: BinaryHeap::new(),
+                seq: 0,
+                next_tag: 0,
+                blobs: HashMap::new(),
+                registry: registry::Registry::default(),
+            }),
+            ready: Notify::new(),
+            events,
+            clock,
+            blob_dir,
+            retention,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a transition half done
+        // (each one is computed before it is applied), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, make: impl FnOnce() -> RunEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(make());
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for MemoryBackend {
+    async fn create_run(&self, spec: Arc<RunSpec>) -> Result<(), BackendError> {
+        let pushed = self.create_run_now(spec);
+        if pushed {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn claim(&self, task: &Task, now: Millis) -> Result<Claim, BackendError> {
+        Ok(self.claim_now(task, now))
+    }
+
+    async fn commit(
+        &self,
+        run: &str,
+        index: usize,
+        lease: u64,
+        outcome: Outcome,
+        now: Millis,
+    ) -> Result<Committed, BackendError> {
+        let (committed, pushed) = self.commit_now(run, index, lease, outcome, now);
+        if pushed {
+            self.ready.notify_one();
+        }
+        Ok(committed)
+    }
+
+    async fn finish(
+        &self,
+        run: &str,
+        result: Result<serde_json::Value, RunError>,
+        now: Millis,
+    ) -> Result<bool, BackendError> {
+        Ok(self.finish_now(run, result, now))
+    }
+
+    async fn cancel(
+        &self,
+        tenant: &str,
+        run: &str,
+        now: Millis,
+    ) -> Result<Option<(RunStatus, Vec<usize>)>, BackendError> {
+        Ok(self.cancel_now(tenant, run, now))
+    }
+
+    async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError> {
+        Ok(self.view(tenant, run))
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.events.subscribe()
+    }
+
+    async fn put_blob(&self, digest: &str, bytes: Bytes) -> Result<(), BackendError> {
+        self.put_blob_now(digest, bytes).await
+    }
+
+    async fn blob(&self, digest: &str) -> Result<Option<Bytes>, BackendError> {
+        self.blob_now(digest).await
+    }
+
+    async fn publish(&self, tenant: &str, record: VersionRecord) -> Result<Published, BackendError> {
+        Ok(self.lock().registry.publish(tenant, record))
+    }
+
+    async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<VersionRecord>, BackendError> {
+        Ok(self.lock().registry.versions(tenant, name))
+    }
+}
+
+#[async_trait::async_trait]
+impl WorkQueue for MemoryBackend {
+    async fn next(&self, max: usize) -> Result<Vec<Delivery>, BackendError> {
+        loop {
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            let next_due = {
+                let mut inner = self.lock();
+                inner.promote_due(self.clock.now());
+                let take = max.min(inner.queue.len());
+                if take > 0 {
+                    let mut out = Vec::with_capacity(take);
+                    for task in inner.queue.drain(..take) {
+                        out.push(Delivery { task, tag: 0 });
+                    }
+                    for d in &mut out {
+                        inner.next_tag += 1;
+                        d.tag = inner.next_tag;
+                    }
+                    if !inner.queue.is_empty() {
+                        // Someone else may take the rest.
+                        self.ready.notify_one();
+                    }
+                    return Ok(out);
+                }
+                inner.delayed.peek().map(|Reverse(d)| d.due)
+            };
+            match next_due {
+                Some(due) => {
+                    tokio::select! {
+                        _ = &mut ready => {}
+                        _ = self.clock.sleep_until(due) => {}
+                    }
+                }
+                None => ready.await,
+            }
+        }
+    }
+
+    async fn ack(&self, _deliveries: &[Delivery]) -> Result<(), BackendError> {
+        // Nothing is redelivered within one process: a claimed task is the worker's.
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<u64, BackendError> {
+        Ok(self.lock().queue.len() as u64)
+    }
+}
+
+impl Inner {
+    fn push_delayed(&mut self, due: Millis, run: Arc<str>, index: u32, attempt: u32) {
+        self.seq += 1;
+        self.delayed.push(Reverse(Delayed {
+            due,
+            seq: self.seq,
+            task: TaskKey { run, index, attempt },
+        }));
+    }
+
+    fn promote_due(&mut self, now: Millis) {
+        while let Some(Reverse(d)) = self.delayed.peek() {
+            if d.due > now {
+                break;
+            }
+            let Reverse(d) = self.delayed.pop().expect("peeked");
+            self.queue.push_back(Task {
+                run: d.task.run,
+                kind: crate::scheduler::model::TaskKind::Step {
+                    index: d.task.index,
+                    attempt: d.task.attempt,
+                },
+            });
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Run and step transitions of the embedded backend, each applied under the
+//! backend's one lock.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use super::{Inner, MemoryBackend};
+use crate::backend::{Claim, Committed, Outcome, StepWork};
+use crate::engine::Failure;
+use crate::scheduler::clock::{Millis, rfc3339};
+use crate::scheduler::model::{
+    RunError, RunEvent, RunSpec, RunStatus, RunView, StepRecord, StepStatus, StepView, Task, TaskKind,
+};
+use crate::workflow::Root;
+
+pub(super) struct RunState {
+    spec: Arc<RunSpec>,
+    status: RunStatus,
+    output: serde_json::Value,
+    error: Option<RunError>,
+    started_at: Option<Millis>,
+    finished_at: Option<Millis>,
+    steps: Vec<StepState>,
+    /// Steps that have not succeeded yet; finalisation is due at zero.
+    remaining: usize,
+}
+
+struct StepState {
+    rec: StepRecord,
+    /// Dependencies that have not succeeded yet; the step is ready at zero.
+    waiting_on: u32,
+    lease: u64,
+}
+
+impl StepState {
+    fn status(&self) -> StepStatus {
+        self.rec.status.unwrap_or(StepStatus::Pending)
+    }
+}
+
+impl MemoryBackend {
+    pub(super) fn create_run_now(&self, spec: Arc<RunSpec>) -> bool {
+        let run: Arc<str> = Arc::from(spec.id.as_str());
+        let steps: Vec<StepState> = spec
+            .workflow
+            .steps
+            .iter()
+            .map(|s| StepState {
+                rec: StepRecord {
+                    status: Some(if s.deps.is_empty() {
+                        StepStatus::Queued
+                    } else {
+                        StepStatus::Pending
+                    }),
+                    ..StepRecord::default()
+                },
+                waiting_on: s.deps.len() as u32,
+                lease: 0,
+            })
+            .collect();
+        let mut inner = self.lock();
+        let mut pushed = false;
+        for (index, s) in steps.iter().enumerate() {
+            if s.waiting_on == 0 {
+                inner.queue.push_back(Task {
+                    run: run.clone(),
+                    kind: TaskKind::Step {
+                        index: index as u32,
+                        attempt: 1,
+                    },
+                });
+                pushed = true;
+            }
+        }
+        let remaining = steps.len();
+        inner.runs.insert(
+            run,
+            RunState {
+                spec,
+                status: RunStatus::Queued,
+                output: serde_json::Value::Null,
+                error: None,
+                started_at: None,
+                finished_at: None,
+                steps,
+                remaining,
+            },
+        );
+        pushed
+    }
+
+    pub(super) fn claim_now(&self, task: &Task, now: Millis) -> Claim {
+        let mut inner = self.lock();
+        let Some(run) = inner.runs.get_mut(&task.run) else {
+            return Claim::Stale;
+        };
+        if run.status.is_terminal() {
+            return Claim::Stale;
+        }
+        let (index, attempt) = match task.kind {
+            TaskKind::Finalize if run.remaining == 0 => {
+                return Claim::Finalize {
+                    spec: run.spec.clone(),
+                    outputs: run
+                        .steps
+                        .iter()
+                        .map(|s| s.rec.output.as_deref().cloned())
+                        .collect(),
+                };
+            }
+            TaskKind::Finalize => return Claim::Stale,
+            TaskKind::Step { index, attempt } => (index as usize, attempt),
+        };
+        let Some(step) = run.steps.get_mut(index) else {
+            return Claim::Stale;
+        };
+        match step.status() {
+            StepStatus::Queued if attempt == step.rec.attempts + 1 => {
+                step.rec.status = Some(StepStatus::Running);
+                step.rec.attempts = attempt;
+                step.rec.started_at.get_or_insert(now);
+            }
+            // Delivered again while running: the new holder supersedes the old one.
+            StepStatus::Running if attempt == step.rec.attempts => {}
+            _ => return Claim::Stale,
+        }
+        step.lease += 1;
+        let lease = step.lease;
+        let run_started = run.status == RunStatus::Queued;
+        if run_started {
+            run.status = RunStatus::Running;
+            run.started_at = Some(now);
+        }
+        let spec = run.spec.clone();
+        let deps = spec.workflow.steps[index]
+            .input
+            .roots()
+            .into_iter()
+            .filter_map(|root| match root {
+                Root::Step(d) => run.steps[d].rec.output.clone().map(|o| (d, o)),
+                Root::Input => None,
+            })
+            .collect();
+        drop(inner);
+        if run_started {
+            self.emit(|| run_event(&spec.id, RunStatus::Running, now));
+        }
+        self.emit(|| step_event(&spec, index, StepStatus::Running, attempt, None, now));
+        Claim::Step(StepWork {
+            spec,
+            index,
+            attempt,
+            lease,
+            deps,
+        })
+    }
+
+    pub(super) fn commit_now(
+        &self,
+        run_id: &str,
+        index: usize,
+        lease: u64,
+        outcome: Outcome,
+        now: Millis,
+    ) -> (Committed, bool) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some(run_key) = inner.runs.get_key_value(run_id).map(|(k, _)| k.clone()) else {
+            return (Committed::default(), false);
+        };
+        let run = inner.runs.get_mut(run_id).expect("present");
+        if run.status.is_terminal() {
+            return (Committed::default(), false);
+        }
+        let Some(step) = run.steps.get_mut(index) else {
+            return (Committed::default(), false);
+        };
+        if step.status() != StepStatus::Running || step.lease != lease {
+            return (Committed::default(), false);
+        }
+        let spec = run.spec.clone();
+        let attempt = step.rec.attempts;
+        let mut committed = Committed {
+            applied: true,
+            ..Committed::default()
+        };
+        let mut pushed = false;
+        match outcome {
+            Outcome::Succeeded { output, logs } => {
+                step.rec.status = Some(StepStatus::Succeeded);
+                step.rec.output = Some(Arc::new(output));
+                step.rec.error = None;
+                step.rec.logs = logs;
+                step.rec.finished_at = Some(now);
+                run.remaining -= 1;
+                self.emit(|| step_event(&spec, index, StepStatus::Succeeded, attempt, None, now));
+                for &d in spec.workflow.dependents(index) {
+                    let dep = &mut run.steps[d];
+                    dep.waiting_on -= 1;
+                    if dep.waiting_on == 0 && dep.status() == StepStatus::Pending {
+                        dep.rec.status = Some(StepStatus::Queued);
+                        inner.queue.push_back(Task {
+                            run: run_key.clone(),
+                            kind: TaskKind::Step {
+                                index: d as u32,
+                                attempt: 1,
+                            },
+                        });
+                        pushed = true;
+                        self.emit(|| step_event(&spec, d, StepStatus::Queued, 0, None, now));
+                    }
+                }
+                if run.remaining == 0 {
+                    inner.queue.push_back(Task {
+                        run: run_key,
+                        kind: TaskKind::Finalize,
+                    });
+                    pushed = true;
+                }
+            }
+            Outcome::Retry { failure, logs, due } => {
+                step.rec.status = Some(StepStatus::Queued);
+                step.rec.logs = logs;
+                let shown = failure.clone();
+                step.rec.error = Some(failure);
+                inner.push_delayed(due, run_key, index as u32, attempt + 1);
+                pushed = true;
+                self.emit(|| step_event(&spec, index, StepStatus::Queued, attempt, Some(shown), now));
+            }
+            Outcome::Failed { failure, logs } => {
+                step.rec.status = Some(StepStatus::Failed);
+                step.rec.logs = logs;
+                step.rec.finished_at = Some(now);
+                let error = RunError {
+                    code: failure.code.clone(),
+                    message: format!("step `{}` failed: {}", spec.workflow.steps[index].id, failure.message),
+                    step: Some(spec.workflow.steps[index].id.clone()),
+                };
+                let shown = failure.clone();
+                step.rec.error = Some(failure);
+                self.emit(|| step_event(&spec, index, StepStatus::Failed, attempt, Some(shown), now));
+                committed.cancelled = self.end_run(run, RunStatus::Failed, Some(error), now);
+                committed.run_ended = Some(RunStatus::Failed);
+                inner.finished.push_back((now, run_key));
+                self.expire(inner, now);
+            }
+        }
+        (committed, pushed)
+    }
+
+    pub(super) fn finish_now(
+        &self,
+        run_id: &str,
+        result: Result<serde_json::Value, RunError>,
+        now: Millis,
+    ) -> bool {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some(run) = inner.runs.get_mut(run_id) else {
+            return false;
+        };
+        if run.status.is_terminal() || run.remaining != 0 {
+            return false;
+        }
+        match result {
+            Ok(output) => {
+                run.output = output;
+                self.end_run(run, RunStatus::Succeeded, None, now);
+            }
+            Err(error) => {
+                self.end_run(run, RunStatus::Failed, Some(error), now);
+            }
+        }
+        inner.finished.push_back((now, Arc::from(run_id)));
+        self.expire(inner, now);
+        true
+    }
+
+    pub(super) fn cancel_now(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        now: Millis,
+    ) -> Option<(RunStatus, Vec<usize>)> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let run = inner.runs.get_mut(run_id).filter(|r| r.spec.tenant == tenant)?;
+        if run.status.is_terminal() {
+            return Some((run.status, Vec::new()));
+        }
+        let stopped = self.end_run(run, RunStatus::Cancelled, None, now);
+        inner.finished.push_back((now, Arc::from(run_id)));
+        self.expire(inner, now);
+        Some((RunStatus::Cancelled, stopped))
+    }
+
+    /// Ends a run: steps not started are skipped, running ones cancelled.
+    /// Returns the steps that were running.
+    fn end_run(
+        &self,
+        run: &mut RunState,
+        status: RunStatus,
+        error: Option<RunError>,
+        now: Millis,
+    ) -> Vec<usize> {
+        let mut stopped = Vec::new();
+        for (i, step) in run.steps.iter_mut().enumerate() {
+            let next = match step.status() {
+                StepStatus::Pending | StepStatus::Queued => StepStatus::Skipped,
+                StepStatus::Running => {
+                    stopped.push(i);
+                    StepStatus::Cancelled
+                }
+                _ => continue,
+            };
+            step.rec.status = Some(next);
+            step.rec.finished_at = Some(now);
+            let spec = &run.spec;
+            self.emit(|| step_event(spec, i, next, step.rec.attempts, None, now));
+        }
+        run.status = status;
+        run.error = error;
+        run.finished_at = Some(now);
+        let id = &run.spec.id;
+        self.emit(|| run_event(id, status, now));
+        stopped
+    }
+
+    /// Forgets finished runs past the retention period or count.
+    fn expire(&self, inner: &mut Inner, now: Millis) {
+        while let Some((at, _)) = inner.finished.front() {
+            let too_old = now.saturating_sub(*at) > self.retention.keep_ms;
+            if !too_old && inner.finished.len() <= self.retention.max_finished {
+                break;
+            }
+            let (_, id) = inner.finished.pop_front().expect("front");
+            inner.runs.remove(&id);
+        }
+    }
+
+    pub(super) fn view(&self, tenant: &str, run_id: &str) -> Option<RunView> {
+        let inner = self.lock();
+        let run = inner.runs.get(run_id).filter(|r| r.spec.tenant == tenant)?;
+        let spec = &run.spec;
+        let steps: IndexMap<String, StepView> = run
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (spec.workflow.steps[i].id.clone(), StepView::new(spec, i, &s.rec)))
+            .collect();
+        Some(RunView {
+            id: spec.id.clone(),
+            tenant: spec.tenant.clone(),
+            workflow: spec.workflow.name.clone(),
+            status: run.status,
+            input: spec.input.clone(),
+            output: run.output.clone(),
+            error: run.error.clone(),
+            created_at: rfc3339(spec.created_at),
+            started_at: run.started_at.map(rfc3339),
+            finished_at: run.finished_at.map(rfc3339),
+            steps,
+        })
+    }
+}
+
+fn run_event(run: &str, status: RunStatus, now: Millis) -> RunEvent {
+    RunEvent::Run {
+        run: run.to_string(),
+        status,
+        at: rfc3339(now),
+    }
+}
+
+fn step_event(
+    spec: &RunSpec,
+    index: usize,
+    status: StepStatus,
+    attempt: u32,
+    error: Option<Failure>,
+    now: Millis,
+) -> RunEvent {
+    RunEvent::Step {
+        run: spec.id.clone(),
+        step: spec.workflow.steps[index].id.clone(),
+        status,
+        attempt,
+        error,
+        at: rfc3339(now),
+    }
+}

@@ -1,0 +1,183 @@
+//! Where runs, steps, registry records and blobs live (`StateStore`) and how
+//! ready steps reach workers (`WorkQueue`). The scheduler sees only these traits.
+//!
+//! Every method that changes a run applies its whole transition atomically:
+//! the step's result, the status changes it causes, and the tasks that became
+//! ready are committed together or not at all.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::engine::{Failure, LogLine};
+use crate::scheduler::clock::Millis;
+use crate::scheduler::model::{RunError, RunSpec, RunStatus, RunView, Task};
+
+/// A backend could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot be reached right now; the operation may be retried.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data is not what this version of Weft expects.
+    #[error("backend data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// What a worker gets when it claims a task.
+pub enum Claim {
+    /// Run this attempt. `lease` must accompany the commit.
+    Step(StepWork),
+    /// Every step succeeded: resolve the output from `outputs` and finish the run.
+    Finalize {
+        spec: Arc<RunSpec>,
+        outputs: Vec<Option<serde_json::Value>>,
+    },
+    /// The task is obsolete (run ended, step already done, or superseded): drop it.
+    Stale,
+}
+
+/// One claimed step attempt.
+pub struct StepWork {
+    pub spec: Arc<RunSpec>,
+    pub index: usize,
+    pub attempt: u32,
+    pub lease: u64,
+    /// The outputs of the steps this one depends on, by step index.
+    pub deps: Vec<(usize, Arc<serde_json::Value>)>,
+}
+
+/// The result of an attempt, as the scheduler decided to record it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded {
+        output: serde_json::Value,
+        logs: Vec<LogLine>,
+    },
+    /// Failed, to be tried again as attempt `attempt + 1` at `due`.
+    Retry {
+        failure: Failure,
+        logs: Vec<LogLine>,
+        due: Millis,
+    },
+    /// Failed for good: the run fails with it.
+    Failed {
+        failure: Failure,
+        logs: Vec<LogLine>,
+    },
+}
+
+/// What a commit did.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// False when the attempt was superseded or the run had ended: nothing changed.
+    pub applied: bool,
+    /// Steps of this run that were running and are now cancelled.
+    pub cancelled: Vec<usize>,
+    /// The run's new status, when this commit ended it.
+    pub run_ended: Option<RunStatus>,
+}
+
+/// A component version in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub size: u64,
+    pub published_at: Millis,
+}
+
+/// What publishing a version did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    Created(VersionRecord),
+    /// The same bytes were already published under this version.
+    Unchanged(VersionRecord),
+    /// Other bytes are published under this version; versions are immutable.
+    Conflict(VersionRecord),
+}
+
+/// Runs, steps, registry records and blobs.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Stores a new run and enqueues its root steps.
+    async fn create_run(&self, spec: Arc<RunSpec>) -> Result<(), BackendError>;
+
+    /// Claims a task from the queue: checks it is current, marks the step
+    /// running with a new lease and returns what the attempt needs.
+    async fn claim(&self, task: &Task, now: Millis) -> Result<Claim, BackendError>;
+
+    /// Records the outcome of an attempt holding `lease`; ignored when the
+    /// lease was superseded or the step is no longer running. A success enqueues
+    /// the dependents that became ready; the last success enqueues finalisation;
+    /// a failure fails the run, skipping steps not started and cancelling
+    /// running ones.
+    async fn commit(
+        &self,
+        run: &str,
+        index: usize,
+        lease: u64,
+        outcome: Outcome,
+        now: Millis,
+    ) -> Result<Committed, BackendError>;
+
+    /// Ends a run whose steps all succeeded, with its output or an error.
+    async fn finish(
+        &self,
+        run: &str,
+        result: Result<serde_json::Value, RunError>,
+        now: Millis,
+    ) -> Result<bool, BackendError>;
+
+    /// Cancels a run that has not ended. `None` when the tenant has no such run;
+    /// otherwise the run's status after the call and the steps it stopped.
+    async fn cancel(
+        &self,
+        tenant: &str,
+        run: &str,
+        now: Millis,
+    ) -> Result<Option<(RunStatus, Vec<usize>)>, BackendError>;
+
+    /// The tenant's run, as clients see it.
+    async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError>;
+
+    /// State changes of every run on this backend, from now on.
+    fn subscribe(&self) -> broadcast::Receiver<crate::scheduler::model::RunEvent>;
+
+    /// Stores component bytes under their digest (once).
+    async fn put_blob(&self, digest: &str, bytes: Bytes) -> Result<(), BackendError>;
+
+    /// Component bytes by digest.
+    async fn blob(&self, digest: &str) -> Result<Option<Bytes>, BackendError>;
+
+    /// Records an immutable `(tenant, name, version) -> digest`.
+    async fn publish(&self, tenant: &str, record: VersionRecord) -> Result<Published, BackendError>;
+
+    /// Every version of the tenant's component `name`, oldest first.
+    async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<VersionRecord>, BackendError>;
+}
+
+/// Ready tasks on their way to workers.
+#[async_trait::async_trait]
+pub trait WorkQueue: Send + Sync + 'static {
+    /// Waits until at least one task is ready and returns up to `max` of them.
+    async fn next(&self, max: usize) -> Result<Vec<Delivery>, BackendError>;
+
+    /// Marks deliveries as done so they are not delivered again.
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<(), BackendError>;
+
+    /// Tasks ready and waiting for a worker.
+    async fn depth(&self) -> Result<u64, BackendError>;
+}
+
+/// A task handed to one worker, with what the queue needs to acknowledge it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub task: Task,
+    pub tag: u64,
+}

@@ -1,0 +1,306 @@
+//! `weft exec`: run one workflow in-process on the embedded backend.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::StateStore;
+use crate::backend::memory::{MemoryBackend, Retention};
+use crate::bundled;
+use crate::cache::ComponentCache;
+use crate::engine::{Engine, EngineConfig};
+use crate::registry::Snapshot;
+use crate::scheduler::clock::{Clock, SystemClock};
+use crate::scheduler::model::{RunSpec, RunStatus, StepDefaults};
+use crate::scheduler::{Scheduler, new_run_id};
+use crate::worker::Worker;
+use crate::workflow::{self, Problem};
+
+/// Arguments of `weft exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// The workflow document (JSON).
+    pub workflow: PathBuf,
+    /// The run's input: inline JSON, or `@FILE` to read it from a file. Default `{}`.
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Directory of components named `<name>@<version>.wasm`. Without it, the
+    /// example components bundled into `weft` are used.
+    #[arg(long)]
+    pub components: Option<PathBuf>,
+    /// Where compiled artifacts are kept between runs.
+    #[arg(long, env = "WEFT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Steps run at once.
+    #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: u32,
+}
+
+/// A component available to `weft exec`.
+struct Source {
+    name: String,
+    version: semver::Version,
+    origin: Origin,
+}
+
+enum Origin {
+    File(PathBuf),
+    Bundled(&'static [u8]),
+}
+
+impl Source {
+    fn label(&self) -> String {
+        match &self.origin {
+            Origin::File(p) => p.display().to_string(),
+            Origin::Bundled(_) => format!("bundled {}@{}", self.name, self.version),
+        }
+    }
+}
+
+/// Why `exec` stopped before running anything.
+struct Refusal {
+    code: &'static str,
+    message: String,
+    details: Vec<Problem>,
+}
+
+impl Refusal {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    fn print(&self) {
+        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        eprintln!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
+    }
+}
+
+pub async fn exec(args: ExecArgs) -> ExitCode {
+    let data_dir = args.data_dir.clone().unwrap_or_else(super::default_data_dir);
+    let engine = match Engine::new(&EngineConfig {
+        max_concurrency: args.concurrency,
+        ..EngineConfig::default()
+    }) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("weft: cannot create the wasm engine: {e:#}");
+            return ExitCode::from(3);
+        }
+    };
+    let cache = Arc::new(ComponentCache::new(engine, Some(&data_dir), 256));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let backend = MemoryBackend::new(clock.clone(), None, Retention::default());
+
+    let spec = match prepare(&args, &cache, &backend, clock.now()).await {
+        Ok(spec) => spec,
+        Err(refusal) => {
+            refusal.print();
+            return ExitCode::from(2);
+        }
+    };
+    let stats = cache.stats();
+    tracing::info!(
+        hits = stats.hits,
+        loads = stats.loads,
+        compiles = stats.compiles,
+        "components ready"
+    );
+
+    let scheduler = Scheduler::new(backend.clone(), backend.clone(), clock);
+    let worker = Worker::new(scheduler.clone(), cache.clone(), args.concurrency as usize);
+    let shutdown = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+
+    let tenant = spec.tenant.clone();
+    let run_id = match scheduler.start(spec).await {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("weft: cannot start the run: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let view = scheduler.wait(&tenant, &run_id).await;
+    shutdown.cancel();
+    let _ = worker_task.await;
+    match view {
+        Ok(Some(view)) => {
+            println!("{}", serde_json::to_string_pretty(&view).expect("JSON"));
+            if view.status == RunStatus::Succeeded {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Ok(None) => {
+            eprintln!("weft: the run disappeared");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("weft: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// Reads and validates everything; compiles (or loads) the components used.
+async fn prepare(
+    args: &ExecArgs,
+    cache: &ComponentCache,
+    backend: &MemoryBackend,
+    now: u64,
+) -> Result<RunSpec, Refusal> {
+    let text = std::fs::read_to_string(&args.workflow).map_err(|e| {
+        Refusal::new(
+            "invalid_workflow",
+            format!("cannot read {}: {e}", args.workflow.display()),
+        )
+    })?;
+    let document: Value = serde_json::from_str(&text).map_err(|e| {
+        let mut r = Refusal::new("invalid_workflow", format!("{} is not JSON", args.workflow.display()));
+        r.details.push(Problem::new("", e.to_string()));
+        r
+    })?;
+    let input = read_input(args.input.as_deref())?;
+    let sources = match &args.components {
+        Some(dir) => scan_dir(dir)?,
+        None => bundled_sources(),
+    };
+    let mut snapshot = Snapshot::default();
+    for (i, s) in sources.iter().enumerate() {
+        snapshot.add(&s.name, s.version.clone(), i.to_string());
+    }
+
+    let validated = workflow::validate(&document, &snapshot).map_err(|details| Refusal {
+        code: "invalid_workflow",
+        message: format!("the workflow has {} problem(s)", details.len()),
+        details,
+    })?;
+    let problems = workflow::check_input(&validated.workflow, &input);
+    if !problems.is_empty() {
+        return Err(Refusal {
+            code: "invalid_input",
+            message: format!("the input does not match input_schema ({} problem(s))", problems.len()),
+            details: problems,
+        });
+    }
+
+    // Check and compile each component used, once, reporting every bad one.
+    let mut digests: Vec<Option<Result<String, String>>> = (0..sources.len()).map(|_| None).collect();
+    let mut problems = Vec::new();
+    let mut pins = Vec::with_capacity(validated.pins.len());
+    for (step, pin) in validated.pins.iter().enumerate() {
+        let i: usize = pin.parse().expect("pins are source indexes");
+        if digests[i].is_none() {
+            digests[i] = Some(load(&sources[i], cache, backend).await);
+        }
+        match digests[i].as_ref().expect("just set") {
+            Ok(digest) => pins.push(digest.clone()),
+            Err(message) => problems.push(Problem::new(format!("/steps/{step}/component"), message.clone())),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Refusal {
+            code: "invalid_component",
+            message: "a component cannot be used".into(),
+            details: problems,
+        });
+    }
+    Ok(RunSpec {
+        id: new_run_id(now),
+        tenant: "default".into(),
+        document,
+        workflow: validated.workflow,
+        pins,
+        input,
+        defaults: StepDefaults::default(),
+        created_at: now,
+    })
+}
+
+async fn load(source: &Source, cache: &ComponentCache, backend: &MemoryBackend) -> Result<String, String> {
+    let bytes = match &source.origin {
+        Origin::File(path) => Bytes::from(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        Origin::Bundled(b) => Bytes::from_static(b),
+    };
+    let digest = cache
+        .add(bytes.clone())
+        .await
+        .map_err(|e| format!("{}: {e}", source.label()))?;
+    backend
+        .put_blob(&digest, bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(digest)
+}
+
+fn read_input(arg: Option<&str>) -> Result<Value, Refusal> {
+    let Some(arg) = arg else {
+        return Ok(json!({}));
+    };
+    let (text, origin) = match arg.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| Refusal::new("invalid_input", format!("cannot read input file {path}: {e}")))?,
+            path.to_string(),
+        ),
+        None => (arg.to_string(), "--input".to_string()),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        let mut r = Refusal::new("invalid_input", format!("{origin} is not JSON"));
+        r.details.push(Problem::new("/input", e.to_string()));
+        r
+    })
+}
+
+/// Components in `dir` named `<name>@<version>.wasm`.
+fn scan_dir(dir: &Path) -> Result<Vec<Source>, Refusal> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Refusal::new(
+            "invalid_workflow",
+            format!("cannot read components directory {}: {e}", dir.display()),
+        )
+    })?;
+    let mut sources = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some(stem) = file.strip_suffix(".wasm") else {
+            continue;
+        };
+        let parsed = stem
+            .split_once('@')
+            .and_then(|(name, version)| Some((name, semver::Version::parse(version).ok()?)));
+        match parsed {
+            Some((name, version)) => sources.push(Source {
+                name: name.to_string(),
+                version,
+                origin: Origin::File(path.clone()),
+            }),
+            None => tracing::warn!(file = %path.display(), "ignored: not named <name>@<version>.wasm"),
+        }
+    }
+    Ok(sources)
+}
+
+fn bundled_sources() -> Vec<Source> {
+    bundled::EXAMPLES
+        .iter()
+        .filter_map(|b| {
+            Some(Source {
+                name: b.name.to_string(),
+                version: semver::Version::parse(b.version).ok()?,
+                origin: Origin::Bundled(b.wasm),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,79 @@
+//! The `weft` command line.
+
+mod exec;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Weft runs workflows of sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr; the level is set with WEFT_LOG (e.g. `info`, `weft=debug`).
+    #[arg(long, value_enum, global = true, env = "WEFT_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one workflow in this process on the embedded backend and print the
+    /// finished run as JSON.
+    ///
+    /// Exit code 0 when the run succeeded, 1 when it failed, 2 when the
+    /// document, the input or a component is invalid (details on stderr, as
+    /// JSON), 3 when Weft itself could not run.
+    Exec(exec::ExecArgs),
+}
+
+/// Entry point of the `weft` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format, "warn");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Exec(args) => exec::exec(args).await,
+        }
+    })
+}
+
+fn init_tracing(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Where Weft keeps blobs and compiled artifacts when no `--data-dir` is given:
+/// `$XDG_DATA_HOME/weft`, else `~/.local/share/weft`, else `./.weft`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("weft");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/weft");
+    }
+    PathBuf::from(".weft")
+}

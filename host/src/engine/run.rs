@@ -1,0 +1,240 @@
+//! One step attempt: a fresh store with limits, instantiate, call `run`, and turn
+//! whatever happened into output or a failure with a host error code.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::host::{LogLine, StepHost};
+use super::{Engine, Linked};
+use crate::bindings;
+
+/// Who is running: passed to the guest through `current-invocation`.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub tenant: String,
+    pub run_id: String,
+    pub step_id: String,
+    pub attempt: u32,
+}
+
+/// The resources one attempt may use.
+#[derive(Debug, Clone, Copy)]
+pub struct StepLimits {
+    pub fuel: u64,
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub output_bytes: usize,
+}
+
+/// Why an attempt failed: a host error code or the component's own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+}
+
+impl Failure {
+    /// A failure detected by the host; host codes are retryable unless said otherwise.
+    pub fn host(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_string(),
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+/// What one attempt produced.
+#[derive(Debug)]
+pub struct Execution {
+    pub result: Result<serde_json::Value, Failure>,
+    pub logs: Vec<LogLine>,
+    pub fuel_used: u64,
+    pub duration: Duration,
+}
+
+/// Raised from the epoch callback to stop a guest.
+#[derive(Debug, thiserror::Error)]
+enum Interrupted {
+    #[error("step passed its deadline")]
+    Timeout,
+    #[error("step was cancelled")]
+    Cancelled,
+}
+
+const MAX_ERROR_CODE: usize = 64;
+const MAX_ERROR_MESSAGE: usize = 4096;
+
+impl Engine {
+    /// Runs one attempt of a step in a fresh instance. Never panics on guest
+    /// behaviour; every way a guest can misbehave ends as a [`Failure`].
+    pub async fn run(
+        &self,
+        linked: &Linked,
+        invocation: Invocation,
+        input: &str,
+        limits: &StepLimits,
+        cancel: &CancellationToken,
+    ) -> Execution {
+        let started = Instant::now();
+        let deadline = started + limits.timeout;
+        let host = StepHost::new(
+            bindings::Invocation {
+                tenant: invocation.tenant,
+                run_id: invocation.run_id,
+                step_id: invocation.step_id,
+                attempt: invocation.attempt,
+            },
+            limits.memory_bytes,
+            limits.output_bytes.min(64 * 1024),
+        );
+        let mut store = Store::new(self.wasmtime(), host);
+        store.limiter(|h| &mut h.limiter);
+        // Fuel and epochs both stop CPU-bound guests; only the outer timeout below
+        // stops one blocked in a host call such as `sleep`.
+        let _ = store.set_fuel(limits.fuel);
+        store.set_epoch_deadline(1);
+        let token = cancel.clone();
+        store.epoch_deadline_callback(move |_| {
+            if token.is_cancelled() {
+                return Err(Interrupted::Cancelled.into());
+            }
+            if Instant::now() >= deadline {
+                return Err(Interrupted::Timeout.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        let called = {
+            let call = async {
+                let step = linked.pre.instantiate_async(&mut store).await?;
+                step.call_run(&mut store, input).await
+            };
+            let outer = tokio::time::sleep_until((deadline + self.tick()).into());
+            tokio::select! {
+                r = call => Called::Returned(r),
+                _ = outer => Called::Interrupted(Interrupted::Timeout),
+                _ = cancel.cancelled() => Called::Interrupted(Interrupted::Cancelled),
+            }
+        };
+
+        let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let result = match called {
+            Called::Returned(Ok(Ok(output))) => check_output(output, limits.output_bytes),
+            Called::Returned(Ok(Err(e))) => Err(guest_error(e)),
+            Called::Returned(Err(e)) => Err(classify(&e, store.data().limiter.denied, limits)),
+            Called::Interrupted(i) => Err(interrupted(&i, limits)),
+        };
+        let host = store.into_data();
+        Execution {
+            result,
+            logs: collect_logs(host),
+            fuel_used,
+            duration: started.elapsed(),
+        }
+    }
+}
+
+enum Called {
+    Returned(wasmtime::Result<Result<String, bindings::StepError>>),
+    Interrupted(Interrupted),
+}
+
+fn check_output(output: String, cap: usize) -> Result<serde_json::Value, Failure> {
+    if output.len() > cap {
+        return Err(Failure::host(
+            "output_too_large",
+            format!("output is {} bytes, over the {cap}-byte limit", output.len()),
+        ));
+    }
+    serde_json::from_str(&output)
+        .map_err(|e| Failure::host("invalid_output", format!("output is not JSON: {e}")))
+}
+
+fn guest_error(e: bindings::StepError) -> Failure {
+    let mut code = e.code;
+    if code.is_empty() {
+        code = "error".to_string();
+    }
+    Failure {
+        code: truncate(code, MAX_ERROR_CODE),
+        message: truncate(e.message, MAX_ERROR_MESSAGE),
+        retryable: e.retryable,
+    }
+}
+
+fn interrupted(i: &Interrupted, limits: &StepLimits) -> Failure {
+    match i {
+        Interrupted::Timeout => Failure::host(
+            "timeout",
+            format!("step ran longer than its {} ms timeout", limits.timeout.as_millis()),
+        ),
+        Interrupted::Cancelled => Failure {
+            code: "cancelled".into(),
+            message: "step was cancelled".into(),
+            retryable: false,
+        },
+    }
+}
+
+fn classify(e: &wasmtime::Error, memory_denied: bool, limits: &StepLimits) -> Failure {
+    if let Some(i) = e.downcast_ref::<Interrupted>() {
+        return interrupted(i, limits);
+    }
+    if memory_denied {
+        return Failure::host(
+            "memory_limit",
+            format!(
+                "step tried to grow its memory past its {} MiB limit",
+                limits.memory_bytes >> 20
+            ),
+        );
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Failure::host(
+            "out_of_fuel",
+            format!("step used up its fuel budget of {}", limits.fuel),
+        ),
+        Some(Trap::Interrupt) => interrupted(&Interrupted::Timeout, limits),
+        Some(trap) => Failure::host("trap", format!("wasm trap: {trap}")),
+        None => Failure::host("trap", truncate(format!("{e:#}"), MAX_ERROR_MESSAGE)),
+    }
+}
+
+fn collect_logs(host: StepHost) -> Vec<LogLine> {
+    let mut logs = host.logs;
+    for (stream, pipe) in [("stdout", &host.stdout), ("stderr", &host.stderr)] {
+        let (lines, dropped) = pipe.lines();
+        logs.extend(lines.into_iter().map(|message| LogLine {
+            level: stream.to_string(),
+            message,
+        }));
+        if dropped > 0 {
+            logs.push(LogLine {
+                level: "warn".into(),
+                message: format!("{dropped} bytes of {stream} dropped over the cap"),
+            });
+        }
+    }
+    if host.dropped_logs > 0 {
+        logs.push(LogLine {
+            level: "warn".into(),
+            message: format!("{} log lines dropped over the cap", host.dropped_logs),
+        });
+    }
+    logs
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}

@@ -1,0 +1,17 @@
+//! Weft: run workflows of sandboxed WebAssembly components.
+//!
+//! The modules follow the data path: a component is checked and compiled by
+//! `engine`, kept by `cache` and named in `registry`; a `workflow` document is
+//! validated, its run is driven by the `scheduler` over a `backend`, and the
+//! `worker` runs each ready step in a fresh instance.
+
+pub mod bindings;
+pub mod engine;
+pub mod cache;
+pub mod registry;
+pub mod workflow;
+pub mod scheduler;
+pub mod backend;
+pub mod worker;
+pub mod bundled;
+pub mod cli;

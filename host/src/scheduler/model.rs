@@ -1,0 +1,264 @@
+//! The run and step records: what is stored, what travels through the queue,
+//! and what clients see.
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use super::clock::{Millis, rfc3339};
+use crate::engine::{Failure, LogLine};
+use crate::workflow::Workflow;
+
+/// Status of a run: `queued` -> `running` -> `succeeded | failed | cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Whether the run has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// The status as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Status of a step within a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl StepStatus {
+    /// Whether the step will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Skipped | Self::Cancelled
+        )
+    }
+
+    /// The status as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Per-step resources when the step does not set its own: the tenant's limits
+/// at the time the run was submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDefaults {
+    /// Fuel per attempt (roughly one unit per wasm instruction).
+    pub fuel: u64,
+    /// Linear memory per attempt, in MiB.
+    pub memory_mb: u32,
+    /// Deadline per attempt when the step sets no `timeout_ms`.
+    pub timeout_ms: u64,
+    /// Largest output a step may return, in bytes.
+    pub output_bytes: usize,
+}
+
+impl Default for StepDefaults {
+    fn default() -> Self {
+        Self {
+            fuel: 10_000_000_000,
+            memory_mb: 64,
+            timeout_ms: 30_000,
+            output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Everything about a run that never changes after submission.
+#[derive(Debug)]
+pub struct RunSpec {
+    pub id: String,
+    pub tenant: String,
+    /// The document as submitted, kept for backends that must re-parse it.
+    pub document: serde_json::Value,
+    pub workflow: Workflow,
+    /// The digest of each step's component, in step order, pinned at submission.
+    pub pins: Vec<String>,
+    pub input: serde_json::Value,
+    pub defaults: StepDefaults,
+    pub created_at: Millis,
+}
+
+impl RunSpec {
+    /// The limits of one attempt of step `index`.
+    pub fn limits(&self, index: usize) -> crate::engine::StepLimits {
+        let step = &self.workflow.steps[index];
+        let memory_mb = step.limits.memory_mb.unwrap_or(self.defaults.memory_mb);
+        crate::engine::StepLimits {
+            fuel: step.limits.fuel.unwrap_or(self.defaults.fuel),
+            memory_bytes: (memory_mb as usize) << 20,
+            timeout: std::time::Duration::from_millis(
+                step.timeout_ms.unwrap_or(self.defaults.timeout_ms),
+            ),
+            output_bytes: self.defaults.output_bytes,
+        }
+    }
+}
+
+/// A unit of work on the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Task {
+    pub run: Arc<str>,
+    pub kind: TaskKind,
+}
+
+/// What a task asks a worker to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskKind {
+    /// Run attempt `attempt` (1-based) of step `index`.
+    Step { index: u32, attempt: u32 },
+    /// Every step succeeded: resolve the run's output and end it.
+    Finalize,
+}
+
+/// Why a run failed, when it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunError {
+    pub code: String,
+    pub message: String,
+    /// The step whose failure failed the run, if one did.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub step: Option<String>,
+}
+
+/// The mutable state of one step.
+#[derive(Debug, Clone, Default)]
+pub struct StepRecord {
+    pub status: Option<StepStatus>,
+    pub attempts: u32,
+    pub output: Option<Arc<serde_json::Value>>,
+    pub error: Option<Failure>,
+    pub logs: Vec<LogLine>,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+}
+
+/// A run as clients see it: `GET /v1/runs/{id}` and `weft exec` print this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    pub id: String,
+    pub tenant: String,
+    pub workflow: String,
+    pub status: RunStatus,
+    pub input: serde_json::Value,
+    pub output: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<RunError>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub finished_at: Option<String>,
+    /// Every step, keyed by id in document order, so that `steps.<id>.output`
+    /// reads the same here as in a workflow reference.
+    pub steps: IndexMap<String, StepView>,
+}
+
+/// One step of a [`RunView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    pub component: String,
+    pub digest: String,
+    pub status: StepStatus,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub output: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<Failure>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub logs: Vec<LogLine>,
+}
+
+impl StepView {
+    /// Builds the view of step `index` of `spec` from its record.
+    pub fn new(spec: &RunSpec, index: usize, rec: &StepRecord) -> Self {
+        let step = &spec.workflow.steps[index];
+        Self {
+            component: step.component.raw.clone(),
+            digest: spec.pins[index].clone(),
+            status: rec.status.unwrap_or(StepStatus::Pending),
+            attempts: rec.attempts,
+            output: rec.output.as_deref().cloned(),
+            error: rec.error.clone(),
+            started_at: rec.started_at.map(rfc3339),
+            finished_at: rec.finished_at.map(rfc3339),
+            duration_ms: match (rec.started_at, rec.finished_at) {
+                (Some(s), Some(f)) => Some(f.saturating_sub(s)),
+                _ => None,
+            },
+            logs: rec.logs.clone(),
+        }
+    }
+}
+
+/// One state change, as the event stream of a run shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunEvent {
+    Run {
+        run: String,
+        status: RunStatus,
+        at: String,
+    },
+    Step {
+        run: String,
+        step: String,
+        status: StepStatus,
+        attempt: u32,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        error: Option<Failure>,
+        at: String,
+    },
+}
+
+impl RunEvent {
+    /// The run this event belongs to.
+    pub fn run_id(&self) -> &str {
+        match self {
+            Self::Run { run, .. } | Self::Step { run, .. } => run,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Pulls ready tasks from the queue, runs steps through engine and cache, and
+//! commits their results through the scheduler.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{BackendError, Claim, Delivery, StepWork};
+use crate::cache::ComponentCache;
+use crate::engine::{Failure, Invocation};
+use crate::scheduler::Scheduler;
+use crate::workflow::Root;
+
+/// Runs steps of any run on this node, up to `concurrency` at once.
+pub struct Worker {
+    scheduler: Arc<Scheduler>,
+    cache: Arc<ComponentCache>,
+    slots: Arc<Semaphore>,
+    concurrency: usize,
+}
+
+impl Worker {
+    pub fn new(scheduler: Arc<Scheduler>, cache: Arc<ComponentCache>, concurrency: usize) -> Arc<Self> {
+        let concurrency = concurrency.max(1);
+        Arc::new(Self {
+            scheduler,
+            cache,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            concurrency,
+        })
+    }
+
+    /// Pulls and runs tasks until `shutdown` is cancelled.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            // Take as many tasks as there are free slots, so a busy queue is
+            // drained in batches.
+            let first = tokio::select! {
+                p = self.slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+                _ = shutdown.cancelled() => return,
+            };
+            let mut permits = vec![first];
+            while permits.len() < self.concurrency {
+                match self.slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let deliveries = tokio::select! {
+                d = self.scheduler.queue().next(permits.len()) => d,
+                _ = shutdown.cancelled() => return,
+            };
+            let deliveries = match deliveries {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the work queue; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            for delivery in deliveries {
+                let permit = permits.pop().expect("no more deliveries than permits");
+                let this = self.clone();
+                tokio::spawn(async move {
+                    this.handle(delivery).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let claim = retry_backend("claim", || {
+            self.scheduler
+                .store()
+                .claim(&delivery.task, self.scheduler.clock().now())
+        })
+        .await;
+        match claim {
+            Claim::Stale => {}
+            Claim::Finalize { spec, outputs } => {
+                retry_backend("finalize", || self.scheduler.finalize(&spec, &outputs)).await;
+            }
+            Claim::Step(work) => {
+                let token = self.scheduler.track(&work.spec.id, work.index);
+                let attempt = AssertUnwindSafe(self.attempt(&work, &token)).catch_unwind().await;
+                self.scheduler.untrack(&work.spec.id, work.index);
+                let (result, logs) = attempt.unwrap_or_else(|_| {
+                    (Err(Failure::host("trap", "the host failed while running this step")), Vec::new())
+                });
+                let committed =
+                    retry_backend("commit", || self.scheduler.record(&work, result.clone(), logs.clone())).await;
+                if !committed.applied {
+                    tracing::debug!(run = %work.spec.id, step = work.index, "late commit ignored");
+                }
+            }
+        }
+        retry_backend("ack", || self.scheduler.queue().ack(std::slice::from_ref(&delivery))).await;
+    }
+
+    async fn attempt(
+        &self,
+        work: &StepWork,
+        cancel: &CancellationToken,
+    ) -> (Result<serde_json::Value, Failure>, Vec<crate::engine::LogLine>) {
+        let spec = &work.spec;
+        let step = &spec.workflow.steps[work.index];
+        let input = step.input.resolve(&|root| match root {
+            Root::Input => Some(&spec.input),
+            Root::Step(d) => work.deps.iter().find(|(i, _)| *i == d).map(|(_, v)| &**v),
+        });
+        let input = match input {
+            Ok(v) => v,
+            Err(e) => {
+                let failure = Failure {
+                    code: "bad_reference".into(),
+                    message: e.to_string(),
+                    retryable: false,
+                };
+                return (Err(failure), Vec::new());
+            }
+        };
+        let digest = &spec.pins[work.index];
+        let store = self.scheduler.store().clone();
+        let linked = match self.cache.get(digest, store.blob(digest)).await {
+            Ok(l) => l,
+            Err(e) => return (Err(Failure::host("component_unavailable", e.to_string())), Vec::new()),
+        };
+        let input = serde_json::to_string(&input).expect("a JSON value serialises");
+        let invocation = Invocation {
+            tenant: spec.tenant.clone(),
+            run_id: spec.id.clone(),
+            step_id: step.id.clone(),
+            attempt: work.attempt,
+        };
+        let execution = self
+            .cache
+            .engine()
+            .run(&linked, invocation, &input, &spec.limits(work.index), cancel)
+            .await;
+        (execution.result, execution.logs)
+    }
+}
+
+/// Backend calls are retried until they succeed, so that no finished work is
+/// lost while the backend is briefly away.
+async fn retry_backend<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BackendError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The validated form of a workflow document.
+
+use std::fmt;
+
+use semver::VersionReq;
+use serde_json::Value;
+
+use super::template::Template;
+
+/// How long a step attempt may run when its document says nothing (ARCHITECTURE.md section 4).
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+/// A validated workflow: steps in document order, templates compiled, dependencies computed.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// The document's `name`, or `"workflow"` when it has none.
+    pub name: String,
+    /// The document's `description`.
+    pub description: Option<String>,
+    /// The JSON Schema a run's input must satisfy, as written.
+    pub input_schema: Option<Value>,
+    /// The steps, in document order; `Root::Step(i)` and `Step::deps` index into this.
+    pub steps: Vec<Step>,
+    /// The run's output template; None means the run's output is `null`.
+    pub output: Option<Template>,
+    /// `dependents[i]`: the steps that depend on step `i`, ascending.
+    pub(super) dependents: Vec<Vec<usize>>,
+    /// `input_schema` compiled at validation time, so that every run does not compile it again.
+    pub(super) input_validator: Option<jsonschema::Validator>,
+}
+
+impl Workflow {
+    /// The index of the step with this id.
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+
+    /// The steps that depend on step `i` (ascending); empty for an index out of range.
+    pub fn dependents(&self, i: usize) -> &[usize] {
+        self.dependents.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    /// The steps with no dependencies, which are ready as soon as a run starts.
+    pub fn roots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.deps.is_empty())
+            .map(|(i, _)| i)
+    }
+
+    pub(super) fn input_validator(&self) -> Option<&jsonschema::Validator> {
+        self.input_validator.as_ref()
+    }
+}
+
+/// One step of a workflow.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Unique within the workflow.
+    pub id: String,
+    /// The component this step runs.
+    pub component: ComponentRef,
+    /// The step's input template (`{}` when the document has none).
+    pub input: Template,
+    /// The document's `needs`, as written.
+    pub needs: Vec<String>,
+    /// Every dependency: `needs` plus every step `input` refers to; deduplicated, ascending.
+    pub deps: Vec<usize>,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// The per-attempt deadline the document asks for; None means [`DEFAULT_TIMEOUT_MS`].
+    pub timeout_ms: Option<u64>,
+    /// Per-step resource limits; what is None comes from the tenant's limits.
+    pub limits: StepLimits,
+}
+
+impl Step {
+    /// The per-attempt deadline: `timeout_ms`, or [`DEFAULT_TIMEOUT_MS`].
+    pub fn timeout_ms_or_default(&self) -> u64 {
+        self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)
+    }
+}
+
+/// A component reference, `name@requirement`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentRef {
+    /// The component's name.
+    pub name: String,
+    /// The versions that may run, under the rules of `parse_requirement`.
+    pub requirement: VersionReq,
+    /// The whole reference as written, e.g. `price@^1.2`.
+    pub raw: String,
+}
+
+impl ComponentRef {
+    /// Parse `name@requirement`; None when the shape is wrong (no `@`, or an invalid name),
+    /// which the document schema reports, Some(Err) when the requirement does not parse.
+    pub(super) fn parse(raw: &str) -> Option<Result<ComponentRef, String>> {
+        let (name, requirement) = raw.split_once('@')?;
+        if !super::is_valid_name(name) || requirement.is_empty() {
+            return None;
+        }
+        Some(
+            super::parse_requirement(requirement).map(|requirement| ComponentRef {
+                name: name.to_owned(),
+                requirement,
+                raw: raw.to_owned(),
+            }),
+        )
+    }
+}
+
+impl fmt::Display for ComponentRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// How a step's failed attempts are retried: exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 means no retry).
+    pub max_attempts: u32,
+    /// The backoff ceiling before the first retry, in milliseconds.
+    pub initial_backoff_ms: u64,
+    /// The largest backoff ceiling, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl RetryPolicy {
+    /// Default attempts: one, so nothing is retried unless the step asks.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 1;
+    /// Default first backoff ceiling.
+    pub const DEFAULT_INITIAL_BACKOFF_MS: u64 = 100;
+    /// Default largest backoff ceiling.
+    pub const DEFAULT_MAX_BACKOFF_MS: u64 = 10_000;
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            initial_backoff_ms: Self::DEFAULT_INITIAL_BACKOFF_MS,
+            max_backoff_ms: Self::DEFAULT_MAX_BACKOFF_MS,
+        }
+    }
+}
+
+/// Per-step resource limits; None means the tenant's limit applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StepLimits {
+    /// Fuel for one attempt.
+    pub fuel: Option<u64>,
+    /// Linear memory cap for one attempt, in MiB.
+    pub memory_mb: Option<u32>,
+}

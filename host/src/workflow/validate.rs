@@ -1,0 +1,340 @@
+//! Validation: the document schema, then the DAG rules, then component resolution.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use serde_json::{Map, Value};
+
+use super::document::{ComponentRef, RetryPolicy, Step, StepLimits, Workflow};
+use super::template::{Root, Template};
+use super::{ComponentResolver, Problem, Validated, dag, schema, sort_problems};
+
+/// Parse and validate a workflow document and pin every step's component through `resolver`.
+///
+/// Every problem is reported at once, sorted by path (array indexes numerically). When the
+/// document's shape is broken, the later checks still run on whatever parts can be read, so
+/// one submission shows as much as possible; no input makes this panic.
+pub fn validate(doc: &Value, resolver: &dyn ComponentResolver) -> Result<Validated, Vec<Problem>> {
+    let mut problems = schema::check(doc);
+    let top = doc.as_object();
+    let field = |key: &str| top.and_then(|o| o.get(key));
+    let raw_steps: &[Value] = field("steps")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
+
+    let ids: Vec<Option<&str>> = raw_steps
+        .iter()
+        .map(|s| s.get("id").and_then(Value::as_str))
+        .collect();
+    let first_by_id = index_ids(&ids, &mut problems);
+    let step_index = |id: &str| first_by_id.get(id).copied();
+
+    let drafts: Vec<Draft> = raw_steps
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| draft_step(i, raw, &step_index, &mut problems))
+        .collect();
+    let output =
+        field("output").map(|v| Template::compile(v, "/output", &step_index, &mut problems));
+
+    report_cycles(&drafts, &ids, &mut problems);
+
+    // A schema of the wrong type is a shape problem already reported; only compile real schemas.
+    let input_schema = field("input_schema").filter(|s| s.is_object() || s.is_boolean());
+    let input_validator = input_schema.and_then(|s| match schema::compile_input_schema(s) {
+        Ok(validator) => Some(validator),
+        Err(message) => {
+            problems.push(Problem::new("/input_schema", message));
+            None
+        }
+    });
+
+    let pins = resolve_components(&drafts, resolver, &mut problems);
+
+    let mut steps = Vec::with_capacity(drafts.len());
+    for (i, (draft, pin)) in drafts.into_iter().zip(&pins).enumerate() {
+        match (draft.id, draft.component, pin) {
+            (Some(id), Some(component), Some(_)) => steps.push(Step {
+                id: id.to_owned(),
+                component,
+                input: draft.input,
+                needs: draft.needs,
+                deps: draft.deps,
+                retry: draft.retry,
+                timeout_ms: draft.timeout_ms,
+                limits: draft.limits,
+            }),
+            // Only reachable together with a problem already reported for this step.
+            _ if !problems.is_empty() => {}
+            _ => problems.push(Problem::new(
+                format!("/steps/{i}"),
+                "step could not be read",
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        sort_problems(&mut problems);
+        return Err(problems);
+    }
+
+    let dependents = dependents_of(&steps);
+    let workflow = Workflow {
+        name: field("name")
+            .and_then(Value::as_str)
+            .unwrap_or("workflow")
+            .to_owned(),
+        description: field("description")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        input_schema: input_schema.cloned(),
+        steps,
+        output,
+        dependents,
+        input_validator,
+    };
+    Ok(Validated {
+        workflow,
+        pins: pins.into_iter().flatten().collect(),
+    })
+}
+
+/// Map each id to the first step that has it, reporting every later duplicate.
+///
+/// References to a duplicated id bind to its first step, so that the graph can still be checked.
+fn index_ids<'d>(ids: &[Option<&'d str>], problems: &mut Vec<Problem>) -> HashMap<&'d str, usize> {
+    let mut first_by_id = HashMap::new();
+    for (j, id) in ids.iter().enumerate() {
+        let Some(id) = *id else { continue };
+        match first_by_id.entry(id) {
+            Entry::Occupied(first) => problems.push(Problem::new(
+                format!("/steps/{j}/id"),
+                format!(
+                    "duplicate step id \"{id}\": already used by /steps/{}",
+                    first.get()
+                ),
+            )),
+            Entry::Vacant(slot) => {
+                slot.insert(j);
+            }
+        }
+    }
+    first_by_id
+}
+
+/// One problem per cycle, at its first step, naming the steps in dependency order.
+fn report_cycles(drafts: &[Draft<'_>], ids: &[Option<&str>], problems: &mut Vec<Problem>) {
+    let deps: Vec<Vec<usize>> = drafts.iter().map(|d| d.deps.clone()).collect();
+    for cycle in dag::cycles(&deps) {
+        let Some(&first) = cycle.first() else {
+            continue;
+        };
+        let names: Vec<&str> = cycle
+            .iter()
+            .chain([&first])
+            .map(|&i| ids.get(i).copied().flatten().unwrap_or("?"))
+            .collect();
+        problems.push(Problem::new(
+            format!("/steps/{first}"),
+            format!("cycle: {}", names.join(" -> ")),
+        ));
+    }
+}
+
+/// `dependents[i]`: the steps whose `deps` hold `i`, ascending.
+fn dependents_of(steps: &[Step]) -> Vec<Vec<usize>> {
+    let mut dependents = vec![Vec::new(); steps.len()];
+    for (i, step) in steps.iter().enumerate() {
+        for &d in &step.deps {
+            if let Some(list) = dependents.get_mut(d) {
+                list.push(i);
+            }
+        }
+    }
+    dependents
+}
+
+/// What could be read of one step, whatever state the document is in.
+struct Draft<'d> {
+    id: Option<&'d str>,
+    component: Option<ComponentRef>,
+    input: Template,
+    needs: Vec<String>,
+    deps: Vec<usize>,
+    retry: RetryPolicy,
+    timeout_ms: Option<u64>,
+    limits: StepLimits,
+}
+
+fn draft_step<'d>(
+    i: usize,
+    raw: &'d Value,
+    step_index: &dyn Fn(&str) -> Option<usize>,
+    problems: &mut Vec<Problem>,
+) -> Draft<'d> {
+    let base = format!("/steps/{i}");
+    let get = |key: &str| raw.as_object().and_then(|o| o.get(key));
+
+    let component = match get("component")
+        .and_then(Value::as_str)
+        .and_then(ComponentRef::parse)
+    {
+        Some(Ok(component)) => Some(component),
+        Some(Err(message)) => {
+            problems.push(Problem::new(format!("{base}/component"), message));
+            None
+        }
+        None => None,
+    };
+
+    let mut needs = Vec::new();
+    let mut deps = Vec::new();
+    for (k, item) in get("needs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(name) = item.as_str() else { continue };
+        needs.push(name.to_owned());
+        match step_index(name) {
+            Some(j) => deps.push(j),
+            None => problems.push(Problem::new(
+                format!("{base}/needs/{k}"),
+                format!("unknown step \"{name}\""),
+            )),
+        }
+    }
+
+    let empty = Value::Object(Map::new());
+    let input = Template::compile(
+        get("input").unwrap_or(&empty),
+        &format!("{base}/input"),
+        step_index,
+        problems,
+    );
+    deps.extend(input.roots().filter_map(|root| match root {
+        Root::Step(j) => Some(j),
+        Root::Input => None,
+    }));
+    deps.sort_unstable();
+    deps.dedup();
+
+    let retry = retry_policy(get("retry"), &base, problems);
+    let limits = get("limits").and_then(Value::as_object);
+    let limits = StepLimits {
+        fuel: limits.and_then(|l| {
+            unbounded_uint(l.get("fuel"), || format!("{base}/limits/fuel"), problems)
+        }),
+        memory_mb: limits
+            .and_then(|l| uint(l.get("memory_mb")))
+            .and_then(|n| u32::try_from(n).ok()),
+    };
+    Draft {
+        id: get("id").and_then(Value::as_str),
+        component,
+        input,
+        needs,
+        deps,
+        retry,
+        timeout_ms: uint(get("timeout_ms")),
+        limits,
+    }
+}
+
+/// The step's retry policy. A bound the document leaves out is kept consistent with the one it
+/// gives (`initial_backoff_ms` alone above 10 000 raises the maximum to match), so that only a
+/// contradiction actually written down is a problem.
+fn retry_policy(value: Option<&Value>, base: &str, problems: &mut Vec<Problem>) -> RetryPolicy {
+    let Some(retry) = value.and_then(Value::as_object) else {
+        return RetryPolicy::default();
+    };
+    let at = |key: &str| format!("{base}/retry/{key}");
+    let max_attempts = uint(retry.get("max_attempts")).and_then(|n| u32::try_from(n).ok());
+    let initial = unbounded_uint(
+        retry.get("initial_backoff_ms"),
+        || at("initial_backoff_ms"),
+        problems,
+    );
+    let max = unbounded_uint(
+        retry.get("max_backoff_ms"),
+        || at("max_backoff_ms"),
+        problems,
+    );
+    if let (Some(initial), Some(max)) = (initial, max)
+        && max < initial
+    {
+        problems.push(Problem::new(
+            at("max_backoff_ms"),
+            format!("max_backoff_ms ({max}) is less than initial_backoff_ms ({initial})"),
+        ));
+    }
+    let initial_backoff_ms =
+        initial.unwrap_or(RetryPolicy::DEFAULT_INITIAL_BACKOFF_MS.min(max.unwrap_or(u64::MAX)));
+    RetryPolicy {
+        max_attempts: max_attempts.unwrap_or(RetryPolicy::DEFAULT_MAX_ATTEMPTS),
+        initial_backoff_ms,
+        max_backoff_ms: max.unwrap_or(RetryPolicy::DEFAULT_MAX_BACKOFF_MS.max(initial_backoff_ms)),
+    }
+}
+
+/// A non-negative integer that fits in u64. Integral floats such as `5.0` count, as they do for
+/// JSON Schema's `integer`; anything else is None and left to the schema to report.
+fn uint(value: Option<&Value>) -> Option<u64> {
+    let n = value?.as_number()?;
+    if let Some(u) = n.as_u64() {
+        return Some(u);
+    }
+    let f = n.as_f64()?;
+    // 2^64 is exact in f64; below it the cast is exact for integral values.
+    (f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f)).then_some(f as u64)
+}
+
+/// [`uint`] for a field whose schema has no maximum: an integer beyond u64 is a problem here,
+/// because the schema cannot see it.
+fn unbounded_uint(
+    value: Option<&Value>,
+    path: impl FnOnce() -> String,
+    problems: &mut Vec<Problem>,
+) -> Option<u64> {
+    let parsed = uint(value);
+    if parsed.is_none()
+        && let Some(f) = value.and_then(Value::as_f64)
+        && f.fract() == 0.0
+        && f >= 18_446_744_073_709_551_616.0
+    {
+        problems.push(Problem::new(
+            path(),
+            format!("{f} is too large (at most {})", u64::MAX),
+        ));
+    }
+    parsed
+}
+
+/// Resolve every well-formed component reference, once per distinct reference.
+fn resolve_components(
+    drafts: &[Draft<'_>],
+    resolver: &dyn ComponentResolver,
+    problems: &mut Vec<Problem>,
+) -> Vec<Option<String>> {
+    let mut seen: HashMap<&str, Result<String, String>> = HashMap::new();
+    drafts
+        .iter()
+        .enumerate()
+        .map(|(i, draft)| {
+            let component = draft.component.as_ref()?;
+            let outcome = seen
+                .entry(&component.raw)
+                .or_insert_with(|| resolver.resolve(&component.name, &component.requirement));
+            match outcome {
+                Ok(pin) => Some(pin.clone()),
+                Err(message) => {
+                    problems.push(Problem::new(
+                        format!("/steps/{i}/component"),
+                        message.clone(),
+                    ));
+                    None
+                }
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,145 @@
+//! Shared helpers of the integration tests: the `weft` binary, a directory of
+//! the built test components, and one data directory so that every test
+//! process reuses the same compiled artifacts.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use weft::bundled::paths;
+
+/// Every component the tests use, as `(name, built path)`; each is offered as version 1.0.0.
+pub const COMPONENTS: &[(&str, &str)] = &[
+    ("echo", paths::ECHO),
+    ("noop", paths::NOOP),
+    ("pick", paths::PICK),
+    ("math", paths::MATH),
+    ("text", paths::TEXT),
+    ("sleep", paths::SLEEP),
+    ("fail", paths::FAIL),
+    ("log", paths::LOG),
+    ("spin", paths::SPIN),
+    ("hog", paths::HOG),
+    ("trap", paths::TRAP),
+    ("recurse", paths::RECURSE),
+    ("badjson", paths::BADJSON),
+    ("huge", paths::HUGE),
+    ("probe", paths::PROBE),
+    ("wrongsig", paths::WRONGSIG),
+    ("badimport", paths::BADIMPORT),
+];
+
+/// The `weft` binary under test.
+pub fn weft() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.env("WEFT_DATA_DIR", data_dir())
+        .env_remove("WEFT_LOG")
+        .env_remove("WEFT_LOG_FORMAT");
+    cmd
+}
+
+/// A scratch directory under the target dir, kept between runs so that
+/// compiled artifacts are shared by every test (they are keyed by engine
+/// fingerprint, so a changed engine never reads a stale one).
+pub fn data_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weft-test-data");
+        std::fs::create_dir_all(&dir).expect("create test data dir");
+        dir
+    })
+    .clone()
+}
+
+/// A directory holding every test component as `<name>@1.0.0.wasm`.
+pub fn components_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("components-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create components dir");
+        for (name, path) in COMPONENTS {
+            let target = dir.join(format!("{name}@1.0.0.wasm"));
+            if !target.exists() {
+                std::fs::copy(path, &target).unwrap_or_else(|e| panic!("copy {path}: {e}"));
+            }
+        }
+        dir
+    })
+    .clone()
+}
+
+/// What one `weft exec` produced.
+#[derive(Debug)]
+pub struct Exec {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Exec {
+    /// The run printed on stdout.
+    pub fn run(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not a run ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    /// The error document printed on stderr.
+    pub fn error(&self) -> Value {
+        serde_json::from_str(&self.stderr)
+            .unwrap_or_else(|e| panic!("stderr is not an error document ({e}):\n{}", self.stderr))
+    }
+
+    /// The `path`s of every validation problem reported.
+    pub fn problem_paths(&self) -> Vec<String> {
+        self.error()["error"]["details"]
+            .as_array()
+            .expect("details")
+            .iter()
+            .map(|d| d["path"].as_str().expect("path").to_string())
+            .collect()
+    }
+}
+
+/// Runs `weft exec` on `workflow` with `input` against the test components.
+pub fn exec(workflow: &Value, input: &Value) -> Exec {
+    exec_with(workflow, input, &components_dir(), &[])
+}
+
+/// Runs `weft exec` with a given components dir and extra environment.
+pub fn exec_with(workflow: &Value, input: &Value, components: &Path, env: &[(&str, &str)]) -> Exec {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("workflow.json");
+    std::fs::write(&file, serde_json::to_vec(workflow).unwrap()).unwrap();
+    let mut cmd = weft();
+    cmd.arg("exec")
+        .arg(&file)
+        .arg("--input")
+        .arg(input.to_string())
+        .arg("--components")
+        .arg(components);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    output(cmd.output().expect("run weft"))
+}
+
+pub fn output(out: Output) -> Exec {
+    Exec {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp in a run.
+pub fn millis(v: &Value) -> u128 {
+    let text = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
+    humantime::parse_rfc3339(text)
+        .unwrap_or_else(|e| panic!("bad timestamp {text}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}

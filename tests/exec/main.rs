@@ -1,0 +1,10 @@
+//! `weft exec` end to end: real processes, real components, the embedded backend.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod artifacts;
+mod components;
+mod sandbox;
+mod semantics;
+mod validation;
