@@ -66,19 +66,25 @@ fn another_engine_configuration_never_loads_a_stale_artifact() {
         })
         .unwrap();
         assert_ne!(fast.fingerprint(), other.fingerprint());
-        // Plant the other engine's artifact where this engine would look, as a
-        // stale file would be: it must be refused and the component compiled.
-        let digest = weft::cache::digest(&bytes);
-        let file = format!("{}.cwasm", digest.trim_start_matches("sha256:"));
-        let planted = data.path().join("artifacts").join(other.fingerprint());
-        std::fs::create_dir_all(&planted).unwrap();
-        std::fs::copy(
-            data.path().join("artifacts").join(fast.fingerprint()).join(&file),
-            planted.join(&file),
-        )
-        .unwrap();
-        let second = ComponentCache::new(other, Some(data.path()), 4);
-        second.add(bytes).await.unwrap();
+        // An artifact of this digest exists, but for another configuration: compiled.
+        let second = ComponentCache::new(other.clone(), Some(data.path()), 4);
+        second.add(bytes.clone()).await.unwrap();
         assert_eq!((second.stats().compiles, second.stats().loads), (1, 0));
+
+        // An unusable artifact where this engine looks is refused, compiled
+        // again and replaced, so the next start loads it.
+        let digest = weft::cache::digest(&bytes);
+        let file = data
+            .path()
+            .join("artifacts")
+            .join(other.fingerprint())
+            .join(format!("{}.cwasm", digest.trim_start_matches("sha256:")));
+        std::fs::write(&file, b"\x7fELF truncated").unwrap();
+        let third = ComponentCache::new(other.clone(), Some(data.path()), 4);
+        third.add(bytes.clone()).await.unwrap();
+        assert_eq!((third.stats().compiles, third.stats().loads), (1, 0));
+        let fourth = ComponentCache::new(other, Some(data.path()), 4);
+        fourth.add(bytes).await.unwrap();
+        assert_eq!((fourth.stats().compiles, fourth.stats().loads), (0, 1));
     });
 }

@@ -199,7 +199,7 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, limits: &StepLimits) -> Fa
             format!("step used up its fuel budget of {}", limits.fuel),
         ),
         Some(Trap::Interrupt) => interrupted(&Interrupted::Timeout, limits),
-        Some(trap) => Failure::host("trap", format!("wasm trap: {trap}")),
+        Some(trap) => Failure::host("trap", trap.to_string()),
         None => Failure::host("trap", truncate(format!("{e:#}"), MAX_ERROR_MESSAGE)),
     }
 }

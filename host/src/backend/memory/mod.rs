@@ -253,3 +253,6 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+//! Transitions of the embedded backend, driven by hand with a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{MemoryBackend, Retention};
+use crate::backend::{Claim, Outcome, StateStore, StepWork, WorkQueue};
+use crate::engine::Failure;
+use crate::scheduler::clock::{Clock, ManualClock};
+use crate::scheduler::model::{RunSpec, RunStatus, StepDefaults, StepStatus, TaskKind};
+use crate::workflow;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn spec(doc: Value) -> Arc<RunSpec> {
+    let resolver = |_: &str, _: &semver::VersionReq| Ok::<_, String>("sha256:00".to_string());
+    let validated = workflow::validate(&doc, &resolver).expect("valid workflow");
+    Arc::new(RunSpec {
+        id: "run_1".into(),
+        tenant: "t".into(),
+        document: doc,
+        pins: validated.pins,
+        workflow: validated.workflow,
+        input: json!({}),
+        defaults: StepDefaults::default(),
+        created_at: T0,
+    })
+}
+
+fn backend() -> (Arc<MemoryBackend>, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(T0));
+    (MemoryBackend::new(clock.clone(), None, Retention::default()), clock)
+}
+
+async fn claim_next(b: &MemoryBackend) -> StepWork {
+    let d = b.next(1).await.unwrap().pop().unwrap();
+    match b.claim(&d.task, T0).await.unwrap() {
+        Claim::Step(w) => w,
+        _ => panic!("expected a step for {:?}", d.task),
+    }
+}
+
+fn ok(v: Value) -> Outcome {
+    Outcome::Succeeded {
+        output: v,
+        logs: vec![],
+    }
+}
+
+async fn status(b: &MemoryBackend, step: &str) -> StepStatus {
+    b.run("t", "run_1").await.unwrap().unwrap().steps[step].status
+}
+
+#[tokio::test]
+async fn a_join_is_ready_only_when_every_dependency_succeeded() {
+    let (b, _) = backend();
+    b.create_run(spec(json!({ "steps": [
+        { "id": "a", "component": "x@1" },
+        { "id": "b", "component": "x@1" },
+        { "id": "join", "component": "x@1", "needs": ["a", "b"] }
+    ] })))
+    .await
+    .unwrap();
+    let a = claim_next(&b).await;
+    let bw = claim_next(&b).await;
+    b.commit("run_1", a.index, a.lease, ok(json!(1)), T0).await.unwrap();
+    assert_eq!(status(&b, "join").await, StepStatus::Pending);
+    assert_eq!(b.depth().await.unwrap(), 0);
+    b.commit("run_1", bw.index, bw.lease, ok(json!(2)), T0).await.unwrap();
+    assert_eq!(status(&b, "join").await, StepStatus::Queued);
+    let join = claim_next(&b).await;
+    assert_eq!(join.index, 2);
+    b.commit("run_1", join.index, join.lease, ok(json!(3)), T0).await.unwrap();
+    // The last success enqueues finalisation, not another step.
+    let d = b.next(1).await.unwrap().pop().unwrap();
+    assert_eq!(d.task.kind, TaskKind::Finalize);
+    assert!(matches!(b.claim(&d.task, T0).await.unwrap(), Claim::Finalize { .. }));
+    assert!(b.finish("run_1", Ok(json!("done")), T0).await.unwrap());
+    let run = b.run("t", "run_1").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.output, json!("done"));
+}
+
+#[tokio::test]
+async fn a_retry_waits_for_the_clock_not_for_real_time() {
+    let (b, clock) = backend();
+    b.create_run(spec(json!({ "steps": [ { "id": "a", "component": "x@1" } ] })))
+        .await
+        .unwrap();
+    let a = claim_next(&b).await;
+    let failure = Failure::host("trap", "boom");
+    let retry = Outcome::Retry {
+        failure,
+        logs: vec![],
+        due: T0 + 5_000,
+    };
+    assert!(b.commit("run_1", 0, a.lease, retry, T0).await.unwrap().applied);
+    assert_eq!(status(&b, "a").await, StepStatus::Queued);
+
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.next(1).await.unwrap() })
+    };
+    // Wait until the queue sleeps on the clock, then check it stays asleep.
+    while clock.sleepers() == 0 {
+        tokio::task::yield_now().await;
+    }
+    clock.advance(Duration::from_millis(4_999));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiting.is_finished(), "delivered before its due time");
+    clock.advance(Duration::from_millis(1));
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+    assert_eq!(got[0].task.kind, TaskKind::Step { index: 0, attempt: 2 });
+    assert!(clock.now() >= T0 + 5_000);
+}
+
+#[tokio::test]
+async fn a_superseded_attempt_cannot_commit() {
+    let (b, _) = backend();
+    b.create_run(spec(json!({ "steps": [ { "id": "a", "component": "x@1" } ] })))
+        .await
+        .unwrap();
+    let d = b.next(1).await.unwrap().pop().unwrap();
+    let Claim::Step(first) = b.claim(&d.task, T0).await.unwrap() else { panic!() };
+    // The same task delivered again (as after a node died) supersedes the first holder.
+    let Claim::Step(second) = b.claim(&d.task, T0).await.unwrap() else { panic!() };
+    assert!(second.lease > first.lease);
+    assert!(!b.commit("run_1", 0, first.lease, ok(json!("late")), T0).await.unwrap().applied);
+    assert!(b.commit("run_1", 0, second.lease, ok(json!("mine")), T0).await.unwrap().applied);
+    assert!(!b.commit("run_1", 0, second.lease, ok(json!("twice")), T0).await.unwrap().applied);
+    let run = b.run("t", "run_1").await.unwrap().unwrap();
+    assert_eq!(run.steps["a"].output, Some(json!("mine")));
+    assert_eq!(run.steps["a"].attempts, 1);
+}
+
+#[tokio::test]
+async fn a_failure_skips_waiting_steps_and_cancels_running_ones() {
+    let (b, _) = backend();
+    b.create_run(spec(json!({ "steps": [
+        { "id": "bad", "component": "x@1" },
+        { "id": "busy", "component": "x@1" },
+        { "id": "after", "component": "x@1", "needs": ["bad"] }
+    ] })))
+    .await
+    .unwrap();
+    let bad = claim_next(&b).await;
+    let busy = claim_next(&b).await;
+    let failed = Outcome::Failed {
+        failure: Failure::host("trap", "boom"),
+        logs: vec![],
+    };
+    let committed = b.commit("run_1", bad.index, bad.lease, failed, T0).await.unwrap();
+    assert_eq!(committed.cancelled, vec![busy.index]);
+    assert_eq!(committed.run_ended, Some(RunStatus::Failed));
+    assert_eq!(status(&b, "after").await, StepStatus::Skipped);
+    assert_eq!(status(&b, "busy").await, StepStatus::Cancelled);
+    // The cancelled step's late result changes nothing.
+    assert!(!b.commit("run_1", busy.index, busy.lease, ok(json!(1)), T0).await.unwrap().applied);
+    let run = b.run("t", "run_1").await.unwrap().unwrap();
+    assert_eq!(run.error.unwrap().step.as_deref(), Some("bad"));
+}
+
+#[tokio::test]
+async fn runs_are_invisible_to_other_tenants() {
+    let (b, _) = backend();
+    b.create_run(spec(json!({ "steps": [ { "id": "a", "component": "x@1" } ] })))
+        .await
+        .unwrap();
+    assert!(b.run("t", "run_1").await.unwrap().is_some());
+    assert!(b.run("other", "run_1").await.unwrap().is_none());
+    assert!(b.cancel("other", "run_1", T0).await.unwrap().is_none());
+    assert_eq!(b.cancel("t", "run_1", T0).await.unwrap().unwrap().0, RunStatus::Cancelled);
+}
