@@ -6,4 +6,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use weft::step::host::{Host, Invocation, Level};
+pub use self::weft::step::host::{Host, Invocation, Level};

@@ -65,7 +65,9 @@ impl ComponentCache {
         let artifacts = data_dir.map(|d| d.join("artifacts").join(engine.fingerprint()));
         Self {
             engine,
-            memory: Mutex::new(LruCache::new(NonZeroUsize::new(capacity.max(1)).expect("non-zero"))),
+            memory: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity.max(1)).expect("non-zero"),
+            )),
             artifacts,
             loading: tokio::sync::Mutex::new(()),
             hits: AtomicU64::new(0),
@@ -109,7 +111,9 @@ impl ComponentCache {
             self.remember(digest, &linked);
             return Ok(linked);
         }
-        let bytes = fetch.await?.ok_or_else(|| CacheError::Missing(digest.to_string()))?;
+        let bytes = fetch
+            .await?
+            .ok_or_else(|| CacheError::Missing(digest.to_string()))?;
         let actual = self::digest(&bytes);
         if actual != digest {
             return Err(CacheError::Corrupt {
@@ -177,7 +181,10 @@ impl ComponentCache {
     }
 
     fn remember(&self, digest: &str, linked: &Linked) {
-        self.memory.lock().unwrap().put(digest.to_string(), linked.clone());
+        self.memory
+            .lock()
+            .unwrap()
+            .put(digest.to_string(), linked.clone());
     }
 }
 

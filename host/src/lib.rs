@@ -5,13 +5,13 @@
 //! validated, its run is driven by the `scheduler` over a `backend`, and the
 //! `worker` runs each ready step in a fresh instance.
 
-pub mod bindings;
-pub mod engine;
-pub mod cache;
-pub mod registry;
-pub mod workflow;
-pub mod scheduler;
 pub mod backend;
-pub mod worker;
+pub mod bindings;
 pub mod bundled;
+pub mod cache;
 pub mod cli;
+pub mod engine;
+pub mod registry;
+pub mod scheduler;
+pub mod worker;
+pub mod workflow;

@@ -15,7 +15,9 @@ use crate::workflow::{ComponentResolver, is_valid_name};
 /// Why a publish was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error("invalid component name {0:?}: use lowercase letters, digits, `_` and `-`, starting with a letter")]
+    #[error(
+        "invalid component name {0:?}: use lowercase letters, digits, `_` and `-`, starting with a letter"
+    )]
     InvalidName(String),
     #[error("invalid version {0:?}: versions are semantic versions such as 1.2.3")]
     InvalidVersion(String),
@@ -33,8 +35,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn StateStore>, cache: Arc<ComponentCache>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, cache, clock }
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        cache: Arc<ComponentCache>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            cache,
+            clock,
+        }
     }
 
     /// Checks the bytes exactly as a run would use them (compiling them), stores
@@ -49,7 +59,8 @@ impl Registry {
         if !is_valid_name(name) {
             return Err(PublishError::InvalidName(name.to_string()));
         }
-        let parsed = Version::parse(version).map_err(|_| PublishError::InvalidVersion(version.to_string()))?;
+        let parsed = Version::parse(version)
+            .map_err(|_| PublishError::InvalidVersion(version.to_string()))?;
         let size = bytes.len() as u64;
         let digest = self.cache.add(bytes.clone()).await?;
         self.store.put_blob(&digest, bytes).await?;
@@ -69,7 +80,7 @@ impl Registry {
         tenant: &str,
         names: impl IntoIterator<Item = &'a str>,
     ) -> Result<Snapshot, BackendError> {
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = Snapshot::default().with_unknown_hint(": publish it first");
         for name in names {
             if snapshot.versions.contains_key(name) {
                 continue;
@@ -107,12 +118,22 @@ pub fn referenced_names(doc: &serde_json::Value) -> Vec<&str> {
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     versions: HashMap<String, Vec<(Version, String)>>,
+    unknown_hint: String,
 }
 
 impl Snapshot {
+    /// What to tell the user about a component that is not known at all.
+    pub fn with_unknown_hint(mut self, hint: impl Into<String>) -> Self {
+        self.unknown_hint = hint.into();
+        self
+    }
+
     /// Adds a version of `name` pinned as `pin`.
     pub fn add(&mut self, name: &str, version: Version, pin: String) {
-        self.versions.entry(name.to_string()).or_default().push((version, pin));
+        self.versions
+            .entry(name.to_string())
+            .or_default()
+            .push((version, pin));
     }
 }
 
@@ -120,7 +141,10 @@ impl ComponentResolver for Snapshot {
     fn resolve(&self, name: &str, requirement: &VersionReq) -> Result<String, String> {
         let versions = match self.versions.get(name) {
             Some(v) if !v.is_empty() => v,
-            _ => return Err(format!("unknown component \"{name}\": publish it first")),
+            _ => {
+                let hint = self.unknown_hint.replace("{name}", name);
+                return Err(format!("unknown component \"{name}\"{hint}"));
+            }
         };
         versions
             .iter()

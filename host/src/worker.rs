@@ -24,7 +24,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(scheduler: Arc<Scheduler>, cache: Arc<ComponentCache>, concurrency: usize) -> Arc<Self> {
+    pub fn new(
+        scheduler: Arc<Scheduler>,
+        cache: Arc<ComponentCache>,
+        concurrency: usize,
+    ) -> Arc<Self> {
         let concurrency = concurrency.max(1);
         Arc::new(Self {
             scheduler,
@@ -66,7 +70,14 @@ impl Worker {
                 let permit = permits.pop().expect("no more deliveries than permits");
                 let this = self.clone();
                 tokio::spawn(async move {
-                    this.handle(delivery).await;
+                    let task = delivery.task.clone();
+                    if AssertUnwindSafe(this.handle(delivery))
+                        .catch_unwind()
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!(?task, "the host failed while handling a task");
+                    }
                     drop(permit);
                 });
             }
@@ -74,39 +85,46 @@ impl Worker {
     }
 
     async fn handle(&self, delivery: Delivery) {
-        let claim = retry_backend("claim", || {
-            self.scheduler
-                .store()
-                .claim(&delivery.task, self.scheduler.clock().now())
-        })
-        .await;
-        match claim {
-            Claim::Stale => {}
-            Claim::Finalize { spec, outputs } => {
-                retry_backend("finalize", || self.scheduler.finalize(&spec, &outputs)).await;
+        let now = self.scheduler.clock().now();
+        let store = self.scheduler.store();
+        match retry_backend("claim", || store.claim(&delivery.task, now)).await {
+            Err(_) | Ok(Claim::Stale) => {}
+            Ok(Claim::Finalize { spec, outputs }) => {
+                let _ =
+                    retry_backend("finalize", || self.scheduler.finalize(&spec, &outputs)).await;
             }
-            Claim::Step(work) => {
-                let token = self.scheduler.track(&work.spec.id, work.index);
-                let attempt = AssertUnwindSafe(self.attempt(&work, &token)).catch_unwind().await;
-                self.scheduler.untrack(&work.spec.id, work.index);
+            Ok(Claim::Step(work)) => {
+                let (run, index, lease) = (&work.spec.id, work.index, work.lease);
+                let token = self.scheduler.track(run, index, lease);
+                let attempt = AssertUnwindSafe(self.attempt(&work, &token))
+                    .catch_unwind()
+                    .await;
+                self.scheduler.untrack(run, index, lease);
                 let (result, logs) = attempt.unwrap_or_else(|_| {
-                    (Err(Failure::host("trap", "the host failed while running this step")), Vec::new())
+                    let failure = Failure::host("trap", "the host failed while running this step");
+                    (Err(failure), Vec::new())
                 });
-                let committed =
-                    retry_backend("commit", || self.scheduler.record(&work, result.clone(), logs.clone())).await;
-                if !committed.applied {
-                    tracing::debug!(run = %work.spec.id, step = work.index, "late commit ignored");
+                let committed = retry_backend("commit", || {
+                    self.scheduler.record(&work, result.clone(), logs.clone())
+                })
+                .await;
+                if committed.is_ok_and(|c| !c.applied) {
+                    tracing::debug!(%run, step = index, "late commit ignored");
                 }
             }
         }
-        retry_backend("ack", || self.scheduler.queue().ack(std::slice::from_ref(&delivery))).await;
+        let acked = std::slice::from_ref(&delivery);
+        let _ = retry_backend("ack", || self.scheduler.queue().ack(acked)).await;
     }
 
     async fn attempt(
         &self,
         work: &StepWork,
         cancel: &CancellationToken,
-    ) -> (Result<serde_json::Value, Failure>, Vec<crate::engine::LogLine>) {
+    ) -> (
+        Result<serde_json::Value, Failure>,
+        Vec<crate::engine::LogLine>,
+    ) {
         let spec = &work.spec;
         let step = &spec.workflow.steps[work.index];
         let input = step.input.resolve(&|root| match root {
@@ -128,7 +146,12 @@ impl Worker {
         let store = self.scheduler.store().clone();
         let linked = match self.cache.get(digest, store.blob(digest)).await {
             Ok(l) => l,
-            Err(e) => return (Err(Failure::host("component_unavailable", e.to_string())), Vec::new()),
+            Err(e) => {
+                return (
+                    Err(Failure::host("component_unavailable", e.to_string())),
+                    Vec::new(),
+                );
+            }
         };
         let input = serde_json::to_string(&input).expect("a JSON value serialises");
         let invocation = Invocation {
@@ -140,15 +163,21 @@ impl Worker {
         let execution = self
             .cache
             .engine()
-            .run(&linked, invocation, &input, &spec.limits(work.index), cancel)
+            .run(
+                &linked,
+                invocation,
+                &input,
+                &spec.limits(work.index),
+                cancel,
+            )
             .await;
         (execution.result, execution.logs)
     }
 }
 
-/// Backend calls are retried until they succeed, so that no finished work is
-/// lost while the backend is briefly away.
-async fn retry_backend<T, F, Fut>(what: &str, mut call: F) -> T
+/// Backend calls are retried while the backend is unavailable, so that no
+/// finished work is lost while it is briefly away; corrupt data is not retried.
+async fn retry_backend<T, F, Fut>(what: &str, mut call: F) -> Result<T, BackendError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, BackendError>>,
@@ -156,7 +185,11 @@ where
     let mut delay = Duration::from_millis(50);
     loop {
         match call().await {
-            Ok(v) => return v,
+            Ok(v) => return Ok(v),
+            Err(e @ BackendError::Corrupt(_)) => {
+                tracing::error!(error = %e, "{what} failed on corrupt data; dropping the task");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "{what} failed; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;

@@ -4,7 +4,7 @@
 //! `weft:step` world: one `run` function from a JSON string to a JSON string
 //! or a [`StepError`]. This crate hides that contract behind one macro line:
 //!
-//! ```ignore
+//! ```no_run
 //! use serde::{Deserialize, Serialize};
 //! use weft_sdk::{StepError, step};
 //!

@@ -54,21 +54,23 @@ pub fn data_dir() -> PathBuf {
     .clone()
 }
 
-/// A directory holding every test component as `<name>@1.0.0.wasm`.
+/// A directory holding every test component as `<name>@1.0.0.wasm`, made
+/// afresh by each test process so it always holds this build's components.
 pub fn components_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("components-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create components dir");
+        let dir = tempfile::Builder::new()
+            .prefix("weft-components-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("create components dir");
         for (name, path) in COMPONENTS {
-            let target = dir.join(format!("{name}@1.0.0.wasm"));
-            if !target.exists() {
-                std::fs::copy(path, &target).unwrap_or_else(|e| panic!("copy {path}: {e}"));
-            }
+            let target = dir.path().join(format!("{name}@1.0.0.wasm"));
+            std::fs::copy(path, &target).unwrap_or_else(|e| panic!("copy {path}: {e}"));
         }
         dir
     })
-    .clone()
+    .path()
+    .to_path_buf()
 }
 
 /// What one `weft exec` produced.
@@ -82,8 +84,12 @@ pub struct Exec {
 impl Exec {
     /// The run printed on stdout.
     pub fn run(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not a run ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not a run ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     /// The error document printed on stderr.

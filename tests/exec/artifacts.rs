@@ -14,7 +14,11 @@ fn stat(stderr: &str, key: &str) -> u64 {
         .lines()
         .find(|l| l.contains("components ready"))
         .unwrap_or_else(|| panic!("no cache summary in:\n{stderr}"));
-    let start = line.find(&format!("{key}=")).unwrap_or_else(|| panic!("no {key} in {line}")) + key.len() + 1;
+    let start = line
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len()
+        + 1;
     line[start..]
         .split(|c: char| !c.is_ascii_digit())
         .next()

@@ -8,7 +8,11 @@ use crate::common::exec_with;
 #[test]
 fn unusable_components_are_refused_naming_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("garbage@1.0.0.wasm"), b"definitely not wasm").unwrap();
+    std::fs::write(
+        dir.path().join("garbage@1.0.0.wasm"),
+        b"definitely not wasm",
+    )
+    .unwrap();
     // The smallest core module: magic, version 1.
     std::fs::write(dir.path().join("core@1.0.0.wasm"), b"\0asm\x01\0\0\0").unwrap();
     std::fs::copy(paths::WRONGSIG, dir.path().join("wrongsig@1.0.0.wasm")).unwrap();
@@ -36,9 +40,21 @@ fn unusable_components_are_refused_naming_the_reason() {
             .to_string()
     };
     assert!(message(0).contains("not a WebAssembly"), "{}", message(0));
-    assert!(message(1).contains("core WebAssembly module"), "{}", message(1));
-    assert!(message(2).contains("does not export `run"), "{}", message(2));
-    assert!(message(3).contains("imports") && message(3).contains("other:thing"), "{}", message(3));
+    assert!(
+        message(1).contains("core WebAssembly module"),
+        "{}",
+        message(1)
+    );
+    assert!(
+        message(2).contains("does not export `run"),
+        "{}",
+        message(2)
+    );
+    assert!(
+        message(3).contains("imports") && message(3).contains("other:thing"),
+        "{}",
+        message(3)
+    );
     assert!(
         !details.iter().any(|d| d["path"] == "/steps/4/component"),
         "a good component is not blamed"

@@ -37,20 +37,36 @@ fn an_infinite_loop_times_out_at_its_deadline() {
     let (code, step) = one_step("spin", json!({}), json!({ "timeout_ms": 500 }));
     assert_eq!(code, 1);
     assert_fails_with(&step, "timeout");
-    assert!(step_ms(&step) < 5_000, "stopped after {} ms", step_ms(&step));
+    assert!(
+        step_ms(&step) < 5_000,
+        "stopped after {} ms",
+        step_ms(&step)
+    );
 }
 
 #[test]
 fn a_step_blocked_in_a_host_call_still_times_out() {
-    let (code, step) = one_step("sleep", json!({ "ms": 30_000 }), json!({ "timeout_ms": 300 }));
+    let (code, step) = one_step(
+        "sleep",
+        json!({ "ms": 30_000 }),
+        json!({ "timeout_ms": 300 }),
+    );
     assert_eq!(code, 1);
     assert_fails_with(&step, "timeout");
-    assert!(step_ms(&step) < 5_000, "stopped after {} ms", step_ms(&step));
+    assert!(
+        step_ms(&step) < 5_000,
+        "stopped after {} ms",
+        step_ms(&step)
+    );
 }
 
 #[test]
 fn an_infinite_loop_runs_out_of_fuel() {
-    let (code, step) = one_step("spin", json!({}), json!({ "limits": { "fuel": 2_000_000 } }));
+    let (code, step) = one_step(
+        "spin",
+        json!({}),
+        json!({ "limits": { "fuel": 2_000_000 } }),
+    );
     assert_eq!(code, 1);
     assert_fails_with(&step, "out_of_fuel");
 }
@@ -60,7 +76,13 @@ fn a_memory_hog_hits_its_memory_limit() {
     let (code, step) = one_step("hog", json!({}), json!({ "limits": { "memory_mb": 16 } }));
     assert_eq!(code, 1);
     assert_fails_with(&step, "memory_limit");
-    assert!(step["error"]["message"].as_str().unwrap().contains("16 MiB"), "{step}");
+    assert!(
+        step["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("16 MiB"),
+        "{step}"
+    );
 }
 
 #[test]
@@ -105,19 +127,38 @@ fn host_error_codes_are_retried_when_the_step_asks() {
 
 #[test]
 fn the_sandbox_grants_no_env_files_or_sockets() {
-    let (code, step) = one_step("probe", json!({}), json!({}));
+    // A live listener: were sockets granted, the probe would reach it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (code, step) = one_step("probe", json!({ "tcp": [addr] }), json!({}));
     assert_eq!(code, 0, "{step}");
     let seen = &step["output"];
     assert_eq!(seen["env"], json!([]), "{seen}");
+    assert_eq!(seen["args"], json!([]), "{seen}");
     let mut probes = 0;
     for group in ["files", "tcp", "udp", "dns"] {
-        let entries = seen[group].as_object().unwrap_or_else(|| panic!("no {group} in {seen}"));
+        let entries = seen[group]
+            .as_object()
+            .unwrap_or_else(|| panic!("no {group} in {seen}"));
         for (what, result) in entries {
             probes += 1;
-            assert_eq!(result["ok"], json!(false), "{group} {what} was allowed: {result}");
+            assert_eq!(
+                result["ok"],
+                json!(false),
+                "{group} {what} was allowed: {result}"
+            );
         }
     }
+    assert!(
+        seen["tcp"].as_object().unwrap().contains_key(&addr),
+        "{seen}"
+    );
     assert!(probes >= 6, "too few probes ran: {seen}");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the guest reached the host's listener: {other:?}"),
+    }
 }
 
 /// Every hostile component in turn on one engine, then a normal step on the
@@ -128,31 +169,43 @@ fn one_engine_survives_every_hostile_component() {
     rt.block_on(async {
         let engine = Engine::new(&EngineConfig::default()).unwrap();
         let cache = ComponentCache::new(engine.clone(), Some(&data_dir()), 64);
-        let limits = StepLimits {
+        let limits = |timeout_ms| StepLimits {
             fuel: 50_000_000_000,
             memory_bytes: 32 << 20,
-            timeout: Duration::from_millis(400),
+            timeout: Duration::from_millis(timeout_ms),
             output_bytes: 1 << 20,
         };
+        // Only the loop is meant to time out; the others get time to fail their own way
+        // even on a loaded machine.
         let cases = [
-            (paths::SPIN, "timeout"),
-            (paths::HOG, "memory_limit"),
-            (paths::TRAP, "trap"),
-            (paths::RECURSE, "trap"),
-            (paths::BADJSON, "invalid_output"),
-            (paths::HUGE, "output_too_large"),
+            (paths::SPIN, "timeout", 400),
+            (paths::HOG, "memory_limit", 30_000),
+            (paths::TRAP, "trap", 30_000),
+            (paths::RECURSE, "trap", 30_000),
+            (paths::BADJSON, "invalid_output", 30_000),
+            (paths::HUGE, "output_too_large", 30_000),
         ];
-        for (path, expected) in cases {
+        for (path, expected, timeout_ms) in cases {
             let bytes = bytes::Bytes::from(std::fs::read(path).unwrap());
             let digest = cache.add(bytes).await.unwrap();
             let linked = cache.get(&digest, async { Ok(None) }).await.unwrap();
             let started = Instant::now();
             let execution = engine
-                .run(&linked, invocation(), "{}", &limits, &CancellationToken::new())
+                .run(
+                    &linked,
+                    invocation(),
+                    "{}",
+                    &limits(timeout_ms),
+                    &CancellationToken::new(),
+                )
                 .await;
             let failure = execution.result.expect_err(path);
             assert_eq!(failure.code, expected, "{path}: {failure:?}");
-            assert!(started.elapsed() < Duration::from_secs(10), "{path} took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{path} took {:?}",
+                started.elapsed()
+            );
         }
         let echo = Arc::new(cache);
         let digest = echo
@@ -161,7 +214,13 @@ fn one_engine_survives_every_hostile_component() {
             .unwrap();
         let linked = echo.get(&digest, async { Ok(None) }).await.unwrap();
         let execution = engine
-            .run(&linked, invocation(), r#"{"still":"fine"}"#, &limits, &CancellationToken::new())
+            .run(
+                &linked,
+                invocation(),
+                r#"{"still":"fine"}"#,
+                &limits(30_000),
+                &CancellationToken::new(),
+            )
             .await;
         assert_eq!(execution.result.unwrap(), json!({ "still": "fine" }));
     });
@@ -191,7 +250,9 @@ fn cancellation_stops_a_running_step() {
             stopper.cancel();
         });
         let started = Instant::now();
-        let execution = engine.run(&linked, invocation(), "{}", &limits, &token).await;
+        let execution = engine
+            .run(&linked, invocation(), "{}", &limits, &token)
+            .await;
         assert_eq!(execution.result.unwrap_err().code, "cancelled");
         assert!(started.elapsed() < Duration::from_secs(10));
     });

@@ -70,7 +70,10 @@ fn a_missing_path_fails_the_step_with_bad_reference_naming_it() {
     assert_eq!(b["status"], "failed");
     assert_eq!(b["error"]["code"], "bad_reference");
     assert!(
-        b["error"]["message"].as_str().unwrap().contains("steps.a.output.nope[2]"),
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("steps.a.output.nope[2]"),
         "{b}"
     );
 }
@@ -109,8 +112,14 @@ fn dependent_steps_wait_for_their_dependencies() {
     });
     let run = exec(&workflow, &json!({})).run();
     assert_eq!(run["status"], "succeeded");
-    let (a_end, b_start) = (millis(&run["steps"]["a"]["finished_at"]), millis(&run["steps"]["b"]["started_at"]));
-    let (b_end, c_start) = (millis(&run["steps"]["b"]["finished_at"]), millis(&run["steps"]["c"]["started_at"]));
+    let (a_end, b_start) = (
+        millis(&run["steps"]["a"]["finished_at"]),
+        millis(&run["steps"]["b"]["started_at"]),
+    );
+    let (b_end, c_start) = (
+        millis(&run["steps"]["b"]["finished_at"]),
+        millis(&run["steps"]["c"]["started_at"]),
+    );
     assert!(a_end <= b_start && b_end <= c_start, "{run}");
 }
 
@@ -162,7 +171,10 @@ fn a_non_retryable_error_stops_at_once() {
     let run = out.run();
     let step = &run["steps"]["fatal"];
     assert_eq!(step["attempts"], 1);
-    assert_eq!(step["error"], json!({ "code": "no_way", "message": "refused", "retryable": false }));
+    assert_eq!(
+        step["error"],
+        json!({ "code": "no_way", "message": "refused", "retryable": false })
+    );
     assert_eq!(run["error"]["code"], "no_way");
     assert_eq!(run["error"]["step"], "fatal");
 }
@@ -198,17 +210,26 @@ fn a_failed_step_skips_downstream_and_cancels_running_steps() {
     // The 20 s sleep was stopped, not waited for.
     let slow = run["steps"]["slow"]["status"].as_str().unwrap();
     assert!(slow == "cancelled" || slow == "skipped", "{slow}");
-    assert!(started.elapsed().as_secs() < 15, "the run waited for the sleeping step");
+    assert!(
+        started.elapsed().as_secs() < 15,
+        "the run waited for the sleeping step"
+    );
 }
 
 #[test]
 fn run_output_is_null_without_an_output_template() {
-    let workflow = json!({ "steps": [ { "id": "a", "component": "echo@1.0.0", "input": [1, 2] } ] });
+    let workflow =
+        json!({ "steps": [ { "id": "a", "component": "echo@1.0.0", "input": [1, 2] } ] });
     let run = exec(&workflow, &json!({})).run();
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["output"], json!(null));
     assert_eq!(run["steps"]["a"]["output"], json!([1, 2]));
-    assert!(run["steps"]["a"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        run["steps"]["a"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
 }
 
 #[test]
@@ -225,6 +246,12 @@ fn example_components_compute() {
     assert_eq!(out.code, 0, "stderr: {}", out.stderr);
     let run = out.run();
     assert_eq!(run["output"], json!({ "total": 6.5, "name": "WEFT" }));
-    let logs = run["steps"]["logs"]["logs"].as_array().expect("logs recorded");
-    assert!(logs.iter().any(|l| l["message"].as_str().unwrap().contains("hello")), "{logs:?}");
+    let logs = run["steps"]["logs"]["logs"]
+        .as_array()
+        .expect("logs recorded");
+    assert!(
+        logs.iter()
+            .any(|l| l["message"].as_str().unwrap().contains("hello")),
+        "{logs:?}"
+    );
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::{exec, weft, output};
+use crate::common::{exec, output, weft};
 
 #[test]
 fn every_problem_is_reported_at_once_with_its_pointer() {
@@ -32,7 +32,10 @@ fn every_problem_is_reported_at_once_with_its_pointer() {
         "/steps/7/component",
         "/steps/8/timeout_ms",
     ] {
-        assert!(paths.iter().any(|p| p == expected), "no problem at {expected}: {paths:?}");
+        assert!(
+            paths.iter().any(|p| p == expected),
+            "no problem at {expected}: {paths:?}"
+        );
     }
     let details = out.error()["error"]["details"].clone();
     let message_at = |path: &str| -> String {
@@ -48,7 +51,10 @@ fn every_problem_is_reported_at_once_with_its_pointer() {
     assert!(message_at("/steps/2/needs/0").contains("ghost"));
     assert!(message_at("/steps/3/input/x").contains("phantom"));
     assert!(message_at("/steps/6/component").contains("nosuch"));
-    assert!(message_at("/steps/7/component").contains("1.0.0"), "lists available versions");
+    assert!(
+        message_at("/steps/7/component").contains("1.0.0"),
+        "lists available versions"
+    );
     let cycle = details
         .as_array()
         .unwrap()
@@ -69,7 +75,10 @@ fn schema_errors_point_into_the_document() {
     assert_eq!(out.code, 2);
     let paths = out.problem_paths();
     assert!(paths.iter().any(|p| p == "/steps/0/id"), "{paths:?}");
-    assert!(paths.iter().any(|p| p == "/steps/0/retry/max_attempts"), "{paths:?}");
+    assert!(
+        paths.iter().any(|p| p == "/steps/0/retry/max_attempts"),
+        "{paths:?}"
+    );
     assert!(
         out.stderr.contains("unknown_field"),
         "unknown top-level fields are named: {}",
@@ -91,7 +100,10 @@ fn input_breaking_input_schema_is_refused() {
     assert_eq!(out.code, 2);
     assert_eq!(out.error()["error"]["code"], "invalid_input");
     let paths = out.problem_paths();
-    assert!(paths.iter().any(|p| p == "/input"), "missing `order`: {paths:?}");
+    assert!(
+        paths.iter().any(|p| p == "/input"),
+        "missing `order`: {paths:?}"
+    );
     assert!(paths.iter().any(|p| p == "/input/count"), "{paths:?}");
 
     let ok = exec(&workflow, &json!({ "order": 1, "count": 3 }));
@@ -123,7 +135,14 @@ fn input_that_is_not_json_is_refused_with_code_2() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("wf.json");
     std::fs::write(&file, r#"{"steps":[{"id":"a","component":"echo@1"}]}"#).unwrap();
-    let out = output(weft().arg("exec").arg(&file).args(["--input", "{nope"]).output().unwrap());
+    let out = output(
+        weft()
+            .arg("exec")
+            .arg(&file)
+            .args(["--input", "{nope"])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(out.code, 2);
     assert_eq!(out.error()["error"]["code"], "invalid_input");
 }

@@ -156,7 +156,8 @@ pub trait StateStore: Send + Sync + 'static {
     async fn blob(&self, digest: &str) -> Result<Option<Bytes>, BackendError>;
 
     /// Records an immutable `(tenant, name, version) -> digest`.
-    async fn publish(&self, tenant: &str, record: VersionRecord) -> Result<Published, BackendError>;
+    async fn publish(&self, tenant: &str, record: VersionRecord)
+    -> Result<Published, BackendError>;
 
     /// Every version of the tenant's component `name`, oldest first.
     async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<VersionRecord>, BackendError>;

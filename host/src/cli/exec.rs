@@ -78,13 +78,17 @@ impl Refusal {
     }
 
     fn print(&self) {
-        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
         eprintln!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
     }
 }
 
 pub async fn exec(args: ExecArgs) -> ExitCode {
-    let data_dir = args.data_dir.clone().unwrap_or_else(super::default_data_dir);
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(super::default_data_dir);
     let engine = match Engine::new(&EngineConfig {
         max_concurrency: args.concurrency,
         ..EngineConfig::default()
@@ -164,7 +168,10 @@ async fn prepare(
         )
     })?;
     let document: Value = serde_json::from_str(&text).map_err(|e| {
-        let mut r = Refusal::new("invalid_workflow", format!("{} is not JSON", args.workflow.display()));
+        let mut r = Refusal::new(
+            "invalid_workflow",
+            format!("{} is not JSON", args.workflow.display()),
+        );
         r.details.push(Problem::new("", e.to_string()));
         r
     })?;
@@ -173,7 +180,18 @@ async fn prepare(
         Some(dir) => scan_dir(dir)?,
         None => bundled_sources(),
     };
-    let mut snapshot = Snapshot::default();
+    let hint = match &args.components {
+        Some(dir) => format!(": no file {{name}}@<version>.wasm in {}", dir.display()),
+        None => format!(
+            ": the bundled components are {} (use --components DIR for others)",
+            bundled::EXAMPLES
+                .iter()
+                .map(|b| b.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut snapshot = Snapshot::default().with_unknown_hint(hint);
     for (i, s) in sources.iter().enumerate() {
         snapshot.add(&s.name, s.version.clone(), i.to_string());
     }
@@ -187,13 +205,17 @@ async fn prepare(
     if !problems.is_empty() {
         return Err(Refusal {
             code: "invalid_input",
-            message: format!("the input does not match input_schema ({} problem(s))", problems.len()),
+            message: format!(
+                "the input does not match input_schema ({} problem(s))",
+                problems.len()
+            ),
             details: problems,
         });
     }
 
     // Check and compile each component used, once, reporting every bad one.
-    let mut digests: Vec<Option<Result<String, String>>> = (0..sources.len()).map(|_| None).collect();
+    let mut digests: Vec<Option<Result<String, String>>> =
+        (0..sources.len()).map(|_| None).collect();
     let mut problems = Vec::new();
     let mut pins = Vec::with_capacity(validated.pins.len());
     for (step, pin) in validated.pins.iter().enumerate() {
@@ -203,7 +225,10 @@ async fn prepare(
         }
         match digests[i].as_ref().expect("just set") {
             Ok(digest) => pins.push(digest.clone()),
-            Err(message) => problems.push(Problem::new(format!("/steps/{step}/component"), message.clone())),
+            Err(message) => problems.push(Problem::new(
+                format!("/steps/{step}/component"),
+                message.clone(),
+            )),
         }
     }
     if !problems.is_empty() {
@@ -225,9 +250,15 @@ async fn prepare(
     })
 }
 
-async fn load(source: &Source, cache: &ComponentCache, backend: &MemoryBackend) -> Result<String, String> {
+async fn load(
+    source: &Source,
+    cache: &ComponentCache,
+    backend: &MemoryBackend,
+) -> Result<String, String> {
     let bytes = match &source.origin {
-        Origin::File(path) => Bytes::from(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?),
+        Origin::File(path) => {
+            Bytes::from(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
         Origin::Bundled(b) => Bytes::from_static(b),
     };
     let digest = cache
@@ -247,8 +278,12 @@ fn read_input(arg: Option<&str>) -> Result<Value, Refusal> {
     };
     let (text, origin) = match arg.strip_prefix('@') {
         Some(path) => (
-            std::fs::read_to_string(path)
-                .map_err(|e| Refusal::new("invalid_input", format!("cannot read input file {path}: {e}")))?,
+            std::fs::read_to_string(path).map_err(|e| {
+                Refusal::new(
+                    "invalid_input",
+                    format!("cannot read input file {path}: {e}"),
+                )
+            })?,
             path.to_string(),
         ),
         None => (arg.to_string(), "--input".to_string()),
@@ -286,7 +321,9 @@ fn scan_dir(dir: &Path) -> Result<Vec<Source>, Refusal> {
                 version,
                 origin: Origin::File(path.clone()),
             }),
-            None => tracing::warn!(file = %path.display(), "ignored: not named <name>@<version>.wasm"),
+            None => {
+                tracing::warn!(file = %path.display(), "ignored: not named <name>@<version>.wasm")
+            }
         }
     }
     Ok(sources)

@@ -12,7 +12,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(name = "weft", version, about, long_about = None)]
 pub struct Cli {
     /// Log format on stderr; the level is set with WEFT_LOG (e.g. `info`, `weft=debug`).
-    #[arg(long, value_enum, global = true, env = "WEFT_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        env = "WEFT_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -40,7 +46,10 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format, "warn");
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("weft: cannot start the async runtime: {e}");

@@ -11,6 +11,8 @@ use crate::bindings::{self, Level};
 /// Most log lines kept per attempt, and most bytes of each line.
 const MAX_LOG_LINES: usize = 200;
 const MAX_LOG_LINE_BYTES: usize = 4096;
+/// Most host resources (streams, pollables, sockets) a step may hold at once.
+const MAX_HOST_RESOURCES: usize = 10_000;
 
 /// One line a step logged, through the host `log` import or on stdout/stderr.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,7 +34,11 @@ pub struct StepHost {
 }
 
 impl StepHost {
-    pub(super) fn new(invocation: bindings::Invocation, memory_bytes: usize, output_cap: usize) -> Self {
+    pub(super) fn new(
+        invocation: bindings::Invocation,
+        memory_bytes: usize,
+        output_cap: usize,
+    ) -> Self {
         let stdout = CappedPipe::new(output_cap);
         let stderr = CappedPipe::new(output_cap);
         // A bare builder grants no env, args, preopens or network; the explicit
@@ -45,9 +51,12 @@ impl StepHost {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
+        let mut table = ResourceTable::new();
+        // Streams and pollables are host memory the memory limiter does not see.
+        table.set_max_capacity(MAX_HOST_RESOURCES);
         Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryLimiter::new(memory_bytes),
             invocation,
             logs: Vec::new(),
@@ -113,10 +122,12 @@ impl bindings::Host for StepHost {
 
 impl bindings::weft::step::types::Host for StepHost {}
 
-/// Caps a step's linear memory and remembers whether it tried to exceed the cap,
-/// because a guest that is denied memory usually aborts with a plain trap.
+/// Caps the sum of a step's linear memories and remembers whether it tried to
+/// exceed the cap, because a guest that is denied memory usually aborts with a
+/// plain trap.
 pub(super) struct MemoryLimiter {
     max_bytes: usize,
+    used: usize,
     pub(super) denied: bool,
 }
 
@@ -124,6 +135,7 @@ impl MemoryLimiter {
     fn new(max_bytes: usize) -> Self {
         Self {
             max_bytes,
+            used: 0,
             denied: false,
         }
     }
@@ -132,14 +144,17 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
+        // Every memory of the component counts against one budget.
+        let used = self.used - current.min(self.used) + desired;
+        if used > self.max_bytes {
             self.denied = true;
             return Ok(false);
         }
+        self.used = used;
         Ok(true)
     }
 

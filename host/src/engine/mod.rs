@@ -95,6 +95,11 @@ impl Engine {
             .total_tables((slots + 8) * 16)
             .total_stacks(slots + 8)
             .max_memory_size(config.max_memory_mb as usize * (1 << 20))
+            // A step component is one program, not a composition of hundreds:
+            // bounding these keeps one component from draining the shared pool.
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(16)
             // Keep a little of each memory mapped so that small steps do not fault
             // in fresh pages on every instantiation.
             .linear_memory_keep_resident(128 << 10)
@@ -147,8 +152,8 @@ impl Engine {
     /// satisfiable, does it export `run` with the step signature?
     pub fn compile(&self, bytes: &[u8]) -> Result<(Linked, Vec<u8>), ComponentError> {
         check_header(bytes)?;
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| ComponentError::Invalid(root_cause(&e)))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| ComponentError::Invalid(root_cause(&e)))?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
         let linked = self.link(&component)?;
         let artifact = component
@@ -173,7 +178,8 @@ impl Engine {
             let msg = root_cause(&e);
             ComponentError::UnsatisfiedImport(describe_import(&msg))
         })?;
-        let pre = StepPre::new(instance_pre).map_err(|e| ComponentError::WrongExport(root_cause(&e)))?;
+        let pre =
+            StepPre::new(instance_pre).map_err(|e| ComponentError::WrongExport(root_cause(&e)))?;
         Ok(Linked { pre })
     }
 

@@ -147,7 +147,10 @@ fn check_output(output: String, cap: usize) -> Result<serde_json::Value, Failure
     if output.len() > cap {
         return Err(Failure::host(
             "output_too_large",
-            format!("output is {} bytes, over the {cap}-byte limit", output.len()),
+            format!(
+                "output is {} bytes, over the {cap}-byte limit",
+                output.len()
+            ),
         ));
     }
     serde_json::from_str(&output)
@@ -170,7 +173,10 @@ fn interrupted(i: &Interrupted, limits: &StepLimits) -> Failure {
     match i {
         Interrupted::Timeout => Failure::host(
             "timeout",
-            format!("step ran longer than its {} ms timeout", limits.timeout.as_millis()),
+            format!(
+                "step ran longer than its {} ms timeout",
+                limits.timeout.as_millis()
+            ),
         ),
         Interrupted::Cancelled => Failure {
             code: "cancelled".into(),
@@ -184,7 +190,10 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, limits: &StepLimits) -> Fa
     if let Some(i) = e.downcast_ref::<Interrupted>() {
         return interrupted(i, limits);
     }
-    if memory_denied {
+    let trap = e.downcast_ref::<Trap>();
+    // A denied `memory.grow` makes a Rust guest abort; only then is it the cause.
+    let aborted = matches!(trap, Some(Trap::UnreachableCodeReached) | None);
+    if memory_denied && aborted {
         return Failure::host(
             "memory_limit",
             format!(
@@ -193,7 +202,7 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, limits: &StepLimits) -> Fa
             ),
         );
     }
-    match e.downcast_ref::<Trap>() {
+    match trap {
         Some(Trap::OutOfFuel) => Failure::host(
             "out_of_fuel",
             format!("step used up its fuel budget of {}", limits.fuel),
@@ -204,25 +213,30 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, limits: &StepLimits) -> Fa
     }
 }
 
-fn collect_logs(host: StepHost) -> Vec<LogLine> {
-    let mut logs = host.logs;
-    for (stream, pipe) in [("stdout", &host.stdout), ("stderr", &host.stderr)] {
+/// The attempt's log: host `log` lines, then stdout and stderr lines, all under
+/// the same caps, and one final warning when anything was dropped.
+fn collect_logs(mut host: StepHost) -> Vec<LogLine> {
+    let mut dropped_bytes = 0;
+    for stream in ["stdout", "stderr"] {
+        let pipe = if stream == "stdout" {
+            host.stdout.clone()
+        } else {
+            host.stderr.clone()
+        };
         let (lines, dropped) = pipe.lines();
-        logs.extend(lines.into_iter().map(|message| LogLine {
-            level: stream.to_string(),
-            message,
-        }));
-        if dropped > 0 {
-            logs.push(LogLine {
-                level: "warn".into(),
-                message: format!("{dropped} bytes of {stream} dropped over the cap"),
-            });
+        dropped_bytes += dropped;
+        for line in lines {
+            host.push_log(stream, &line);
         }
     }
-    if host.dropped_logs > 0 {
+    let mut logs = std::mem::take(&mut host.logs);
+    if host.dropped_logs > 0 || dropped_bytes > 0 {
         logs.push(LogLine {
             level: "warn".into(),
-            message: format!("{} log lines dropped over the cap", host.dropped_logs),
+            message: format!(
+                "log truncated: {} lines and {dropped_bytes} bytes of output dropped over the caps",
+                host.dropped_logs
+            ),
         });
     }
     logs

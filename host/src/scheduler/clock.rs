@@ -75,7 +75,15 @@ impl Clock for ManualClock {
     }
 
     async fn sleep_until(&self, at: Millis) {
+        // Counted while the future lives, also when it is dropped unfinished.
+        struct Sleeping<'a>(&'a Mutex<usize>);
+        impl Drop for Sleeping<'_> {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap() -= 1;
+            }
+        }
         *self.waiters.lock().unwrap() += 1;
+        let _sleeping = Sleeping(&self.waiters);
         loop {
             let moved = self.moved.notified();
             if self.now() >= at {
@@ -83,7 +91,6 @@ impl Clock for ManualClock {
             }
             moved.await;
         }
-        *self.waiters.lock().unwrap() -= 1;
     }
 }
 

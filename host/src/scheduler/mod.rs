@@ -24,11 +24,16 @@ pub struct Scheduler {
     store: Arc<dyn StateStore>,
     queue: Arc<dyn WorkQueue>,
     clock: Arc<dyn Clock>,
-    running: Mutex<HashMap<(String, usize), CancellationToken>>,
+    /// Attempts running on this node, by (run, step, lease).
+    running: Mutex<HashMap<(String, usize, u64), CancellationToken>>,
 }
 
 impl Scheduler {
-    pub fn new(store: Arc<dyn StateStore>, queue: Arc<dyn WorkQueue>, clock: Arc<dyn Clock>) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        queue: Arc<dyn WorkQueue>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             queue,
@@ -59,7 +64,8 @@ impl Scheduler {
     /// Cancels a run: steps not started are skipped, running ones are stopped at
     /// their next epoch tick. `None` when the tenant has no such run.
     pub async fn cancel(&self, tenant: &str, run: &str) -> Result<Option<RunStatus>, BackendError> {
-        let Some((status, stopped)) = self.store.cancel(tenant, run, self.clock.now()).await? else {
+        let Some((status, stopped)) = self.store.cancel(tenant, run, self.clock.now()).await?
+        else {
             return Ok(None);
         };
         self.stop_local(run, &stopped);
@@ -80,7 +86,11 @@ impl Scheduler {
             let ended = async {
                 loop {
                     match events.recv().await {
-                        Ok(RunEvent::Run { run: r, status, .. }) if r == run && status.is_terminal() => break,
+                        Ok(RunEvent::Run { run: r, status, .. })
+                            if r == run && status.is_terminal() =>
+                        {
+                            break;
+                        }
                         Ok(_) => continue,
                         Err(RecvError::Lagged(_)) => break,
                         Err(RecvError::Closed) => std::future::pending::<()>().await,
@@ -92,23 +102,27 @@ impl Scheduler {
     }
 
     /// Registers a running attempt so that cancellation and fail-fast can stop it.
-    pub(crate) fn track(&self, run: &str, index: usize) -> CancellationToken {
+    pub fn track(&self, run: &str, index: usize, lease: u64) -> CancellationToken {
         let token = CancellationToken::new();
         self.running
             .lock()
             .unwrap()
-            .insert((run.to_string(), index), token.clone());
+            .insert((run.to_string(), index, lease), token.clone());
         token
     }
 
-    pub(crate) fn untrack(&self, run: &str, index: usize) {
-        self.running.lock().unwrap().remove(&(run.to_string(), index));
+    /// Forgets an attempt registered with [`Scheduler::track`].
+    pub fn untrack(&self, run: &str, index: usize, lease: u64) {
+        self.running
+            .lock()
+            .unwrap()
+            .remove(&(run.to_string(), index, lease));
     }
 
     fn stop_local(&self, run: &str, steps: &[usize]) {
         let running = self.running.lock().unwrap();
-        for &index in steps {
-            if let Some(token) = running.get(&(run.to_string(), index)) {
+        for ((r, index, _), token) in running.iter() {
+            if r == run && steps.contains(index) {
                 token.cancel();
             }
         }
@@ -128,7 +142,7 @@ impl Scheduler {
             Decision::Retry { failure, delay_ms } => Outcome::Retry {
                 failure,
                 logs,
-                due: now + delay_ms,
+                due: now.saturating_add(delay_ms),
             },
             Decision::Fail(failure) => Outcome::Failed { failure, logs },
         };
@@ -168,4 +182,69 @@ impl Scheduler {
 /// A new run id: time-ordered, unguessable.
 pub fn new_run_id(now: clock::Millis) -> String {
     format!("run_{now:012x}{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::Scheduler;
+    use crate::backend::memory::{MemoryBackend, Retention};
+    use crate::backend::{Claim, StateStore, WorkQueue};
+    use crate::engine::Failure;
+    use crate::scheduler::clock::ManualClock;
+    use crate::scheduler::model::{RunSpec, StepDefaults};
+    use crate::workflow;
+
+    #[tokio::test]
+    async fn a_failure_stops_the_attempts_still_running_on_this_node() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let backend = MemoryBackend::new(clock.clone(), None, Retention::default());
+        let scheduler = Scheduler::new(backend.clone(), backend.clone(), clock);
+        let doc = json!({ "steps": [
+            { "id": "bad", "component": "x@1" },
+            { "id": "busy", "component": "x@1" }
+        ] });
+        let resolver = |_: &str, _: &semver::VersionReq| Ok::<_, String>("sha256:00".into());
+        let v = workflow::validate(&doc, &resolver).unwrap();
+        scheduler
+            .start(RunSpec {
+                id: "run_1".into(),
+                tenant: "t".into(),
+                document: doc,
+                workflow: v.workflow,
+                pins: v.pins,
+                input: json!({}),
+                defaults: StepDefaults::default(),
+                created_at: 1_000,
+            })
+            .await
+            .unwrap();
+        let mut works = Vec::new();
+        for d in backend.next(2).await.unwrap() {
+            let Claim::Step(w) = backend.claim(&d.task, 1_000).await.unwrap() else {
+                panic!("expected a step");
+            };
+            works.push(w);
+        }
+        let (bad, busy) = (&works[0], &works[1]);
+        let busy_token = scheduler.track(&busy.spec.id, busy.index, busy.lease);
+        let bad_token = scheduler.track(&bad.spec.id, bad.index, bad.lease);
+        let failure = Failure {
+            code: "boom".into(),
+            message: "x".into(),
+            retryable: false,
+        };
+        scheduler.record(bad, Err(failure), vec![]).await.unwrap();
+        assert!(
+            busy_token.is_cancelled(),
+            "the running sibling was not stopped"
+        );
+        assert!(!bad_token.is_cancelled());
+
+        // Cancelling a run stops what runs; an unknown run is None.
+        assert!(scheduler.cancel("t", "nope").await.unwrap().is_none());
+    }
 }

@@ -71,15 +71,27 @@ mod tests {
     fn retryable_failures_retry_until_max_attempts() {
         let mut rng = StdRng::seed_from_u64(1);
         let p = policy(3);
-        assert!(matches!(decide(Err(failure(true)), 1, &p, &mut rng), Decision::Retry { .. }));
-        assert!(matches!(decide(Err(failure(true)), 2, &p, &mut rng), Decision::Retry { .. }));
-        assert!(matches!(decide(Err(failure(true)), 3, &p, &mut rng), Decision::Fail(_)));
+        assert!(matches!(
+            decide(Err(failure(true)), 1, &p, &mut rng),
+            Decision::Retry { .. }
+        ));
+        assert!(matches!(
+            decide(Err(failure(true)), 2, &p, &mut rng),
+            Decision::Retry { .. }
+        ));
+        assert!(matches!(
+            decide(Err(failure(true)), 3, &p, &mut rng),
+            Decision::Fail(_)
+        ));
     }
 
     #[test]
     fn non_retryable_failure_stops_at_once() {
         let mut rng = StdRng::seed_from_u64(1);
-        assert!(matches!(decide(Err(failure(false)), 1, &policy(5), &mut rng), Decision::Fail(_)));
+        assert!(matches!(
+            decide(Err(failure(false)), 1, &policy(5), &mut rng),
+            Decision::Fail(_)
+        ));
     }
 
     #[test]
@@ -88,10 +100,15 @@ mod tests {
         let p = policy(10);
         for attempt in 1..10u32 {
             let ceiling = (100u64 << (attempt - 1)).min(1_000);
-            let samples: Vec<u64> = (0..200).map(|_| backoff_ms(attempt, &p, &mut rng)).collect();
+            let samples: Vec<u64> = (0..200)
+                .map(|_| backoff_ms(attempt, &p, &mut rng))
+                .collect();
             assert!(samples.iter().all(|&d| d <= ceiling), "attempt {attempt}");
             // Full jitter spreads over the whole range, not just near the ceiling.
-            assert!(samples.iter().any(|&d| d < ceiling / 2), "attempt {attempt}");
+            assert!(
+                samples.iter().any(|&d| d < ceiling / 2),
+                "attempt {attempt}"
+            );
         }
     }
 }

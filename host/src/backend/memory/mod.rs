@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::{Notify, broadcast};
 
-use super::{BackendError, Claim, Committed, Delivery, Outcome, Published, StateStore, VersionRecord, WorkQueue};
+use super::{
+    BackendError, Claim, Committed, Delivery, Outcome, Published, StateStore, VersionRecord,
+    WorkQueue,
+};
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::model::{RunError, RunEvent, RunSpec, RunStatus, RunView, Task};
 
@@ -71,7 +74,11 @@ struct TaskKey {
 
 impl MemoryBackend {
     /// A backend keeping blobs in `blob_dir` if given, else in memory.
-    pub fn new(clock: Arc<dyn Clock>, blob_dir: Option<PathBuf>, retention: Retention) -> Arc<Self> {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        blob_dir: Option<PathBuf>,
+        retention: Retention,
+    ) -> Arc<Self> {
         let (events, _) = broadcast::channel(4096);
         Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -168,7 +175,11 @@ impl StateStore for MemoryBackend {
         self.blob_now(digest).await
     }
 
-    async fn publish(&self, tenant: &str, record: VersionRecord) -> Result<Published, BackendError> {
+    async fn publish(
+        &self,
+        tenant: &str,
+        record: VersionRecord,
+    ) -> Result<Published, BackendError> {
         Ok(self.lock().registry.publish(tenant, record))
     }
 
@@ -233,7 +244,11 @@ impl Inner {
         self.delayed.push(Reverse(Delayed {
             due,
             seq: self.seq,
-            task: TaskKey { run, index, attempt },
+            task: TaskKey {
+                run,
+                index,
+                attempt,
+            },
         }));
     }
 

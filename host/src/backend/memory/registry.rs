@@ -39,7 +39,11 @@ impl Registry {
 }
 
 impl MemoryBackend {
-    pub(super) async fn put_blob_now(&self, digest: &str, bytes: Bytes) -> Result<(), BackendError> {
+    pub(super) async fn put_blob_now(
+        &self,
+        digest: &str,
+        bytes: Bytes,
+    ) -> Result<(), BackendError> {
         let Some(dir) = &self.blob_dir else {
             self.lock().blobs.entry(digest.to_string()).or_insert(bytes);
             return Ok(());
@@ -49,8 +53,14 @@ impl MemoryBackend {
             return Ok(());
         }
         // Write whole or not at all: a reader never sees half a blob.
-        let tmp = dir.join(format!("{}.tmp-{}", blob_file(digest), rand::random::<u32>()));
-        let io = |e: std::io::Error| BackendError::Unavailable(format!("blob store {}: {e}", dir.display()));
+        let tmp = dir.join(format!(
+            "{}.tmp-{}",
+            blob_file(digest),
+            rand::random::<u32>()
+        ));
+        let io = |e: std::io::Error| {
+            BackendError::Unavailable(format!("blob store {}: {e}", dir.display()))
+        };
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
         tokio::fs::write(&tmp, &bytes).await.map_err(io)?;
         tokio::fs::rename(&tmp, &path).await.map_err(io)?;
@@ -67,7 +77,10 @@ impl MemoryBackend {
         match tokio::fs::read(dir.join(blob_file(digest))).await {
             Ok(bytes) => Ok(Some(Bytes::from(bytes))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(BackendError::Unavailable(format!("blob store {}: {e}", dir.display()))),
+            Err(e) => Err(BackendError::Unavailable(format!(
+                "blob store {}: {e}",
+                dir.display()
+            ))),
         }
     }
 }

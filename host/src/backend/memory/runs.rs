@@ -10,7 +10,8 @@ use crate::backend::{Claim, Committed, Outcome, StepWork};
 use crate::engine::Failure;
 use crate::scheduler::clock::{Millis, rfc3339};
 use crate::scheduler::model::{
-    RunError, RunEvent, RunSpec, RunStatus, RunView, StepRecord, StepStatus, StepView, Task, TaskKind,
+    RunError, RunEvent, RunSpec, RunStatus, RunView, StepRecord, StepStatus, StepView, Task,
+    TaskKind,
 };
 use crate::workflow::Root;
 
@@ -226,7 +227,9 @@ impl MemoryBackend {
                 step.rec.error = Some(failure);
                 inner.push_delayed(due, run_key, index as u32, attempt + 1);
                 pushed = true;
-                self.emit(|| step_event(&spec, index, StepStatus::Queued, attempt, Some(shown), now));
+                self.emit(|| {
+                    step_event(&spec, index, StepStatus::Queued, attempt, Some(shown), now)
+                });
             }
             Outcome::Failed { failure, logs } => {
                 step.rec.status = Some(StepStatus::Failed);
@@ -234,12 +237,17 @@ impl MemoryBackend {
                 step.rec.finished_at = Some(now);
                 let error = RunError {
                     code: failure.code.clone(),
-                    message: format!("step `{}` failed: {}", spec.workflow.steps[index].id, failure.message),
+                    message: format!(
+                        "step `{}` failed: {}",
+                        spec.workflow.steps[index].id, failure.message
+                    ),
                     step: Some(spec.workflow.steps[index].id.clone()),
                 };
                 let shown = failure.clone();
                 step.rec.error = Some(failure);
-                self.emit(|| step_event(&spec, index, StepStatus::Failed, attempt, Some(shown), now));
+                self.emit(|| {
+                    step_event(&spec, index, StepStatus::Failed, attempt, Some(shown), now)
+                });
                 committed.cancelled = self.end_run(run, RunStatus::Failed, Some(error), now);
                 committed.run_ended = Some(RunStatus::Failed);
                 inner.finished.push_back((now, run_key));
@@ -285,7 +293,10 @@ impl MemoryBackend {
     ) -> Option<(RunStatus, Vec<usize>)> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let run = inner.runs.get_mut(run_id).filter(|r| r.spec.tenant == tenant)?;
+        let run = inner
+            .runs
+            .get_mut(run_id)
+            .filter(|r| r.spec.tenant == tenant)?;
         if run.status.is_terminal() {
             return Some((run.status, Vec::new()));
         }
@@ -307,6 +318,8 @@ impl MemoryBackend {
         let mut stopped = Vec::new();
         for (i, step) in run.steps.iter_mut().enumerate() {
             let next = match step.status() {
+                // A step waiting for its retry has run before: it is stopped, not skipped.
+                StepStatus::Queued if step.rec.attempts > 0 => StepStatus::Cancelled,
                 StepStatus::Pending | StepStatus::Queued => StepStatus::Skipped,
                 StepStatus::Running => {
                     stopped.push(i);
@@ -347,7 +360,12 @@ impl MemoryBackend {
             .steps
             .iter()
             .enumerate()
-            .map(|(i, s)| (spec.workflow.steps[i].id.clone(), StepView::new(spec, i, &s.rec)))
+            .map(|(i, s)| {
+                (
+                    spec.workflow.steps[i].id.clone(),
+                    StepView::new(spec, i, &s.rec),
+                )
+            })
             .collect();
         Some(RunView {
             id: spec.id.clone(),

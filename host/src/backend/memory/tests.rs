@@ -31,7 +31,10 @@ fn spec(doc: Value) -> Arc<RunSpec> {
 
 fn backend() -> (Arc<MemoryBackend>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(T0));
-    (MemoryBackend::new(clock.clone(), None, Retention::default()), clock)
+    (
+        MemoryBackend::new(clock.clone(), None, Retention::default()),
+        clock,
+    )
 }
 
 async fn claim_next(b: &MemoryBackend) -> StepWork {
@@ -65,18 +68,27 @@ async fn a_join_is_ready_only_when_every_dependency_succeeded() {
     .unwrap();
     let a = claim_next(&b).await;
     let bw = claim_next(&b).await;
-    b.commit("run_1", a.index, a.lease, ok(json!(1)), T0).await.unwrap();
+    b.commit("run_1", a.index, a.lease, ok(json!(1)), T0)
+        .await
+        .unwrap();
     assert_eq!(status(&b, "join").await, StepStatus::Pending);
     assert_eq!(b.depth().await.unwrap(), 0);
-    b.commit("run_1", bw.index, bw.lease, ok(json!(2)), T0).await.unwrap();
+    b.commit("run_1", bw.index, bw.lease, ok(json!(2)), T0)
+        .await
+        .unwrap();
     assert_eq!(status(&b, "join").await, StepStatus::Queued);
     let join = claim_next(&b).await;
     assert_eq!(join.index, 2);
-    b.commit("run_1", join.index, join.lease, ok(json!(3)), T0).await.unwrap();
+    b.commit("run_1", join.index, join.lease, ok(json!(3)), T0)
+        .await
+        .unwrap();
     // The last success enqueues finalisation, not another step.
     let d = b.next(1).await.unwrap().pop().unwrap();
     assert_eq!(d.task.kind, TaskKind::Finalize);
-    assert!(matches!(b.claim(&d.task, T0).await.unwrap(), Claim::Finalize { .. }));
+    assert!(matches!(
+        b.claim(&d.task, T0).await.unwrap(),
+        Claim::Finalize { .. }
+    ));
     assert!(b.finish("run_1", Ok(json!("done")), T0).await.unwrap());
     let run = b.run("t", "run_1").await.unwrap().unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
@@ -86,9 +98,11 @@ async fn a_join_is_ready_only_when_every_dependency_succeeded() {
 #[tokio::test]
 async fn a_retry_waits_for_the_clock_not_for_real_time() {
     let (b, clock) = backend();
-    b.create_run(spec(json!({ "steps": [ { "id": "a", "component": "x@1" } ] })))
-        .await
-        .unwrap();
+    b.create_run(spec(
+        json!({ "steps": [ { "id": "a", "component": "x@1" } ] }),
+    ))
+    .await
+    .unwrap();
     let a = claim_next(&b).await;
     let failure = Failure::host("trap", "boom");
     let retry = Outcome::Retry {
@@ -96,7 +110,12 @@ async fn a_retry_waits_for_the_clock_not_for_real_time() {
         logs: vec![],
         due: T0 + 5_000,
     };
-    assert!(b.commit("run_1", 0, a.lease, retry, T0).await.unwrap().applied);
+    assert!(
+        b.commit("run_1", 0, a.lease, retry, T0)
+            .await
+            .unwrap()
+            .applied
+    );
     assert_eq!(status(&b, "a").await, StepStatus::Queued);
 
     let waiting = {
@@ -111,25 +130,55 @@ async fn a_retry_waits_for_the_clock_not_for_real_time() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(!waiting.is_finished(), "delivered before its due time");
     clock.advance(Duration::from_millis(1));
-    let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
-    assert_eq!(got[0].task.kind, TaskKind::Step { index: 0, attempt: 2 });
+    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got[0].task.kind,
+        TaskKind::Step {
+            index: 0,
+            attempt: 2
+        }
+    );
     assert!(clock.now() >= T0 + 5_000);
 }
 
 #[tokio::test]
 async fn a_superseded_attempt_cannot_commit() {
     let (b, _) = backend();
-    b.create_run(spec(json!({ "steps": [ { "id": "a", "component": "x@1" } ] })))
-        .await
-        .unwrap();
+    b.create_run(spec(
+        json!({ "steps": [ { "id": "a", "component": "x@1" } ] }),
+    ))
+    .await
+    .unwrap();
     let d = b.next(1).await.unwrap().pop().unwrap();
-    let Claim::Step(first) = b.claim(&d.task, T0).await.unwrap() else { panic!() };
+    let Claim::Step(first) = b.claim(&d.task, T0).await.unwrap() else {
+        panic!()
+    };
     // The same task delivered again (as after a node died) supersedes the first holder.
-    let Claim::Step(second) = b.claim(&d.task, T0).await.unwrap() else { panic!() };
+    let Claim::Step(second) = b.claim(&d.task, T0).await.unwrap() else {
+        panic!()
+    };
     assert!(second.lease > first.lease);
-    assert!(!b.commit("run_1", 0, first.lease, ok(json!("late")), T0).await.unwrap().applied);
-    assert!(b.commit("run_1", 0, second.lease, ok(json!("mine")), T0).await.unwrap().applied);
-    assert!(!b.commit("run_1", 0, second.lease, ok(json!("twice")), T0).await.unwrap().applied);
+    assert!(
+        !b.commit("run_1", 0, first.lease, ok(json!("late")), T0)
+            .await
+            .unwrap()
+            .applied
+    );
+    assert!(
+        b.commit("run_1", 0, second.lease, ok(json!("mine")), T0)
+            .await
+            .unwrap()
+            .applied
+    );
+    assert!(
+        !b.commit("run_1", 0, second.lease, ok(json!("twice")), T0)
+            .await
+            .unwrap()
+            .applied
+    );
     let run = b.run("t", "run_1").await.unwrap().unwrap();
     assert_eq!(run.steps["a"].output, Some(json!("mine")));
     assert_eq!(run.steps["a"].attempts, 1);
@@ -151,13 +200,21 @@ async fn a_failure_skips_waiting_steps_and_cancels_running_ones() {
         failure: Failure::host("trap", "boom"),
         logs: vec![],
     };
-    let committed = b.commit("run_1", bad.index, bad.lease, failed, T0).await.unwrap();
+    let committed = b
+        .commit("run_1", bad.index, bad.lease, failed, T0)
+        .await
+        .unwrap();
     assert_eq!(committed.cancelled, vec![busy.index]);
     assert_eq!(committed.run_ended, Some(RunStatus::Failed));
     assert_eq!(status(&b, "after").await, StepStatus::Skipped);
     assert_eq!(status(&b, "busy").await, StepStatus::Cancelled);
     // The cancelled step's late result changes nothing.
-    assert!(!b.commit("run_1", busy.index, busy.lease, ok(json!(1)), T0).await.unwrap().applied);
+    assert!(
+        !b.commit("run_1", busy.index, busy.lease, ok(json!(1)), T0)
+            .await
+            .unwrap()
+            .applied
+    );
     let run = b.run("t", "run_1").await.unwrap().unwrap();
     assert_eq!(run.error.unwrap().step.as_deref(), Some("bad"));
 }
@@ -165,11 +222,16 @@ async fn a_failure_skips_waiting_steps_and_cancels_running_ones() {
 #[tokio::test]
 async fn runs_are_invisible_to_other_tenants() {
     let (b, _) = backend();
-    b.create_run(spec(json!({ "steps": [ { "id": "a", "component": "x@1" } ] })))
-        .await
-        .unwrap();
+    b.create_run(spec(
+        json!({ "steps": [ { "id": "a", "component": "x@1" } ] }),
+    ))
+    .await
+    .unwrap();
     assert!(b.run("t", "run_1").await.unwrap().is_some());
     assert!(b.run("other", "run_1").await.unwrap().is_none());
     assert!(b.cancel("other", "run_1", T0).await.unwrap().is_none());
-    assert_eq!(b.cancel("t", "run_1", T0).await.unwrap().unwrap().0, RunStatus::Cancelled);
+    assert_eq!(
+        b.cancel("t", "run_1", T0).await.unwrap().unwrap().0,
+        RunStatus::Cancelled
+    );
 }

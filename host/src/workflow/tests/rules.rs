@@ -300,9 +300,22 @@ fn backoff_bounds() {
         }
     );
     assert_eq!(policy(json!({"max_attempts": 3.0})).max_attempts, 3);
-    let p = only_problem(&retry(json!({"max_backoff_ms": 1e20})));
-    assert_eq!(p.path, "/steps/0/retry/max_backoff_ms");
-    assert!(p.message.contains("too large"), "{}", p.message);
+    // Backoffs are capped at one day, so that a due time can never overflow.
+    let problems = validate(&retry(json!({"max_backoff_ms": 1e20})), &registry).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .all(|p| p.path == "/steps/0/retry/max_backoff_ms"),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.message.contains("maximum of 86400000")),
+        "{problems:?}"
+    );
+    let p = only_problem(&retry(json!({"initial_backoff_ms": 86_400_001})));
+    assert_eq!(p.path, "/steps/0/retry/initial_backoff_ms");
 }
 
 #[test]

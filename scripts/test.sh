@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of Weft: the host (unit and integration, against real `weft`
+# processes and real components), the SDK, and the example components.
+# Installs what the tests need and is missing; needs only Rust (rustup) to start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# rust-toolchain.toml pins the toolchain; make sure its wasm target is there
+# (rustup adds it on first use, but an older rustup may not).
+if command -v rustup >/dev/null 2>&1; then
+  rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 \
+    || rustup target add wasm32-wasip2
+fi
+
+echo "==> host and SDK tests"
+cargo test --workspace --locked
+
+echo "==> example component tests (native)"
+cargo test --manifest-path components/Cargo.toml --locked --workspace --quiet
