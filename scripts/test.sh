@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of Weft: the host (unit and integration, against real `weft`
-# processes and real components), the SDK, and the example components.
+# Runs every test of Weft: the example components, the SDK, and the host (unit
+# and integration, against real `weft` processes and real components).
 # Installs what the tests need and is missing; needs only Rust (rustup) to start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +12,14 @@ if command -v rustup >/dev/null 2>&1; then
     || rustup target add wasm32-wasip2
 fi
 
-echo "==> host and SDK tests"
-cargo test --workspace --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 
 echo "==> example component tests (native)"
-cargo test --manifest-path components/Cargo.toml --locked --workspace --quiet
+cargo test --manifest-path components/Cargo.toml --locked --workspace --quiet 2>&1 | tee -a "$log"
+
+echo "==> host and SDK tests"
+cargo test --workspace --locked 2>&1 | tee -a "$log"
+
+# One closing line with the totals of every test binary above.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
