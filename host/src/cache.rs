@@ -154,10 +154,10 @@ impl ComponentCache {
             .await
             .map_err(|e| ComponentError::Invalid(format!("compiler crashed: {e}")))??;
         self.compiles.fetch_add(1, Ordering::Relaxed);
-        if let Some(dir) = &self.artifacts {
-            if let Err(e) = write_atomically(dir, &artifact_file(digest), &artifact).await {
-                tracing::warn!(%digest, error = %e, "cannot store compiled artifact; will compile again next start");
-            }
+        if let Some(dir) = &self.artifacts
+            && let Err(e) = write_atomically(dir, &artifact_file(digest), &artifact).await
+        {
+            tracing::warn!(%digest, error = %e, "cannot store compiled artifact; will compile again next start");
         }
         self.remember(digest, &linked);
         Ok(linked)

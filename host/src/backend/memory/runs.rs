@@ -137,7 +137,6 @@ impl MemoryBackend {
         let deps = spec.workflow.steps[index]
             .input
             .roots()
-            .into_iter()
             .filter_map(|root| match root {
                 Root::Step(d) => run.steps[d].rec.output.clone().map(|o| (d, o)),
                 Root::Input => None,
