@@ -20,9 +20,12 @@ use weft::workflow::{self, Validated};
 /// `steps` no-op steps, each needing the one before it when `chained`.
 fn document(name: &str, steps: usize, chained: bool) -> Value {
     let steps: Vec<Value> = (0..steps)
-        .map(|i| match i {
-            i if chained && i > 0 => json!({"id": format!("s{i}"), "component": "noop@1", "needs": [format!("s{}", i - 1)]}),
-            i => json!({"id": format!("s{i}"), "component": "noop@1"}),
+        .map(|i| {
+            let mut step = json!({"id": format!("s{i}"), "component": "noop@1"});
+            if chained && i > 0 {
+                step["needs"] = json!([format!("s{}", i - 1)]);
+            }
+            step
         })
         .collect();
     json!({"name": name, "steps": steps})
