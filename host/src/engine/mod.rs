@@ -242,3 +242,6 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, tick: Duration) {
         })
         .expect("spawn epoch ticker thread");
 }
+
+#[cfg(test)]
+mod tests;
