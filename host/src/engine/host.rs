@@ -73,11 +73,7 @@ impl StepHost {
         }
         let mut message = message.to_string();
         if message.len() > MAX_LOG_LINE_BYTES {
-            let mut end = MAX_LOG_LINE_BYTES;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
+            message = super::run::truncate(message, MAX_LOG_LINE_BYTES);
             message.push('…');
         }
         self.logs.push(LogLine {

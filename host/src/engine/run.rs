@@ -242,7 +242,8 @@ fn collect_logs(mut host: StepHost) -> Vec<LogLine> {
     logs
 }
 
-fn truncate(mut s: String, max: usize) -> String {
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub(super) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
         let mut end = max;
         while !s.is_char_boundary(end) {
