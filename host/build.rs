@@ -128,6 +128,7 @@ fn read_manifest(path: &Path) -> toml::Table {
 
 /// Runs the nested `cargo build` of the components workspace.
 fn build(components: &Path, target_dir: &Path) {
+    ensure_target(components);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut command = Command::new(cargo);
     command
@@ -163,6 +164,32 @@ fn build(components: &Path, target_dir: &Path) {
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+}
+
+/// Adds the wasm target through rustup when it is missing, so that a fresh
+/// machine with only rustup and the pinned toolchain builds without a manual step.
+fn ensure_target(components: &Path) {
+    let installed = Command::new("rustup")
+        .current_dir(components)
+        .args(["target", "list", "--installed"])
+        .output();
+    let Ok(installed) = installed else {
+        return; // no rustup: the toolchain manages its targets some other way
+    };
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == TARGET)
+    {
+        return;
+    }
+    println!("cargo:warning=installing the {TARGET} target with rustup");
+    let status = Command::new("rustup")
+        .current_dir(components)
+        .args(["target", "add", TARGET])
+        .status();
+    if !matches!(status, Ok(s) if s.success()) {
+        println!("cargo:warning=`rustup target add {TARGET}` failed; the build below will say why");
     }
 }
 

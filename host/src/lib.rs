@@ -5,6 +5,7 @@
 //! validated, its run is driven by the `scheduler` over a `backend`, and the
 //! `worker` runs each ready step in a fresh instance.
 
+pub mod api;
 pub mod backend;
 pub mod bindings;
 pub mod bundled;

@@ -3,11 +3,12 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::backend::{BackendError, Claim, Delivery, StepWork};
 use crate::cache::ComponentCache;
@@ -84,6 +85,15 @@ impl Worker {
         }
     }
 
+    /// Waits until the steps running on this node have finished and committed,
+    /// for at most `timeout`; true when they all did. Call after `run` returned.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
+        tokio::time::timeout(timeout, self.slots.acquire_many(all))
+            .await
+            .is_ok()
+    }
+
     async fn handle(&self, delivery: Delivery) {
         let now = self.scheduler.clock().now();
         let store = self.scheduler.store();
@@ -94,27 +104,58 @@ impl Worker {
                     retry_backend("finalize", || self.scheduler.finalize(&spec, &outputs)).await;
             }
             Ok(Claim::Step(work)) => {
-                let (run, index, lease) = (&work.spec.id, work.index, work.lease);
-                let token = self.scheduler.track(run, index, lease);
-                let attempt = AssertUnwindSafe(self.attempt(&work, &token))
-                    .catch_unwind()
-                    .await;
-                self.scheduler.untrack(run, index, lease);
-                let (result, logs) = attempt.unwrap_or_else(|_| {
-                    let failure = Failure::host("trap", "the host failed while running this step");
-                    (Err(failure), Vec::new())
-                });
-                let committed = retry_backend("commit", || {
-                    self.scheduler.record(&work, result.clone(), logs.clone())
-                })
-                .await;
-                if committed.is_ok_and(|c| !c.applied) {
-                    tracing::debug!(%run, step = index, "late commit ignored");
-                }
+                let run_span =
+                    tracing::info_span!("run", run = %work.spec.id, tenant = %work.spec.tenant);
+                let step_span = tracing::info_span!(
+                    parent: &run_span,
+                    "step",
+                    step = %work.spec.workflow.steps[work.index].id,
+                    attempt = work.attempt
+                );
+                self.step(work).instrument(step_span).await;
             }
         }
         let acked = std::slice::from_ref(&delivery);
         let _ = retry_backend("ack", || self.scheduler.queue().ack(acked)).await;
+    }
+
+    async fn step(&self, work: StepWork) {
+        let (run, index, lease) = (&work.spec.id, work.index, work.lease);
+        let token = self.scheduler.track(run, index, lease);
+        let started = Instant::now();
+        let attempt = AssertUnwindSafe(self.attempt(&work, &token))
+            .catch_unwind()
+            .await;
+        let elapsed = started.elapsed();
+        self.scheduler.untrack(run, index, lease);
+        let (result, logs) = attempt.unwrap_or_else(|_| {
+            let failure = Failure::host("trap", "the host failed while running this step");
+            (Err(failure), Vec::new())
+        });
+        let committed = retry_backend("commit", || {
+            self.scheduler.record(&work, result.clone(), logs.clone())
+        })
+        .await;
+        match committed {
+            Ok(c) if c.applied => {
+                metrics::histogram!("weft_step_duration_seconds").record(elapsed.as_secs_f64());
+                let (status, code) = match &result {
+                    Ok(_) => ("succeeded", String::new()),
+                    Err(f) if c.retrying => ("retried", f.code.clone()),
+                    Err(f) => ("failed", f.code.clone()),
+                };
+                metrics::counter!("weft_steps_total", "status" => status, "code" => code)
+                    .increment(1);
+                match &result {
+                    Ok(_) => tracing::debug!(?elapsed, "step succeeded"),
+                    Err(f) => {
+                        tracing::info!(code = %f.code, message = %f.message, ?elapsed, "step attempt failed")
+                    }
+                }
+            }
+            Ok(_) => tracing::debug!("late commit ignored"),
+            Err(_) => {}
+        }
     }
 
     async fn attempt(

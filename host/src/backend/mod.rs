@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::engine::{Failure, LogLine};
 use crate::scheduler::clock::Millis;
-use crate::scheduler::model::{RunError, RunSpec, RunStatus, RunView, Task};
+use crate::scheduler::model::{RunError, RunSpec, RunStatus, RunView, StepDefaults, Task};
 
 /// A backend could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,8 @@ pub enum Outcome {
 pub struct Committed {
     /// False when the attempt was superseded or the run had ended: nothing changed.
     pub applied: bool,
+    /// The failure was recorded and the step will be tried again.
+    pub retrying: bool,
     /// Steps of this run that were running and are now cancelled.
     pub cancelled: Vec<usize>,
     /// The run's new status, when this commit ended it.
@@ -102,11 +104,126 @@ pub enum Published {
     Conflict(VersionRecord),
 }
 
+/// A run to create, with what admission checks it.
+pub struct NewRun {
+    pub spec: Arc<RunSpec>,
+    /// The client's `Idempotency-Key` and a fingerprint of its request.
+    pub idempotency: Option<Idempotency>,
+    /// The most unfinished runs the tenant may have; the run is refused at it.
+    pub max_active: u32,
+}
+
+impl NewRun {
+    /// A run admitted unconditionally.
+    pub fn new(spec: RunSpec) -> Self {
+        Self {
+            spec: Arc::new(spec),
+            idempotency: None,
+            max_active: u32::MAX,
+        }
+    }
+}
+
+/// An idempotency key and the fingerprint (a hash) of the request that carried it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+/// What creating a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Created,
+    /// The idempotency key was seen before: nothing was created.
+    Existing {
+        run: String,
+        same_request: bool,
+    },
+    /// The tenant has `active` unfinished runs, as many as it may.
+    AtLimit {
+        active: u32,
+    },
+}
+
+/// What cancelling did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The run is now cancelled; these steps were running and must be stopped.
+    Now { stopped: Vec<usize> },
+    /// The run had already ended with this status.
+    AlreadyEnded(RunStatus),
+}
+
+/// Per-tenant limits. The per-step ones are both the default of a step that
+/// sets nothing and the most a step may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Unfinished runs at once.
+    pub concurrent_runs: u32,
+    /// Runs submitted per second (bursts of as many).
+    pub runs_per_second: u32,
+    /// Largest component, in bytes.
+    pub component_bytes: u64,
+    /// Fuel per step attempt.
+    pub fuel: u64,
+    /// Linear memory per step attempt, in MiB.
+    pub memory_mb: u32,
+    /// Deadline per step attempt, in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest step output, in bytes.
+    pub output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let step = StepDefaults::default();
+        Self {
+            concurrent_runs: 1_000,
+            runs_per_second: 500,
+            component_bytes: 16 << 20,
+            fuel: step.fuel,
+            memory_mb: step.memory_mb,
+            timeout_ms: step.timeout_ms,
+            output_bytes: step.output_bytes as u64,
+        }
+    }
+}
+
+impl Limits {
+    /// What a step that sets nothing gets.
+    pub fn step_defaults(&self) -> StepDefaults {
+        StepDefaults {
+            fuel: self.fuel,
+            memory_mb: self.memory_mb,
+            timeout_ms: self.timeout_ms,
+            output_bytes: usize::try_from(self.output_bytes).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// A tenant: its name, the hashes of its API keys and its limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub name: String,
+    /// SHA-256 of each API key, as hex.
+    pub key_hashes: Vec<String>,
+    pub limits: Limits,
+    pub created_at: Millis,
+}
+
 /// Runs, steps, registry records and blobs.
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync + 'static {
-    /// Stores a new run and enqueues its root steps.
-    async fn create_run(&self, spec: Arc<RunSpec>) -> Result<(), BackendError>;
+    /// Whether the backend can be reached.
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Stores a new run and enqueues its root steps, unless its idempotency key
+    /// was seen or the tenant is at its limit of unfinished runs.
+    async fn create_run(&self, new: NewRun) -> Result<Admission, BackendError>;
 
     /// Claims a task from the queue: checks it is current, marks the step
     /// running with a new lease and returns what the attempt needs.
@@ -134,14 +251,13 @@ pub trait StateStore: Send + Sync + 'static {
         now: Millis,
     ) -> Result<bool, BackendError>;
 
-    /// Cancels a run that has not ended. `None` when the tenant has no such run;
-    /// otherwise the run's status after the call and the steps it stopped.
+    /// Cancels a run that has not ended. `None` when the tenant has no such run.
     async fn cancel(
         &self,
         tenant: &str,
         run: &str,
         now: Millis,
-    ) -> Result<Option<(RunStatus, Vec<usize>)>, BackendError>;
+    ) -> Result<Option<Cancelled>, BackendError>;
 
     /// The tenant's run, as clients see it.
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError>;
@@ -161,6 +277,21 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Every version of the tenant's component `name`, oldest first.
     async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<VersionRecord>, BackendError>;
+
+    /// The names of the tenant's components, sorted.
+    async fn component_names(&self, tenant: &str) -> Result<Vec<String>, BackendError>;
+
+    /// Creates a tenant; false when the name is taken.
+    async fn create_tenant(&self, tenant: TenantRecord) -> Result<bool, BackendError>;
+
+    /// The tenant called `name`.
+    async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, BackendError>;
+
+    /// The tenant holding the API key with this SHA-256 (hex).
+    async fn tenant_by_key(&self, key_hash: &str) -> Result<Option<TenantRecord>, BackendError>;
+
+    /// Replaces a tenant's limits; false when there is no such tenant.
+    async fn set_limits(&self, name: &str, limits: Limits) -> Result<bool, BackendError>;
 }
 
 /// Ready tasks on their way to workers.

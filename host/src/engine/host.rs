@@ -15,7 +15,7 @@ const MAX_LOG_LINE_BYTES: usize = 4096;
 const MAX_HOST_RESOURCES: usize = 10_000;
 
 /// One line a step logged, through the host `log` import or on stdout/stderr.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     pub level: String,
     pub message: String,

@@ -29,7 +29,7 @@ pub struct StepLimits {
 }
 
 /// Why an attempt failed: a host error code or the component's own.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Failure {
     pub code: String,
     pub message: String,

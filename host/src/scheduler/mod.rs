@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendError, Committed, Outcome, StateStore, StepWork, WorkQueue};
+use crate::backend::{
+    Admission, BackendError, Cancelled, Committed, NewRun, Outcome, StateStore, StepWork, WorkQueue,
+};
 use crate::engine::{Failure, LogLine};
 use crate::workflow::Root;
 use clock::Clock;
@@ -54,22 +56,36 @@ impl Scheduler {
         &self.clock
     }
 
-    /// Starts a validated run: stores it and enqueues its root steps.
+    /// Starts a validated run unconditionally: stores it and enqueues its root steps.
     pub async fn start(&self, spec: RunSpec) -> Result<String, BackendError> {
         let id = spec.id.clone();
-        self.store.create_run(Arc::new(spec)).await?;
+        self.submit(NewRun::new(spec)).await?;
         Ok(id)
+    }
+
+    /// Admits a validated run (idempotency key, the tenant's limit of
+    /// unfinished runs) and, when admitted, stores it and enqueues its root steps.
+    pub async fn submit(&self, new: NewRun) -> Result<Admission, BackendError> {
+        let tenant = new.spec.tenant.clone();
+        let id = new.spec.id.clone();
+        let admission = self.store.create_run(new).await?;
+        if admission == Admission::Created {
+            metrics::counter!("weft_runs_submitted_total").increment(1);
+            tracing::info!(run = %id, %tenant, "run submitted");
+        }
+        Ok(admission)
     }
 
     /// Cancels a run: steps not started are skipped, running ones are stopped at
     /// their next epoch tick. `None` when the tenant has no such run.
-    pub async fn cancel(&self, tenant: &str, run: &str) -> Result<Option<RunStatus>, BackendError> {
-        let Some((status, stopped)) = self.store.cancel(tenant, run, self.clock.now()).await?
-        else {
-            return Ok(None);
-        };
-        self.stop_local(run, &stopped);
-        Ok(Some(status))
+    pub async fn cancel(&self, tenant: &str, run: &str) -> Result<Option<Cancelled>, BackendError> {
+        let cancelled = self.store.cancel(tenant, run, self.clock.now()).await?;
+        if let Some(Cancelled::Now { stopped }) = &cancelled {
+            self.stop_local(run, stopped);
+            run_finished(RunStatus::Cancelled);
+            tracing::info!(%run, %tenant, "run cancelled");
+        }
+        Ok(cancelled)
     }
 
     /// Waits until the run ends and returns it; `None` when it does not exist.
@@ -153,6 +169,9 @@ impl Scheduler {
         if !committed.cancelled.is_empty() {
             self.stop_local(&work.spec.id, &committed.cancelled);
         }
+        if let Some(status) = committed.run_ended {
+            run_finished(status);
+        }
         Ok(committed)
     }
 
@@ -175,8 +194,24 @@ impl Scheduler {
                     step: None,
                 }),
         };
-        self.store.finish(&spec.id, result, self.clock.now()).await
+        let status = if result.is_ok() {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        let finished = self
+            .store
+            .finish(&spec.id, result, self.clock.now())
+            .await?;
+        if finished {
+            run_finished(status);
+        }
+        Ok(finished)
     }
+}
+
+fn run_finished(status: RunStatus) {
+    metrics::counter!("weft_runs_finished_total", "status" => status.as_str()).increment(1);
 }
 
 /// A new run id: time-ordered, unguessable.
@@ -246,5 +281,11 @@ mod tests {
 
         // Cancelling a run stops what runs; an unknown run is None.
         assert!(scheduler.cancel("t", "nope").await.unwrap().is_none());
+        assert_eq!(
+            scheduler.cancel("t", "run_1").await.unwrap(),
+            Some(crate::backend::Cancelled::AlreadyEnded(
+                crate::scheduler::model::RunStatus::Failed
+            ))
+        );
     }
 }

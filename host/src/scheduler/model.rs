@@ -11,7 +11,7 @@ use crate::engine::{Failure, LogLine};
 use crate::workflow::Workflow;
 
 /// Status of a run: `queued` -> `running` -> `succeeded | failed | cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
@@ -40,7 +40,7 @@ impl RunStatus {
 }
 
 /// Status of a step within a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Pending,
@@ -149,7 +149,7 @@ pub enum TaskKind {
 }
 
 /// Why a run failed, when it did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunError {
     pub code: String,
     pub message: String,
@@ -171,13 +171,16 @@ pub struct StepRecord {
 }
 
 /// A run as clients see it: `GET /v1/runs/{id}` and `weft exec` print this.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunView {
     pub id: String,
     pub tenant: String,
     pub workflow: String,
     pub status: RunStatus,
+    #[schema(value_type = Object)]
     pub input: serde_json::Value,
+    /// The document's `output` resolved once every step succeeded, else null.
+    #[schema(value_type = Option<Object>)]
     pub output: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<RunError>,
@@ -192,13 +195,14 @@ pub struct RunView {
 }
 
 /// One step of a [`RunView`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepView {
     pub component: String,
     pub digest: String,
     pub status: StepStatus,
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Object>)]
     pub output: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<Failure>,
@@ -235,7 +239,7 @@ impl StepView {
 }
 
 /// One state change, as the event stream of a run shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunEvent {
     Run {

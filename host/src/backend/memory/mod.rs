@@ -14,11 +14,11 @@ use bytes::Bytes;
 use tokio::sync::{Notify, broadcast};
 
 use super::{
-    BackendError, Claim, Committed, Delivery, Outcome, Published, StateStore, VersionRecord,
-    WorkQueue,
+    Admission, BackendError, Cancelled, Claim, Committed, Delivery, Limits, NewRun, Outcome,
+    Published, StateStore, TenantRecord, VersionRecord, WorkQueue,
 };
 use crate::scheduler::clock::{Clock, Millis};
-use crate::scheduler::model::{RunError, RunEvent, RunSpec, RunStatus, RunView, Task};
+use crate::scheduler::model::{RunError, RunEvent, RunView, Task};
 
 /// How long the embedded backend keeps finished runs, and how many at most.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,10 @@ pub struct MemoryBackend {
     events: broadcast::Sender<RunEvent>,
     clock: Arc<dyn Clock>,
     blob_dir: Option<PathBuf>,
+    /// Where tenants and registry records are kept across restarts, if anywhere.
+    state_file: Option<PathBuf>,
+    /// Serialises writes of `state_file`.
+    persisting: tokio::sync::Mutex<()>,
     retention: Retention,
 }
 
@@ -55,6 +59,10 @@ struct Inner {
     next_tag: u64,
     blobs: HashMap<String, Bytes>,
     registry: registry::Registry,
+    /// Unfinished runs per tenant.
+    active: HashMap<String, u32>,
+    /// `(tenant, Idempotency-Key)` -> (request fingerprint, run).
+    idempotency: HashMap<(String, String), (String, Arc<str>)>,
 }
 
 /// A retry waiting for its due time; ordered by time, then by insertion.
@@ -73,10 +81,56 @@ struct TaskKey {
 }
 
 impl MemoryBackend {
-    /// A backend keeping blobs in `blob_dir` if given, else in memory.
+    /// A backend keeping everything in memory but blobs, which go to
+    /// `blob_dir` if given.
     pub fn new(
         clock: Arc<dyn Clock>,
         blob_dir: Option<PathBuf>,
+        retention: Retention,
+    ) -> Arc<Self> {
+        Self::build(
+            clock,
+            blob_dir,
+            None,
+            registry::Registry::default(),
+            retention,
+        )
+    }
+
+    /// A backend over the data directory `dir`: blobs in `dir/blobs`, tenants
+    /// and registry records in `dir/state/registry.json` (read back here), runs
+    /// in memory.
+    pub fn open(
+        clock: Arc<dyn Clock>,
+        dir: &std::path::Path,
+        retention: Retention,
+    ) -> Result<Arc<Self>, BackendError> {
+        let state_file = dir.join("state").join("registry.json");
+        let registry = match std::fs::read(&state_file) {
+            Ok(bytes) => registry::Registry::from_json(&bytes)
+                .map_err(|e| BackendError::Corrupt(format!("{}: {e}", state_file.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => registry::Registry::default(),
+            Err(e) => {
+                return Err(BackendError::Unavailable(format!(
+                    "{}: {e}",
+                    state_file.display()
+                )));
+            }
+        };
+        Ok(Self::build(
+            clock,
+            Some(dir.join("blobs")),
+            Some(state_file),
+            registry,
+            retention,
+        ))
+    }
+
+    fn build(
+        clock: Arc<dyn Clock>,
+        blob_dir: Option<PathBuf>,
+        state_file: Option<PathBuf>,
+        registry: registry::Registry,
         retention: Retention,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(4096);
@@ -89,12 +143,16 @@ impl MemoryBackend {
                 seq: 0,
                 next_tag: 0,
                 blobs: HashMap::new(),
-                registry: registry::Registry::default(),
+                registry,
+                active: HashMap::new(),
+                idempotency: HashMap::new(),
             }),
             ready: Notify::new(),
             events,
             clock,
             blob_dir,
+            state_file,
+            persisting: tokio::sync::Mutex::new(()),
             retention,
         })
     }
@@ -114,12 +172,12 @@ impl MemoryBackend {
 
 #[async_trait::async_trait]
 impl StateStore for MemoryBackend {
-    async fn create_run(&self, spec: Arc<RunSpec>) -> Result<(), BackendError> {
-        let pushed = self.create_run_now(spec);
+    async fn create_run(&self, new: NewRun) -> Result<Admission, BackendError> {
+        let (admission, pushed) = self.create_run_now(new);
         if pushed {
             self.ready.notify_one();
         }
-        Ok(())
+        Ok(admission)
     }
 
     async fn claim(&self, task: &Task, now: Millis) -> Result<Claim, BackendError> {
@@ -155,7 +213,7 @@ impl StateStore for MemoryBackend {
         tenant: &str,
         run: &str,
         now: Millis,
-    ) -> Result<Option<(RunStatus, Vec<usize>)>, BackendError> {
+    ) -> Result<Option<Cancelled>, BackendError> {
         Ok(self.cancel_now(tenant, run, now))
     }
 
@@ -180,11 +238,43 @@ impl StateStore for MemoryBackend {
         tenant: &str,
         record: VersionRecord,
     ) -> Result<Published, BackendError> {
-        Ok(self.lock().registry.publish(tenant, record))
+        let published = self.lock().registry.publish(tenant, record);
+        if matches!(published, Published::Created(_)) {
+            self.persist().await?;
+        }
+        Ok(published)
     }
 
     async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<VersionRecord>, BackendError> {
         Ok(self.lock().registry.versions(tenant, name))
+    }
+
+    async fn component_names(&self, tenant: &str) -> Result<Vec<String>, BackendError> {
+        Ok(self.lock().registry.names(tenant))
+    }
+
+    async fn create_tenant(&self, tenant: TenantRecord) -> Result<bool, BackendError> {
+        let created = self.lock().registry.create_tenant(tenant);
+        if created {
+            self.persist().await?;
+        }
+        Ok(created)
+    }
+
+    async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, BackendError> {
+        Ok(self.lock().registry.tenant(name))
+    }
+
+    async fn tenant_by_key(&self, key_hash: &str) -> Result<Option<TenantRecord>, BackendError> {
+        Ok(self.lock().registry.tenant_by_key(key_hash))
+    }
+
+    async fn set_limits(&self, name: &str, limits: Limits) -> Result<bool, BackendError> {
+        let changed = self.lock().registry.set_limits(name, limits);
+        if changed {
+            self.persist().await?;
+        }
+        Ok(changed)
     }
 }
 
@@ -239,6 +329,14 @@ impl WorkQueue for MemoryBackend {
 }
 
 impl Inner {
+    /// Books a run that just ended: retention and the tenant's active count.
+    fn ended(&mut self, now: Millis, run: Arc<str>, tenant: &str) {
+        self.finished.push_back((now, run));
+        if let Some(n) = self.active.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     fn push_delayed(&mut self, due: Millis, run: Arc<str>, index: u32, attempt: u32) {
         self.seq += 1;
         self.delayed.push(Reverse(Delayed {

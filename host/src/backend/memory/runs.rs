@@ -6,7 +6,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 
 use super::{Inner, MemoryBackend};
-use crate::backend::{Claim, Committed, Outcome, StepWork};
+use crate::backend::{Admission, Cancelled, Claim, Committed, NewRun, Outcome, StepWork};
 use crate::engine::Failure;
 use crate::scheduler::clock::{Millis, rfc3339};
 use crate::scheduler::model::{
@@ -25,6 +25,8 @@ pub(super) struct RunState {
     steps: Vec<StepState>,
     /// Steps that have not succeeded yet; finalisation is due at zero.
     remaining: usize,
+    /// The `Idempotency-Key` that created the run, forgotten with the run.
+    idempotency_key: Option<String>,
 }
 
 struct StepState {
@@ -41,8 +43,37 @@ impl StepState {
 }
 
 impl MemoryBackend {
-    pub(super) fn create_run_now(&self, spec: Arc<RunSpec>) -> bool {
+    /// Admits and stores a run; true in the second place when tasks were queued.
+    pub(super) fn create_run_now(&self, new: NewRun) -> (Admission, bool) {
+        let NewRun {
+            spec,
+            idempotency,
+            max_active,
+        } = new;
+        let mut inner = self.lock();
+        let tenant = spec.tenant.clone();
+        if let Some(idem) = &idempotency
+            && let Some((fingerprint, run)) =
+                inner.idempotency.get(&(tenant.clone(), idem.key.clone()))
+        {
+            let existing = Admission::Existing {
+                run: run.to_string(),
+                same_request: *fingerprint == idem.fingerprint,
+            };
+            return (existing, false);
+        }
+        let active = inner.active.get(&tenant).copied().unwrap_or(0);
+        if active >= max_active {
+            return (Admission::AtLimit { active }, false);
+        }
+        *inner.active.entry(tenant.clone()).or_default() += 1;
         let run: Arc<str> = Arc::from(spec.id.as_str());
+        if let Some(idem) = &idempotency {
+            inner.idempotency.insert(
+                (tenant, idem.key.clone()),
+                (idem.fingerprint.clone(), run.clone()),
+            );
+        }
         let steps: Vec<StepState> = spec
             .workflow
             .steps
@@ -60,7 +91,6 @@ impl MemoryBackend {
                 lease: 0,
             })
             .collect();
-        let mut inner = self.lock();
         let mut pushed = false;
         for (index, s) in steps.iter().enumerate() {
             if s.waiting_on == 0 {
@@ -86,9 +116,10 @@ impl MemoryBackend {
                 finished_at: None,
                 steps,
                 remaining,
+                idempotency_key: idempotency.map(|i| i.key),
             },
         );
-        pushed
+        (Admission::Created, pushed)
     }
 
     pub(super) fn claim_now(&self, task: &Task, now: Millis) -> Claim {
@@ -226,6 +257,7 @@ impl MemoryBackend {
                 step.rec.error = Some(failure);
                 inner.push_delayed(due, run_key, index as u32, attempt + 1);
                 pushed = true;
+                committed.retrying = true;
                 self.emit(|| {
                     step_event(&spec, index, StepStatus::Queued, attempt, Some(shown), now)
                 });
@@ -249,7 +281,8 @@ impl MemoryBackend {
                 });
                 committed.cancelled = self.end_run(run, RunStatus::Failed, Some(error), now);
                 committed.run_ended = Some(RunStatus::Failed);
-                inner.finished.push_back((now, run_key));
+                let tenant = run.spec.tenant.clone();
+                inner.ended(now, run_key, &tenant);
                 self.expire(inner, now);
             }
         }
@@ -279,17 +312,13 @@ impl MemoryBackend {
                 self.end_run(run, RunStatus::Failed, Some(error), now);
             }
         }
-        inner.finished.push_back((now, Arc::from(run_id)));
+        let tenant = run.spec.tenant.clone();
+        inner.ended(now, Arc::from(run_id), &tenant);
         self.expire(inner, now);
         true
     }
 
-    pub(super) fn cancel_now(
-        &self,
-        tenant: &str,
-        run_id: &str,
-        now: Millis,
-    ) -> Option<(RunStatus, Vec<usize>)> {
+    pub(super) fn cancel_now(&self, tenant: &str, run_id: &str, now: Millis) -> Option<Cancelled> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let run = inner
@@ -297,12 +326,12 @@ impl MemoryBackend {
             .get_mut(run_id)
             .filter(|r| r.spec.tenant == tenant)?;
         if run.status.is_terminal() {
-            return Some((run.status, Vec::new()));
+            return Some(Cancelled::AlreadyEnded(run.status));
         }
         let stopped = self.end_run(run, RunStatus::Cancelled, None, now);
-        inner.finished.push_back((now, Arc::from(run_id)));
+        inner.ended(now, Arc::from(run_id), tenant);
         self.expire(inner, now);
-        Some((RunStatus::Cancelled, stopped))
+        Some(Cancelled::Now { stopped })
     }
 
     /// Ends a run: steps not started are skipped, running ones cancelled.
@@ -347,7 +376,11 @@ impl MemoryBackend {
                 break;
             }
             let (_, id) = inner.finished.pop_front().expect("front");
-            inner.runs.remove(&id);
+            if let Some(run) = inner.runs.remove(&id)
+                && let Some(key) = run.idempotency_key
+            {
+                inner.idempotency.remove(&(run.spec.tenant.clone(), key));
+            }
         }
     }
 

@@ -6,7 +6,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{MemoryBackend, Retention};
-use crate::backend::{Claim, Outcome, StateStore, StepWork, WorkQueue};
+use crate::backend::{
+    Admission, Cancelled, Claim, Idempotency, Limits, NewRun, Outcome, StateStore, StepWork,
+    TenantRecord, WorkQueue,
+};
 use crate::engine::Failure;
 use crate::scheduler::clock::{Clock, ManualClock};
 use crate::scheduler::model::{RunSpec, RunStatus, StepDefaults, StepStatus, TaskKind};
@@ -14,10 +17,10 @@ use crate::workflow;
 
 const T0: u64 = 1_700_000_000_000;
 
-fn spec(doc: Value) -> Arc<RunSpec> {
+fn spec(doc: Value) -> RunSpec {
     let resolver = |_: &str, _: &semver::VersionReq| Ok::<_, String>("sha256:00".to_string());
     let validated = workflow::validate(&doc, &resolver).expect("valid workflow");
-    Arc::new(RunSpec {
+    RunSpec {
         id: "run_1".into(),
         tenant: "t".into(),
         document: doc,
@@ -26,7 +29,7 @@ fn spec(doc: Value) -> Arc<RunSpec> {
         input: json!({}),
         defaults: StepDefaults::default(),
         created_at: T0,
-    })
+    }
 }
 
 fn backend() -> (Arc<MemoryBackend>, Arc<ManualClock>) {
@@ -59,11 +62,11 @@ async fn status(b: &MemoryBackend, step: &str) -> StepStatus {
 #[tokio::test]
 async fn a_join_is_ready_only_when_every_dependency_succeeded() {
     let (b, _) = backend();
-    b.create_run(spec(json!({ "steps": [
+    b.create_run(NewRun::new(spec(json!({ "steps": [
         { "id": "a", "component": "x@1" },
         { "id": "b", "component": "x@1" },
         { "id": "join", "component": "x@1", "needs": ["a", "b"] }
-    ] })))
+    ] }))))
     .await
     .unwrap();
     let a = claim_next(&b).await;
@@ -98,9 +101,9 @@ async fn a_join_is_ready_only_when_every_dependency_succeeded() {
 #[tokio::test]
 async fn a_retry_waits_for_the_clock_not_for_real_time() {
     let (b, clock) = backend();
-    b.create_run(spec(
+    b.create_run(NewRun::new(spec(
         json!({ "steps": [ { "id": "a", "component": "x@1" } ] }),
-    ))
+    )))
     .await
     .unwrap();
     let a = claim_next(&b).await;
@@ -147,9 +150,9 @@ async fn a_retry_waits_for_the_clock_not_for_real_time() {
 #[tokio::test]
 async fn a_superseded_attempt_cannot_commit() {
     let (b, _) = backend();
-    b.create_run(spec(
+    b.create_run(NewRun::new(spec(
         json!({ "steps": [ { "id": "a", "component": "x@1" } ] }),
-    ))
+    )))
     .await
     .unwrap();
     let d = b.next(1).await.unwrap().pop().unwrap();
@@ -187,11 +190,11 @@ async fn a_superseded_attempt_cannot_commit() {
 #[tokio::test]
 async fn a_failure_skips_waiting_steps_and_cancels_running_ones() {
     let (b, _) = backend();
-    b.create_run(spec(json!({ "steps": [
+    b.create_run(NewRun::new(spec(json!({ "steps": [
         { "id": "bad", "component": "x@1" },
         { "id": "busy", "component": "x@1" },
         { "id": "after", "component": "x@1", "needs": ["bad"] }
-    ] })))
+    ] }))))
     .await
     .unwrap();
     let bad = claim_next(&b).await;
@@ -222,16 +225,111 @@ async fn a_failure_skips_waiting_steps_and_cancels_running_ones() {
 #[tokio::test]
 async fn runs_are_invisible_to_other_tenants() {
     let (b, _) = backend();
-    b.create_run(spec(
+    b.create_run(NewRun::new(spec(
         json!({ "steps": [ { "id": "a", "component": "x@1" } ] }),
-    ))
+    )))
     .await
     .unwrap();
     assert!(b.run("t", "run_1").await.unwrap().is_some());
     assert!(b.run("other", "run_1").await.unwrap().is_none());
     assert!(b.cancel("other", "run_1", T0).await.unwrap().is_none());
     assert_eq!(
-        b.cancel("t", "run_1", T0).await.unwrap().unwrap().0,
-        RunStatus::Cancelled
+        b.cancel("t", "run_1", T0).await.unwrap(),
+        Some(Cancelled::Now { stopped: vec![] })
     );
+    assert_eq!(
+        b.cancel("t", "run_1", T0).await.unwrap(),
+        Some(Cancelled::AlreadyEnded(RunStatus::Cancelled))
+    );
+}
+
+fn one_step(id: &str, key: Option<(&str, &str)>, max_active: u32) -> NewRun {
+    let mut s = spec(json!({ "steps": [ { "id": "a", "component": "x@1" } ] }));
+    s.id = id.to_string();
+    NewRun {
+        spec: Arc::new(s),
+        idempotency: key.map(|(key, fingerprint)| Idempotency {
+            key: key.into(),
+            fingerprint: fingerprint.into(),
+        }),
+        max_active,
+    }
+}
+
+#[tokio::test]
+async fn admission_honours_idempotency_keys_and_the_active_run_limit() {
+    let (b, _) = backend();
+    let created = b.create_run(one_step("run_a", Some(("k", "f1")), 2)).await;
+    assert_eq!(created.unwrap(), Admission::Created);
+    // The same key again names the first run, whatever else it carries.
+    let again = b.create_run(one_step("run_b", Some(("k", "f1")), 2)).await;
+    assert_eq!(
+        again.unwrap(),
+        Admission::Existing {
+            run: "run_a".into(),
+            same_request: true
+        }
+    );
+    let other = b.create_run(one_step("run_c", Some(("k", "f2")), 2)).await;
+    assert_eq!(
+        other.unwrap(),
+        Admission::Existing {
+            run: "run_a".into(),
+            same_request: false
+        }
+    );
+    assert!(b.run("t", "run_b").await.unwrap().is_none());
+
+    assert_eq!(
+        b.create_run(one_step("run_d", None, 2)).await.unwrap(),
+        Admission::Created
+    );
+    assert_eq!(
+        b.create_run(one_step("run_e", None, 2)).await.unwrap(),
+        Admission::AtLimit { active: 2 }
+    );
+    // A run that ends frees its place.
+    b.cancel("t", "run_a", T0).await.unwrap();
+    assert_eq!(
+        b.create_run(one_step("run_e", None, 2)).await.unwrap(),
+        Admission::Created
+    );
+}
+
+#[tokio::test]
+async fn tenants_and_registry_records_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let b = MemoryBackend::open(clock.clone(), dir.path(), Retention::default()).unwrap();
+    let tenant = TenantRecord {
+        name: "acme".into(),
+        key_hashes: vec!["abc".into()],
+        limits: Limits::default(),
+        created_at: T0,
+    };
+    assert!(b.create_tenant(tenant.clone()).await.unwrap());
+    assert!(!b.create_tenant(tenant).await.unwrap());
+    let limits = Limits {
+        concurrent_runs: 3,
+        ..Limits::default()
+    };
+    assert!(b.set_limits("acme", limits).await.unwrap());
+    let record = crate::backend::VersionRecord {
+        name: "echo".into(),
+        version: "1.0.0".into(),
+        digest: "sha256:00".into(),
+        size: 1,
+        published_at: T0,
+    };
+    b.publish("acme", record.clone()).await.unwrap();
+    drop(b);
+
+    let b = MemoryBackend::open(clock, dir.path(), Retention::default()).unwrap();
+    let acme = b.tenant_by_key("abc").await.unwrap().expect("tenant kept");
+    assert_eq!(acme.name, "acme");
+    assert_eq!(acme.limits.concurrent_runs, 3);
+    assert_eq!(b.versions("acme", "echo").await.unwrap(), vec![record]);
+    assert_eq!(b.component_names("acme").await.unwrap(), vec!["echo"]);
+    assert!(b.component_names("other").await.unwrap().is_empty());
+    assert!(b.tenant_by_key("nope").await.unwrap().is_none());
 }

@@ -1,0 +1,95 @@
+//! Request bodies: content type, size limit and JSON parsing, with the
+//! API's own errors (415, 413, 400, 422) instead of axum's plain-text ones.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, AppState, MAX_JSON_BODY};
+
+/// A JSON body parsed as `T`, with its bytes.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub bytes: Bytes,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        if !is_json(&parts.headers) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = read_limited(&parts.headers, body, MAX_JSON_BODY as u64).await?;
+        let value = parse(&bytes)?;
+        Ok(Self { value, bytes })
+    }
+}
+
+/// Parses JSON: 400 when it is not JSON, 422 when it is JSON of the wrong shape.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::unprocessable(
+            "invalid_request",
+            format!("the body is not as expected: {e}"),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {e}"),
+        ),
+    })
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    content_type(headers).is_some_and(|ct| {
+        ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"))
+    })
+}
+
+/// The media type of the request, lowercased, without parameters.
+pub fn content_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let media = value.split(';').next()?.trim().to_ascii_lowercase();
+    Some(media)
+}
+
+/// Reads at most `limit` bytes of body: a `Content-Length` over the limit is
+/// refused before anything is read, and a longer body as soon as it passes it.
+pub async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the request body could not be read: {e}"),
+            )
+        }
+    })
+}

@@ -1,0 +1,325 @@
+//! Validating workflows, submitting, reading and cancelling runs.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use super::auth::Tenant;
+use super::body::JsonBody;
+use super::error::ErrorBody;
+use super::{ApiError, AppState};
+use crate::backend::{Admission, Cancelled, Idempotency, Limits, NewRun, TenantRecord};
+use crate::registry::referenced_names;
+use crate::scheduler::model::{RunSpec, RunStatus, RunView};
+use crate::scheduler::new_run_id;
+use crate::workflow::{self, Problem, Validated};
+
+/// `POST /v1/runs` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// The workflow document.
+    #[schema(value_type = Object)]
+    pub workflow: serde_json::Value,
+    /// The run's input; `{}` when left out.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub input: Option<serde_json::Value>,
+}
+
+/// A run's id and status.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RunRef {
+    pub id: String,
+    pub status: RunStatus,
+}
+
+/// The answer of a successful validation.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Valid {
+    pub valid: bool,
+}
+
+/// Validates a document against the tenant's registry and limits.
+async fn check_document(
+    state: &AppState,
+    tenant: &TenantRecord,
+    document: &serde_json::Value,
+) -> Result<Validated, ApiError> {
+    let snapshot = state
+        .registry
+        .snapshot(&tenant.name, referenced_names(document))
+        .await?;
+    let invalid = |details: Vec<Problem>| {
+        ApiError::unprocessable(
+            "invalid_workflow",
+            format!("the workflow has {} problem(s)", details.len()),
+        )
+        .with_details(details)
+    };
+    let validated = workflow::validate(document, &snapshot).map_err(invalid)?;
+    let problems = over_limits(&validated.workflow, &tenant.limits);
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    Ok(validated)
+}
+
+/// Steps asking for more than the tenant may use.
+fn over_limits(workflow: &workflow::Workflow, limits: &Limits) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, step) in workflow.steps.iter().enumerate() {
+        if let Some(fuel) = step.limits.fuel
+            && fuel > limits.fuel
+        {
+            problems.push(Problem::new(
+                format!("/steps/{i}/limits/fuel"),
+                format!("{fuel} is above the tenant's limit of {}", limits.fuel),
+            ));
+        }
+        if let Some(mb) = step.limits.memory_mb
+            && mb > limits.memory_mb
+        {
+            problems.push(Problem::new(
+                format!("/steps/{i}/limits/memory_mb"),
+                format!(
+                    "{mb} MiB is above the tenant's limit of {} MiB",
+                    limits.memory_mb
+                ),
+            ));
+        }
+        if let Some(ms) = step.timeout_ms
+            && ms > limits.timeout_ms
+        {
+            problems.push(Problem::new(
+                format!("/steps/{i}/timeout_ms"),
+                format!(
+                    "{ms} ms is above the tenant's limit of {} ms",
+                    limits.timeout_ms
+                ),
+            ));
+        }
+    }
+    problems
+}
+
+/// Check a workflow document without running it.
+#[utoipa::path(post, path = "/v1/workflows/validate", tag = "workflows",
+    request_body(content = Object, description = "A workflow document"),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The document is valid for this tenant", body = Valid),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Every problem, with its JSON Pointer", body = ErrorBody),
+    ))]
+pub async fn validate(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    JsonBody {
+        value: document, ..
+    }: JsonBody<serde_json::Value>,
+) -> Result<Json<Valid>, ApiError> {
+    check_document(&state, &tenant, &document).await?;
+    Ok(Json(Valid { valid: true }))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )
+    };
+    let key = value.to_str().map_err(|_| bad())?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(key.to_string()))
+}
+
+fn accepted(id: &str, status: RunStatus) -> Response {
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(RunRef {
+            id: id.to_string(),
+            status,
+        }),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// Submit a run of a workflow.
+///
+/// Every `name@requirement` is resolved against the tenant's registry and the
+/// digest pinned in the run. With `Idempotency-Key`, the same key and body
+/// return the run the first request created.
+#[utoipa::path(post, path = "/v1/runs", tag = "runs",
+    request_body = RunRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Accepted; `Location` is the run's URL", body = RunRef,
+            headers(("Location" = String, description = "/v1/runs/{id}"))),
+        (status = 400, description = "Malformed JSON or header", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid workflow or input, or a reused Idempotency-Key", body = ErrorBody),
+        (status = 429, description = "Too many unfinished runs, or submitting too fast", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+pub async fn submit(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    JsonBody {
+        value: request,
+        bytes,
+    }: JsonBody<RunRequest>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    if let Err(wait) = state
+        .rates
+        .check(&tenant.name, tenant.limits.runs_per_second)
+    {
+        return Err(ApiError::too_many(
+            "rate_limited",
+            format!(
+                "tenant {:?} may submit {} runs per second; retry after {wait} s",
+                tenant.name, tenant.limits.runs_per_second
+            ),
+            wait,
+        ));
+    }
+    let validated = check_document(&state, &tenant, &request.workflow).await?;
+    let input = request.input.unwrap_or_else(|| serde_json::json!({}));
+    let problems = workflow::check_input(&validated.workflow, &input);
+    if !problems.is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_input",
+            format!(
+                "the input does not match input_schema ({} problem(s))",
+                problems.len()
+            ),
+        )
+        .with_details(problems));
+    }
+    let now = state.scheduler.clock().now();
+    let id = new_run_id(now);
+    let spec = RunSpec {
+        id: id.clone(),
+        tenant: tenant.name.clone(),
+        document: request.workflow,
+        workflow: validated.workflow,
+        pins: validated.pins,
+        input,
+        defaults: tenant.limits.step_defaults(),
+        created_at: now,
+    };
+    let new = NewRun {
+        spec: std::sync::Arc::new(spec),
+        idempotency: key.map(|key| Idempotency {
+            key,
+            fingerprint: hex::encode(Sha256::digest(&bytes)),
+        }),
+        max_active: tenant.limits.concurrent_runs,
+    };
+    let span = tracing::info_span!("run", run = %id, tenant = %tenant.name);
+    let admission = state.scheduler.submit(new).instrument(span).await?;
+    match admission {
+        Admission::Created => Ok(accepted(&id, RunStatus::Queued)),
+        Admission::Existing {
+            run,
+            same_request: true,
+        } => {
+            let status = state
+                .store()
+                .run(&tenant.name, &run)
+                .await?
+                .map_or(RunStatus::Queued, |v| v.status);
+            Ok(accepted(&run, status))
+        }
+        Admission::Existing { run, .. } => Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            format!("this Idempotency-Key was used for run {run} with another body"),
+        )),
+        Admission::AtLimit { active } => Err(ApiError::too_many(
+            "too_many_runs",
+            format!(
+                "tenant {:?} has {active} unfinished runs, its limit; retry when one ends",
+                tenant.name
+            ),
+            1,
+        )),
+    }
+}
+
+/// A run: every step with status, attempts, digest, output or error.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "Run id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The run", body = RunView),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    state
+        .store()
+        .run(&tenant.name, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format_args!("run {id:?}")))
+}
+
+/// Cancel a run that has not finished: steps not started are skipped, running
+/// ones stopped at their next epoch tick.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = String, Path, description = "Run id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Cancelled", body = RunRef),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 409, description = "The run has already ended", body = ErrorBody),
+    ))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<RunRef>), ApiError> {
+    match state.scheduler.cancel(&tenant.name, &id).await? {
+        None => Err(ApiError::not_found(format_args!("run {id:?}"))),
+        Some(Cancelled::AlreadyEnded(status)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "run_finished",
+            format!("run {id:?} has already ended ({})", status.as_str()),
+        )),
+        Some(Cancelled::Now { .. }) => Ok((
+            StatusCode::ACCEPTED,
+            Json(RunRef {
+                id,
+                status: RunStatus::Cancelled,
+            }),
+        )),
+    }
+}

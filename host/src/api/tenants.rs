@@ -1,0 +1,308 @@
+//! Tenants, API keys and per-tenant rate limits.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::auth::Admin;
+use super::body::JsonBody;
+use super::error::ErrorBody;
+use super::{ApiError, AppState};
+use crate::backend::{Limits, TenantRecord};
+use crate::scheduler::clock::rfc3339;
+use crate::workflow::is_valid_name;
+
+/// SHA-256 of a secret (API key or admin token).
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A new API key: `weft_` and 256 random bits as hex.
+pub fn new_api_key() -> String {
+    format!("weft_{}", hex::encode(rand::random::<[u8; 32]>()))
+}
+
+/// A new tenant record holding one fresh key; returns the record and the key.
+pub fn new_tenant(name: &str, limits: Limits, now: u64) -> (TenantRecord, String) {
+    let key = new_api_key();
+    let record = TenantRecord {
+        name: name.to_string(),
+        key_hashes: vec![hex::encode(hash_secret(&key))],
+        limits,
+        created_at: now,
+    };
+    (record, key)
+}
+
+/// Submission rate limiters, one per tenant, kept on this node.
+#[derive(Default)]
+pub struct RateLimits {
+    limiters: Mutex<HashMap<String, (u32, Arc<DefaultDirectRateLimiter>)>>,
+}
+
+impl RateLimits {
+    /// Takes one submission from the tenant's allowance; `Err(seconds to wait)`
+    /// when there is none left.
+    pub fn check(&self, tenant: &str, per_second: u32) -> Result<(), u64> {
+        let limiter = {
+            let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+            match limiters.get(tenant) {
+                Some((rate, limiter)) if *rate == per_second => limiter.clone(),
+                _ => {
+                    let n = NonZeroU32::new(per_second.max(1)).expect("at least one");
+                    let limiter = Arc::new(RateLimiter::direct(Quota::per_second(n)));
+                    limiters.insert(tenant.to_string(), (per_second, limiter.clone()));
+                    limiter
+                }
+            }
+        };
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        })
+    }
+}
+
+/// `POST /v1/tenants` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// `[a-z][a-z0-9_-]{0,62}`
+    pub name: String,
+    /// Limits other than the defaults.
+    #[serde(default)]
+    pub limits: Option<LimitsPatch>,
+}
+
+/// Some limits; those left out keep their value.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsPatch {
+    #[schema(minimum = 1)]
+    pub concurrent_runs: Option<u32>,
+    #[schema(minimum = 1)]
+    pub runs_per_second: Option<u32>,
+    #[schema(minimum = 1)]
+    pub component_bytes: Option<u64>,
+    #[schema(minimum = 1)]
+    pub fuel: Option<u64>,
+    #[schema(minimum = 1, maximum = 4096)]
+    pub memory_mb: Option<u32>,
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    pub timeout_ms: Option<u64>,
+    #[schema(minimum = 1)]
+    pub output_bytes: Option<u64>,
+}
+
+impl LimitsPatch {
+    fn apply(&self, mut limits: Limits) -> Result<Limits, ApiError> {
+        fn set<T: Copy + PartialOrd + std::fmt::Display>(
+            field: &str,
+            value: Option<T>,
+            min: T,
+            max: T,
+            slot: &mut T,
+            problems: &mut Vec<crate::workflow::Problem>,
+        ) {
+            if let Some(v) = value {
+                if v < min || v > max {
+                    problems.push(crate::workflow::Problem::new(
+                        format!("/{field}"),
+                        format!("must be between {min} and {max}"),
+                    ));
+                } else {
+                    *slot = v;
+                }
+            }
+        }
+        let mut p = Vec::new();
+        let l = &mut limits;
+        set(
+            "concurrent_runs",
+            self.concurrent_runs,
+            1,
+            u32::MAX,
+            &mut l.concurrent_runs,
+            &mut p,
+        );
+        set(
+            "runs_per_second",
+            self.runs_per_second,
+            1,
+            u32::MAX,
+            &mut l.runs_per_second,
+            &mut p,
+        );
+        set(
+            "component_bytes",
+            self.component_bytes,
+            1,
+            u64::MAX,
+            &mut l.component_bytes,
+            &mut p,
+        );
+        set("fuel", self.fuel, 1, u64::MAX, &mut l.fuel, &mut p);
+        set(
+            "memory_mb",
+            self.memory_mb,
+            1,
+            4096,
+            &mut l.memory_mb,
+            &mut p,
+        );
+        set(
+            "timeout_ms",
+            self.timeout_ms,
+            1,
+            86_400_000,
+            &mut l.timeout_ms,
+            &mut p,
+        );
+        set(
+            "output_bytes",
+            self.output_bytes,
+            1,
+            u64::MAX,
+            &mut l.output_bytes,
+            &mut p,
+        );
+        if p.is_empty() {
+            Ok(limits)
+        } else {
+            Err(
+                ApiError::unprocessable("invalid_request", "a limit is out of range")
+                    .with_details(p),
+            )
+        }
+    }
+}
+
+/// A new tenant and its API key (shown once; only its hash is kept).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedTenant {
+    pub tenant: String,
+    pub api_key: String,
+}
+
+/// A tenant as the admin sees it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TenantInfo {
+    pub tenant: String,
+    pub limits: Limits,
+    /// RFC 3339
+    pub created_at: String,
+}
+
+/// Create a tenant (admin).
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+    request_body = CreateTenant,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created; the API key is shown only now", body = CreatedTenant),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Not the admin token", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid name or limits", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    _admin: Admin,
+    JsonBody { value: req, .. }: JsonBody<CreateTenant>,
+) -> Result<(StatusCode, Json<CreatedTenant>), ApiError> {
+    if !is_valid_name(&req.name) {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            format!(
+                "invalid tenant name {:?}: use lowercase letters, digits, `_` and `-`, starting with a letter (at most 63)",
+                req.name
+            ),
+        ));
+    }
+    let limits = match &req.limits {
+        Some(patch) => patch.apply(Limits::default())?,
+        None => Limits::default(),
+    };
+    let now = state.scheduler.clock().now();
+    let (record, key) = new_tenant(&req.name, limits, now);
+    if !state.store().create_tenant(record).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tenant_exists",
+            format!("a tenant named {:?} already exists", req.name),
+        ));
+    }
+    tracing::info!(tenant = %req.name, "tenant created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTenant {
+            tenant: req.name,
+            api_key: key,
+        }),
+    ))
+}
+
+/// A tenant and its limits (admin).
+#[utoipa::path(get, path = "/v1/tenants/{name}", tag = "tenants",
+    params(("name" = String, Path, description = "Tenant name")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The tenant", body = TenantInfo),
+        (status = 401, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<TenantInfo>, ApiError> {
+    let tenant = state
+        .store()
+        .tenant(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format_args!("tenant {name:?}")))?;
+    Ok(Json(TenantInfo {
+        tenant: tenant.name,
+        limits: tenant.limits,
+        created_at: rfc3339(tenant.created_at),
+    }))
+}
+
+/// Change some of a tenant's limits (admin); runs already submitted keep theirs.
+#[utoipa::path(put, path = "/v1/tenants/{name}/limits", tag = "tenants",
+    params(("name" = String, Path, description = "Tenant name")),
+    request_body = LimitsPatch,
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The tenant's limits after the change", body = Limits),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Not the admin token", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "A limit out of range", body = ErrorBody),
+    ))]
+pub async fn set_limits(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    JsonBody { value: patch, .. }: JsonBody<LimitsPatch>,
+) -> Result<Json<Limits>, ApiError> {
+    let not_found = || ApiError::not_found(format_args!("tenant {name:?}"));
+    let tenant = state.store().tenant(&name).await?.ok_or_else(not_found)?;
+    let limits = patch.apply(tenant.limits)?;
+    if !state.store().set_limits(&name, limits).await? {
+        return Err(not_found());
+    }
+    Ok(Json(limits))
+}

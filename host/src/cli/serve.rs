@@ -1,0 +1,238 @@
+//! `weft serve`: the HTTP API and a worker in one process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState, tenants};
+use crate::backend::memory::{MemoryBackend, Retention};
+use crate::backend::{Limits, Published, StateStore};
+use crate::bundled;
+use crate::cache::ComponentCache;
+use crate::engine::{Engine, EngineConfig};
+use crate::registry::Registry;
+use crate::scheduler::Scheduler;
+use crate::scheduler::clock::{Clock, SystemClock};
+use crate::worker::Worker;
+
+/// Arguments of `weft serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WEFT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where blobs, compiled artifacts, tenants, the registry and the default
+    /// tenant's API key are kept.
+    #[arg(long, env = "WEFT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Redis URL of a shared backend (e.g. redis://127.0.0.1:6379). Without
+    /// it, the embedded backend keeps runs in this process.
+    #[arg(long, env = "WEFT_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Token for admin calls (`POST /v1/tenants`, ...). Without it, one is
+    /// generated on first start and kept in DATA_DIR/admin-token.
+    #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// What this process does: the API and a worker (`all`), or one of them.
+    #[arg(long, env = "WEFT_ROLE", value_enum, default_value = "all")]
+    pub role: Role,
+    /// Steps this node runs at once.
+    #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: u32,
+    /// How long to wait for running steps when shutting down.
+    #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// What a `weft serve` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API and a worker.
+    All,
+    /// Only the HTTP API.
+    Api,
+    /// Only a worker.
+    Worker,
+}
+
+pub async fn serve(args: ServeArgs) -> ExitCode {
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("weft: {message}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(args: ServeArgs) -> Result<(), String> {
+    if args.redis.is_some() {
+        return Err("the Redis backend is not available in this version; leave out --redis (and WEFT_REDIS_URL) to use the embedded backend".into());
+    }
+    if args.role != Role::All {
+        return Err(
+            "--role api and --role worker need a shared backend (--redis): with the embedded backend, one process does both".into(),
+        );
+    }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(super::default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", data_dir.display()))?;
+
+    let engine = Engine::new(&EngineConfig {
+        max_concurrency: args.concurrency,
+        ..EngineConfig::default()
+    })
+    .map_err(|e| format!("cannot create the wasm engine: {e:#}"))?;
+    let cache = Arc::new(ComponentCache::new(engine, Some(&data_dir), 256));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let backend = MemoryBackend::open(clock.clone(), &data_dir, Retention::default())
+        .map_err(|e| format!("cannot open the data directory: {e}"))?;
+    let scheduler = Scheduler::new(backend.clone(), backend.clone(), clock.clone());
+
+    let admin_token = match &args.admin_token {
+        Some(t) => t.clone(),
+        None => secret_file(&data_dir.join("admin-token"), || {
+            format!("weft_admin_{}", hex::encode(rand::random::<[u8; 32]>()))
+        })?,
+    };
+    let first_start = first_start(backend.as_ref(), &data_dir, clock.now()).await?;
+    let registry = Registry::new(backend.clone(), cache.clone(), clock.clone());
+    publish_examples(&registry).await;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let state = AppState::new(scheduler.clone(), cache.clone(), Some(&admin_token));
+    let router = api::router(state.clone());
+
+    let worker = Worker::new(scheduler.clone(), cache.clone(), args.concurrency as usize);
+    let stop_worker = CancellationToken::new();
+    let worker_task = tokio::spawn(worker.clone().run(stop_worker.clone()));
+
+    tracing::info!(%url, data_dir = %data_dir.display(), "weft serving (embedded backend)");
+    eprintln!(
+        "weft: serving {url} (embedded backend, data in {})",
+        data_dir.display()
+    );
+    let key_file = data_dir.join("api-key");
+    if first_start {
+        eprintln!("weft: created tenant \"default\" and published the example components for it");
+    }
+    eprintln!(
+        "weft: the API key of tenant \"default\" is in {key}; try:\n\n  \
+         export WEFT_URL={url} WEFT_API_KEY=$(cat {key})\n  \
+         curl -s -H \"Authorization: Bearer $WEFT_API_KEY\" $WEFT_URL/v1/components\n",
+        key = key_file.display()
+    );
+
+    let shutdown = state.shutdown.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new requests; finishing running steps");
+        shutdown.cancel();
+    });
+    let served = server.await;
+    stop_worker.cancel();
+    let _ = worker_task.await;
+    if !worker.drain(args.drain_timeout).await {
+        tracing::warn!(timeout = ?args.drain_timeout, "steps still running at shutdown were abandoned");
+    }
+    served.map_err(|e| format!("the server stopped: {e}"))
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Creates the tenant `default` and writes its API key to `DATA_DIR/api-key`
+/// when there is no such tenant; true when it did.
+async fn first_start(store: &dyn StateStore, dir: &Path, now: u64) -> Result<bool, String> {
+    if store
+        .tenant("default")
+        .await
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let (record, key) = tenants::new_tenant("default", Limits::default(), now);
+    write_secret(&dir.join("api-key"), &key)?;
+    store
+        .create_tenant(record)
+        .await
+        .map_err(|e| format!("cannot create tenant \"default\": {e}"))?;
+    Ok(true)
+}
+
+/// Publishes the bundled example components for tenant `default`; the same
+/// bytes again change nothing.
+async fn publish_examples(registry: &Registry) {
+    for example in bundled::EXAMPLES {
+        let bytes = Bytes::from_static(example.wasm);
+        match registry
+            .publish("default", example.name, example.version, bytes)
+            .await
+        {
+            Ok(Published::Created(_) | Published::Unchanged(_)) => {}
+            Ok(Published::Conflict(existing)) => tracing::warn!(
+                component = example.name,
+                version = example.version,
+                published = %existing.digest,
+                "the bundled example differs from the version already published; keeping the published one"
+            ),
+            Err(e) => {
+                tracing::warn!(component = example.name, error = %e, "cannot publish bundled example")
+            }
+        }
+    }
+}
+
+/// The secret in `path`, or a new one from `make` written there.
+fn secret_file(path: &Path, make: impl FnOnce() -> String) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(_) => Err(format!("{} is empty", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = make();
+            write_secret(path, &secret)?;
+            Ok(secret)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Writes a secret readable only by its owner.
+fn write_secret(path: &Path, secret: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    writeln!(file, "{secret}").map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
