@@ -12,6 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         description = "Run workflows of sandboxed WebAssembly components. Errors are `{\"error\": {\"code\", \"message\", \"details\"}}`.",
     ),
     modifiers(&Security),
+    components(schemas(crate::scheduler::model::RunEvent)),
     tags(
         (name = "tenants", description = "Tenants and their limits (admin token)"),
         (name = "components", description = "The component registry"),

@@ -27,7 +27,6 @@ pub struct RunRequest {
     pub workflow: serde_json::Value,
     /// The run's input; `{}` when left out.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub input: Option<serde_json::Value>,
 }
 
