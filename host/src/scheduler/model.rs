@@ -177,10 +177,8 @@ pub struct RunView {
     pub tenant: String,
     pub workflow: String,
     pub status: RunStatus,
-    #[schema(value_type = Object)]
     pub input: serde_json::Value,
     /// The document's `output` resolved once every step succeeded, else null.
-    #[schema(value_type = Option<Object>)]
     pub output: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<RunError>,
@@ -202,7 +200,6 @@ pub struct StepView {
     pub status: StepStatus,
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    #[schema(value_type = Option<Object>)]
     pub output: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<Failure>,
