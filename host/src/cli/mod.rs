@@ -1,6 +1,8 @@
 //! The `weft` command line.
 
+mod client;
 mod exec;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +35,13 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the HTTP API and run steps (embedded backend unless --redis).
+    ///
+    /// On first start with a new data directory, creates the tenant
+    /// `default`, writes its API key to DATA_DIR/api-key and publishes the
+    /// example components for it. Stops on Ctrl-C or SIGTERM after the
+    /// running steps finish (up to --drain-timeout).
+    Serve(serve::ServeArgs),
     /// Run one workflow in this process on the embedded backend and print the
     /// finished run as JSON.
     ///
@@ -40,12 +49,38 @@ pub enum Command {
     /// document, the input or a component is invalid (details on stderr, as
     /// JSON), 3 when Weft itself could not run.
     Exec(exec::ExecArgs),
+    /// Publish a component to a Weft server.
+    ///
+    /// Exit code 0 when it is published (or already was, with the same
+    /// bytes), 2 when the server refused it (its error on stderr, as JSON), 3
+    /// when the server cannot be reached or failed.
+    Publish(client::PublishArgs),
+    /// Submit a workflow run to a Weft server; with --wait, follow it to the end.
+    ///
+    /// Exit code 0 when the run was accepted (with --wait: when it succeeded),
+    /// 1 when it failed or was cancelled (--wait), 2 when the server refused
+    /// it (its error on stderr, as JSON), 3 when the server cannot be reached
+    /// or failed.
+    Submit(client::SubmitArgs),
+    /// Print a run of a Weft server as JSON.
+    ///
+    /// Exit code 0 when the run was found, 2 when the server refused (e.g. no
+    /// such run; its error on stderr, as JSON), 3 when the server cannot be
+    /// reached or failed.
+    Status(client::StatusArgs),
+    /// Manage the tenants of a Weft server (needs the admin token).
+    Tenant(client::TenantArgs),
 }
 
 /// Entry point of the `weft` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format, "warn");
+    // A server reports what it does; one-shot commands only what goes wrong.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    init_tracing(cli.log_format, default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,7 +93,12 @@ pub fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
+            Command::Serve(args) => serve::serve(args).await,
             Command::Exec(args) => exec::exec(args).await,
+            Command::Publish(args) => client::publish(args).await,
+            Command::Submit(args) => client::submit(args).await,
+            Command::Status(args) => client::status(args).await,
+            Command::Tenant(args) => client::tenant(args).await,
         }
     })
 }

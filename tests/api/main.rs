@@ -1,0 +1,7 @@
+//! The HTTP API end to end: real `weft serve` processes on free ports, real HTTP.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod server;

@@ -1,0 +1,127 @@
+//! A real `weft serve` for the tests: its own free port, data directory and
+//! admin token; killed when dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The admin token every test server is started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// How long a fresh server may take to compile and publish the bundled components.
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
+/// A running `weft serve`.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `weft serve` on the embedded backend and waits for `/healthz`.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("weft-serve-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("create server dir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("serve.log")).expect("create log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+        clear_env(&mut command);
+        let child = command
+            .arg("serve")
+            .args(["--listen", &addr, "--admin-token", ADMIN_TOKEN])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("start weft serve");
+        let mut server = Self {
+            child,
+            url: format!("http://{addr}"),
+            addr,
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// The server's data directory (it holds `api-key`, the key of tenant `default`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Everything the server wrote on stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// A scratch directory that lives as long as the server.
+    pub fn scratch(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            if healthy(&self.addr) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().expect("poll weft serve") {
+                panic!("weft serve exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weft serve did not answer /healthz within {READY_WITHIN:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes the `WEFT_*` settings of whoever runs the tests.
+pub fn clear_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WEFT_") {
+            command.env_remove(key);
+        }
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// Whether `GET /healthz` answers 200.
+fn healthy(addr: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
