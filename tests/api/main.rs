@@ -4,4 +4,7 @@
 mod common;
 
 mod cli;
+mod http;
+mod resilience;
 mod server;
+mod walkthrough;

@@ -30,19 +30,7 @@ impl Server {
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("create server dir");
         let addr = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("serve.log")).expect("create log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
-        clear_env(&mut command);
-        let child = command
-            .arg("serve")
-            .args(["--listen", &addr, "--admin-token", ADMIN_TOKEN])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("start weft serve");
+        let child = spawn(dir.path(), &addr);
         let mut server = Self {
             child,
             url: format!("http://{addr}"),
@@ -53,9 +41,48 @@ impl Server {
         server
     }
 
-    /// The server's data directory (it holds `api-key`, the key of tenant `default`).
+    /// Stops the server with SIGTERM and waits until it has exited.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(
+            matches!(sent, Ok(s) if s.success()),
+            "cannot signal weft serve:\n{}",
+            self.log()
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll weft serve") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weft serve did not stop on SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `host:port` of the server.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Stops the server and starts it again on the same data directory and port.
+    pub fn restart(&mut self) {
+        if self.child.try_wait().expect("poll weft serve").is_none() {
+            self.stop();
+        }
+        self.child = spawn(self.dir.path(), &self.addr);
+        self.wait_ready();
+    }
+
+    /// The server's data directory, `<scratch>/weft` (it holds `api-key`, the
+    /// key of tenant `default`), so that `XDG_DATA_HOME=<scratch>` finds it
+    /// where a default install would.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.dir.path().join("weft")
     }
 
     /// Everything the server wrote on stdout and stderr so far.
@@ -92,6 +119,29 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `weft serve` with its data directory and log under `dir`.
+fn spawn(dir: &Path, addr: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("serve.log"))
+        .expect("open log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+    clear_env(&mut command);
+    command
+        .arg("serve")
+        .args(["--listen", addr, "--admin-token", ADMIN_TOKEN])
+        .arg("--data-dir")
+        .arg(dir.join("weft"))
+        // Compiled components are shared by every test process.
+        .env("WEFT_CACHE_DIR", crate::common::data_dir())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log"))
+        .stderr(log)
+        .spawn()
+        .expect("start weft serve")
 }
 
 /// Removes the `WEFT_*` settings of whoever runs the tests.

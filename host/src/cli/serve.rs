@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// tenant's API key are kept.
     #[arg(long, env = "WEFT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where compiled components are kept (in `artifacts/` under it); several
+    /// servers may share one. Default: the data directory.
+    #[arg(long, env = "WEFT_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Redis URL of a shared backend (e.g. redis://127.0.0.1:6379). Without
     /// it, the embedded backend keeps runs in this process.
     #[arg(long, env = "WEFT_REDIS_URL")]
@@ -91,7 +95,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         ..EngineConfig::default()
     })
     .map_err(|e| format!("cannot create the wasm engine: {e:#}"))?;
-    let cache = Arc::new(ComponentCache::new(engine, Some(&data_dir), 256));
+    let cache_dir = args.cache_dir.as_deref().unwrap_or(&data_dir);
+    let cache = Arc::new(ComponentCache::new(engine, Some(cache_dir), 256));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let backend = MemoryBackend::open(clock.clone(), &data_dir, Retention::default())
         .map_err(|e| format!("cannot open the data directory: {e}"))?;
