@@ -14,5 +14,6 @@ pub mod cli;
 pub mod engine;
 pub mod registry;
 pub mod scheduler;
+pub mod testing;
 pub mod worker;
 pub mod workflow;

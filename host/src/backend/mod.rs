@@ -6,6 +6,7 @@
 //! ready are committed together or not at all.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -313,3 +314,6 @@ pub struct Delivery {
     pub task: Task,
     pub tag: u64,
 }
+
+#[cfg(test)]
+mod tests;

@@ -366,6 +366,3 @@ impl Inner {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,21 +1,91 @@
-//! Transitions of the embedded backend, driven by hand with a manual clock.
+//! The transitions every backend must make the same way, driven by hand with
+//! a manual clock, on the embedded backend and on a real `redis-server`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
-use super::{MemoryBackend, Retention};
-use crate::backend::{
+use super::memory::{MemoryBackend, Retention};
+use super::redis::{RedisBackend, RedisConfig};
+use super::{
     Admission, Cancelled, Claim, Idempotency, Limits, NewRun, Outcome, StateStore, StepWork,
     TenantRecord, WorkQueue,
 };
 use crate::engine::Failure;
-use crate::scheduler::clock::{Clock, ManualClock};
+use crate::scheduler::clock::ManualClock;
 use crate::scheduler::model::{RunSpec, RunStatus, StepDefaults, StepStatus, TaskKind};
+use crate::testing::RedisServer;
 use crate::workflow;
 
 const T0: u64 = 1_700_000_000_000;
+
+/// Both traits, so a test can hold either backend.
+pub trait Backend: StateStore + WorkQueue {}
+impl<T: StateStore + WorkQueue> Backend for T {}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Memory,
+    Redis,
+}
+
+struct Harness {
+    backend: Arc<dyn Backend>,
+    clock: Arc<ManualClock>,
+    dir: tempfile::TempDir,
+    redis: Option<RedisServer>,
+    upkeep: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.upkeep.cancel();
+    }
+}
+
+impl Harness {
+    async fn new(kind: Kind) -> Self {
+        let clock = Arc::new(ManualClock::new(T0));
+        let dir = tempfile::tempdir().unwrap();
+        let redis = match kind {
+            Kind::Memory => None,
+            Kind::Redis => Some(RedisServer::start()),
+        };
+        let mut h = Self {
+            backend: MemoryBackend::new(clock.clone(), None, Retention::default()),
+            clock,
+            dir,
+            redis,
+            upkeep: CancellationToken::new(),
+        };
+        h.backend = h.open().await;
+        h
+    }
+
+    async fn open(&self) -> Arc<dyn Backend> {
+        match &self.redis {
+            None => MemoryBackend::open(self.clock.clone(), self.dir.path(), Retention::default())
+                .unwrap(),
+            Some(server) => {
+                let mut config = RedisConfig::new(server.url());
+                config.visibility = Duration::from_millis(500);
+                let backend = RedisBackend::connect(config, self.clock.clone())
+                    .await
+                    .unwrap();
+                backend.start_upkeep(self.upkeep.clone());
+                backend
+            }
+        }
+    }
+
+    /// The same store opened again, as by another process or a restart.
+    async fn reopen(&mut self) -> Arc<dyn Backend> {
+        self.backend = self.open().await;
+        self.backend.clone()
+    }
+}
 
 fn spec(doc: Value) -> RunSpec {
     let resolver = |_: &str, _: &semver::VersionReq| Ok::<_, String>("sha256:00".to_string());
@@ -32,18 +102,18 @@ fn spec(doc: Value) -> RunSpec {
     }
 }
 
-fn backend() -> (Arc<MemoryBackend>, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock::new(T0));
-    (
-        MemoryBackend::new(clock.clone(), None, Retention::default()),
-        clock,
-    )
-}
-
-async fn claim_next(b: &MemoryBackend) -> StepWork {
-    let d = b.next(1).await.unwrap().pop().unwrap();
+async fn claim_next(b: &dyn Backend) -> StepWork {
+    let d = tokio::time::timeout(Duration::from_secs(5), b.next(1))
+        .await
+        .expect("a task is ready")
+        .unwrap()
+        .pop()
+        .unwrap();
     match b.claim(&d.task, T0).await.unwrap() {
-        Claim::Step(w) => w,
+        Claim::Step(w) => {
+            b.ack(&[d]).await.unwrap();
+            w
+        }
         _ => panic!("expected a step for {:?}", d.task),
     }
 }
@@ -55,13 +125,41 @@ fn ok(v: Value) -> Outcome {
     }
 }
 
-async fn status(b: &MemoryBackend, step: &str) -> StepStatus {
+async fn status(b: &dyn Backend, step: &str) -> StepStatus {
     b.run("t", "run_1").await.unwrap().unwrap().steps[step].status
 }
 
-#[tokio::test]
-async fn a_join_is_ready_only_when_every_dependency_succeeded() {
-    let (b, _) = backend();
+/// Runs each test on both backends.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    super::$name(super::Kind::Memory).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$name(super::Kind::Redis).await
+                }
+            }
+        )*
+    };
+}
+
+on_both_backends!(
+    a_join_is_ready_only_when_every_dependency_succeeded,
+    a_retry_waits_for_the_clock_not_for_real_time,
+    a_superseded_attempt_cannot_commit,
+    a_failure_skips_waiting_steps_and_cancels_running_ones,
+    runs_are_invisible_to_other_tenants,
+    admission_honours_idempotency_keys_and_the_active_run_limit,
+    tenants_and_registry_records_survive_a_reopen,
+);
+
+async fn a_join_is_ready_only_when_every_dependency_succeeded(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
     b.create_run(NewRun::new(spec(json!({ "steps": [
         { "id": "a", "component": "x@1" },
         { "id": "b", "component": "x@1" },
@@ -69,18 +167,18 @@ async fn a_join_is_ready_only_when_every_dependency_succeeded() {
     ] }))))
     .await
     .unwrap();
-    let a = claim_next(&b).await;
-    let bw = claim_next(&b).await;
+    let a = claim_next(b).await;
+    let bw = claim_next(b).await;
     b.commit("run_1", a.index, a.lease, ok(json!(1)), T0)
         .await
         .unwrap();
-    assert_eq!(status(&b, "join").await, StepStatus::Pending);
+    assert_eq!(status(b, "join").await, StepStatus::Pending);
     assert_eq!(b.depth().await.unwrap(), 0);
     b.commit("run_1", bw.index, bw.lease, ok(json!(2)), T0)
         .await
         .unwrap();
-    assert_eq!(status(&b, "join").await, StepStatus::Queued);
-    let join = claim_next(&b).await;
+    assert_eq!(status(b, "join").await, StepStatus::Queued);
+    let join = claim_next(b).await;
     assert_eq!(join.index, 2);
     b.commit("run_1", join.index, join.lease, ok(json!(3)), T0)
         .await
@@ -98,44 +196,35 @@ async fn a_join_is_ready_only_when_every_dependency_succeeded() {
     assert_eq!(run.output, json!("done"));
 }
 
-#[tokio::test]
-async fn a_retry_waits_for_the_clock_not_for_real_time() {
-    let (b, clock) = backend();
+async fn a_retry_waits_for_the_clock_not_for_real_time(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
     b.create_run(NewRun::new(spec(
         json!({ "steps": [ { "id": "a", "component": "x@1" } ] }),
     )))
     .await
     .unwrap();
-    let a = claim_next(&b).await;
-    let failure = Failure::host("trap", "boom");
+    let a = claim_next(b).await;
     let retry = Outcome::Retry {
-        failure,
+        failure: Failure::host("trap", "boom"),
         logs: vec![],
         due: T0 + 5_000,
     };
-    assert!(
-        b.commit("run_1", 0, a.lease, retry, T0)
-            .await
-            .unwrap()
-            .applied
-    );
-    assert_eq!(status(&b, "a").await, StepStatus::Queued);
+    let committed = b.commit("run_1", 0, a.lease, retry, T0).await.unwrap();
+    assert!(committed.applied && committed.retrying);
+    assert_eq!(status(b, "a").await, StepStatus::Queued);
 
     let waiting = {
-        let b = b.clone();
+        let b = h.backend.clone();
         tokio::spawn(async move { b.next(1).await.unwrap() })
     };
-    // Wait until the queue sleeps on the clock, then check it stays asleep.
-    while clock.sleepers() == 0 {
-        tokio::task::yield_now().await;
-    }
-    clock.advance(Duration::from_millis(4_999));
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    h.clock.advance(Duration::from_millis(4_999));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "delivered before its due time");
-    clock.advance(Duration::from_millis(1));
+    h.clock.advance(Duration::from_millis(1));
     let got = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
-        .unwrap()
+        .expect("delivered once due")
         .unwrap();
     assert_eq!(
         got[0].task.kind,
@@ -144,12 +233,11 @@ async fn a_retry_waits_for_the_clock_not_for_real_time() {
             attempt: 2
         }
     );
-    assert!(clock.now() >= T0 + 5_000);
 }
 
-#[tokio::test]
-async fn a_superseded_attempt_cannot_commit() {
-    let (b, _) = backend();
+async fn a_superseded_attempt_cannot_commit(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
     b.create_run(NewRun::new(spec(
         json!({ "steps": [ { "id": "a", "component": "x@1" } ] }),
     )))
@@ -187,9 +275,9 @@ async fn a_superseded_attempt_cannot_commit() {
     assert_eq!(run.steps["a"].attempts, 1);
 }
 
-#[tokio::test]
-async fn a_failure_skips_waiting_steps_and_cancels_running_ones() {
-    let (b, _) = backend();
+async fn a_failure_skips_waiting_steps_and_cancels_running_ones(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
     b.create_run(NewRun::new(spec(json!({ "steps": [
         { "id": "bad", "component": "x@1" },
         { "id": "busy", "component": "x@1" },
@@ -197,8 +285,8 @@ async fn a_failure_skips_waiting_steps_and_cancels_running_ones() {
     ] }))))
     .await
     .unwrap();
-    let bad = claim_next(&b).await;
-    let busy = claim_next(&b).await;
+    let bad = claim_next(b).await;
+    let busy = claim_next(b).await;
     let failed = Outcome::Failed {
         failure: Failure::host("trap", "boom"),
         logs: vec![],
@@ -209,8 +297,8 @@ async fn a_failure_skips_waiting_steps_and_cancels_running_ones() {
         .unwrap();
     assert_eq!(committed.cancelled, vec![busy.index]);
     assert_eq!(committed.run_ended, Some(RunStatus::Failed));
-    assert_eq!(status(&b, "after").await, StepStatus::Skipped);
-    assert_eq!(status(&b, "busy").await, StepStatus::Cancelled);
+    assert_eq!(status(b, "after").await, StepStatus::Skipped);
+    assert_eq!(status(b, "busy").await, StepStatus::Cancelled);
     // The cancelled step's late result changes nothing.
     assert!(
         !b.commit("run_1", busy.index, busy.lease, ok(json!(1)), T0)
@@ -222,9 +310,9 @@ async fn a_failure_skips_waiting_steps_and_cancels_running_ones() {
     assert_eq!(run.error.unwrap().step.as_deref(), Some("bad"));
 }
 
-#[tokio::test]
-async fn runs_are_invisible_to_other_tenants() {
-    let (b, _) = backend();
+async fn runs_are_invisible_to_other_tenants(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
     b.create_run(NewRun::new(spec(
         json!({ "steps": [ { "id": "a", "component": "x@1" } ] }),
     )))
@@ -256,9 +344,9 @@ fn one_step(id: &str, key: Option<(&str, &str)>, max_active: u32) -> NewRun {
     }
 }
 
-#[tokio::test]
-async fn admission_honours_idempotency_keys_and_the_active_run_limit() {
-    let (b, _) = backend();
+async fn admission_honours_idempotency_keys_and_the_active_run_limit(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
     let created = b.create_run(one_step("run_a", Some(("k", "f1")), 2)).await;
     assert_eq!(created.unwrap(), Admission::Created);
     // The same key again names the first run, whatever else it carries.
@@ -296,11 +384,9 @@ async fn admission_honours_idempotency_keys_and_the_active_run_limit() {
     );
 }
 
-#[tokio::test]
-async fn tenants_and_registry_records_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(T0));
-    let b = MemoryBackend::open(clock.clone(), dir.path(), Retention::default()).unwrap();
+async fn tenants_and_registry_records_survive_a_reopen(kind: Kind) {
+    let mut h = Harness::new(kind).await;
+    let b = h.backend.clone();
     let tenant = TenantRecord {
         name: "acme".into(),
         key_hashes: vec!["abc".into()],
@@ -324,7 +410,7 @@ async fn tenants_and_registry_records_survive_a_reopen() {
     b.publish("acme", record.clone()).await.unwrap();
     drop(b);
 
-    let b = MemoryBackend::open(clock, dir.path(), Retention::default()).unwrap();
+    let b = h.reopen().await;
     let acme = b.tenant_by_key("abc").await.unwrap().expect("tenant kept");
     assert_eq!(acme.name, "acme");
     assert_eq!(acme.limits.concurrent_runs, 3);

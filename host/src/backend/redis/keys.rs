@@ -1,0 +1,42 @@
+//! Key names. Every key of a run carries the hash tag `{run:<id>}`, so that
+//! a run lives in one Redis Cluster slot.
+
+pub const READY: &str = "weft:queue:ready";
+pub const DELAYED: &str = "weft:queue:delayed";
+pub const GROUP: &str = "workers";
+pub const TENANTS: &str = "weft:tenants";
+pub const KEYS: &str = "weft:keys";
+pub const NODES: &str = "weft:nodes";
+pub const EVENTS_PATTERN: &str = "weft:events:*";
+
+pub fn run(id: &str) -> String {
+    format!("weft:{{run:{id}}}:run")
+}
+
+pub fn steps(id: &str) -> String {
+    format!("weft:{{run:{id}}}:steps")
+}
+
+pub fn active(tenant: &str) -> String {
+    format!("weft:tenant:{tenant}:active")
+}
+
+pub fn idempotency(tenant: &str, key: &str) -> String {
+    format!("weft:tenant:{tenant}:idem:{key}")
+}
+
+pub fn blob(digest: &str) -> String {
+    format!("weft:blob:{digest}")
+}
+
+pub fn versions(tenant: &str, name: &str) -> String {
+    format!("weft:registry:{tenant}:{name}")
+}
+
+pub fn components(tenant: &str) -> String {
+    format!("weft:registry:{tenant}")
+}
+
+pub fn node(id: &str) -> String {
+    format!("weft:node:{id}")
+}

@@ -1,0 +1,593 @@
+//! The Redis backend: runs, steps, registry records and blobs in Redis; ready
+//! steps in a Redis stream read by a consumer group (each node a consumer);
+//! retries wait in a sorted set until due. Every transition of a run is one
+//! Lua script (`scripts.rs`).
+
+mod keys;
+mod queue;
+mod registry;
+mod scripts;
+mod view;
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use redis::{RedisError, Value};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use super::{
+    Admission, BackendError, Cancelled, Claim, Committed, Limits, NewRun, Outcome, Published,
+    StateStore, StepWork, TenantRecord, VersionRecord,
+};
+use crate::scheduler::clock::{Clock, Millis};
+use crate::scheduler::model::{
+    RunError, RunEvent, RunSpec, RunStatus, RunView, StepDefaults, Task, TaskKind,
+};
+use crate::workflow::{self, Root};
+
+/// How a node uses Redis.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    /// This node's name in the consumer group; unique per process.
+    pub node: String,
+    /// Work a node has held this long without finishing or renewing it is
+    /// handed to another node.
+    pub visibility: Duration,
+    /// How long finished runs are kept.
+    pub retention: Duration,
+    /// How long idempotency keys are remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            node: format!("node-{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            visibility: Duration::from_secs(30),
+            retention: Duration::from_secs(24 * 3600),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The shared backend of a cluster of nodes.
+pub struct RedisBackend {
+    conn: ConnectionManager,
+    /// A connection of its own for blocking stream reads, which would stall
+    /// every other command on a shared connection.
+    reader: tokio::sync::Mutex<ConnectionManager>,
+    client: redis::Client,
+    scripts: scripts::Scripts,
+    config: RedisConfig,
+    clock: Arc<dyn Clock>,
+    /// Specs are immutable: each node parses a run's spec once.
+    specs: Mutex<lru::LruCache<String, Arc<RunSpec>>>,
+    events: broadcast::Sender<RunEvent>,
+    listening: AtomicBool,
+    /// Delivery tag -> stream entry id, for acknowledgement.
+    entries: Mutex<HashMap<u64, String>>,
+    next_tag: AtomicU64,
+    /// Entries reclaimed from nodes that stopped, waiting to be handed out.
+    reclaimed: Mutex<VecDeque<(String, Task)>>,
+}
+
+/// What the run hash keeps of a spec.
+#[derive(Serialize, Deserialize)]
+struct StoredSpec {
+    id: String,
+    tenant: String,
+    document: serde_json::Value,
+    pins: Vec<String>,
+    input: serde_json::Value,
+    defaults: StepDefaults,
+    created_at: Millis,
+}
+
+fn unavailable(e: RedisError) -> BackendError {
+    if e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.code(),
+            Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "NOGROUP")
+        )
+    {
+        BackendError::Unavailable(e.to_string())
+    } else {
+        BackendError::Corrupt(format!("redis: {e}"))
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> BackendError {
+    BackendError::Corrupt(what.to_string())
+}
+
+/// A reply element as text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => text(other)?.parse().ok(),
+    }
+}
+
+impl RedisBackend {
+    /// Connects and prepares the stream's consumer group.
+    pub async fn connect(
+        config: RedisConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, BackendError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| BackendError::Unavailable(format!("invalid Redis URL: {e}")))?;
+        let manager = |response: Duration| {
+            redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(response))
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(2))
+                .set_number_of_retries(usize::MAX)
+        };
+        let conn = client
+            .get_connection_manager_with_config(manager(Duration::from_secs(5)))
+            .await
+            .map_err(unavailable)?;
+        let reader = client
+            .get_connection_manager_with_config(manager(Duration::from_secs(10)))
+            .await
+            .map_err(unavailable)?;
+        let (events, _) = broadcast::channel(4096);
+        let backend = Arc::new(Self {
+            conn,
+            reader: tokio::sync::Mutex::new(reader),
+            client,
+            scripts: scripts::Scripts::new(),
+            config,
+            clock,
+            specs: Mutex::new(lru::LruCache::new(NonZeroUsize::new(4096).unwrap())),
+            events,
+            listening: AtomicBool::new(false),
+            entries: Mutex::new(HashMap::new()),
+            next_tag: AtomicU64::new(1),
+            reclaimed: Mutex::new(VecDeque::new()),
+        });
+        backend.ensure_group().await?;
+        Ok(backend)
+    }
+
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn retention_ms(&self) -> u64 {
+        self.config.retention.as_millis() as u64
+    }
+
+    /// The spec of a run, from this node's cache or from Redis.
+    async fn spec(&self, run: &str) -> Result<Option<Arc<RunSpec>>, BackendError> {
+        if let Some(spec) = self.specs.lock().unwrap().get(run) {
+            return Ok(Some(spec.clone()));
+        }
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(keys::run(run))
+            .arg("spec")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let spec = Arc::new(parse_spec(&stored)?);
+        self.specs
+            .lock()
+            .unwrap()
+            .put(run.to_string(), spec.clone());
+        Ok(Some(spec))
+    }
+}
+
+fn store_spec(spec: &RunSpec) -> String {
+    serde_json::to_string(&StoredSpec {
+        id: spec.id.clone(),
+        tenant: spec.tenant.clone(),
+        document: spec.document.clone(),
+        pins: spec.pins.clone(),
+        input: spec.input.clone(),
+        defaults: spec.defaults,
+        created_at: spec.created_at,
+    })
+    .expect("a spec serialises")
+}
+
+/// Rebuilds a spec: the document was valid when the run was submitted; its
+/// pins are the stored ones.
+fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
+    let stored: StoredSpec =
+        serde_json::from_str(stored).map_err(|e| corrupt(format!("run spec: {e}")))?;
+    let any = |_: &str, _: &semver::VersionReq| Ok::<_, String>(String::new());
+    let validated = workflow::validate(&stored.document, &any).map_err(|problems| {
+        corrupt(format!(
+            "run {}: stored workflow no longer validates: {problems:?}",
+            stored.id
+        ))
+    })?;
+    Ok(RunSpec {
+        id: stored.id,
+        tenant: stored.tenant,
+        document: stored.document,
+        workflow: validated.workflow,
+        pins: stored.pins,
+        input: stored.input,
+        defaults: stored.defaults,
+        created_at: stored.created_at,
+    })
+}
+
+fn parse_json(s: &str, what: &str) -> Result<serde_json::Value, BackendError> {
+    serde_json::from_str(s).map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
+#[async_trait::async_trait]
+impl StateStore for RedisBackend {
+    async fn ping(&self) -> Result<(), BackendError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn create_run(&self, new: NewRun) -> Result<Admission, BackendError> {
+        let spec = &new.spec;
+        let mut invocation = self.scripts.create.prepare_invoke();
+        invocation
+            .key(keys::run(&spec.id))
+            .key(keys::steps(&spec.id))
+            .key(keys::READY)
+            .key(keys::active(&spec.tenant))
+            .key(match &new.idempotency {
+                Some(i) => keys::idempotency(&spec.tenant, &i.key),
+                None => keys::idempotency(&spec.tenant, ""),
+            })
+            .arg(&spec.id)
+            .arg(store_spec(spec))
+            .arg(&spec.tenant)
+            .arg(spec.created_at)
+            .arg(new.max_active)
+            .arg(if new.idempotency.is_some() { "1" } else { "0" })
+            .arg(
+                new.idempotency
+                    .as_ref()
+                    .map_or("", |i| i.fingerprint.as_str()),
+            )
+            .arg(self.config.idempotency_ttl.as_millis() as u64)
+            .arg(spec.workflow.steps.len());
+        for (i, step) in spec.workflow.steps.iter().enumerate() {
+            let dependents: Vec<String> = spec
+                .workflow
+                .dependents(i)
+                .iter()
+                .map(usize::to_string)
+                .collect();
+            invocation
+                .arg(&step.id)
+                .arg(step.deps.len())
+                .arg(dependents.join(","));
+        }
+        let reply: Vec<Value> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match reply.first().and_then(text).as_deref() {
+            Some("created") => {
+                self.specs
+                    .lock()
+                    .unwrap()
+                    .put(spec.id.clone(), new.spec.clone());
+                Ok(Admission::Created)
+            }
+            Some("existing") => {
+                let seen = reply.get(1).and_then(text).unwrap_or_default();
+                let (fingerprint, run) = seen.split_once(' ').unwrap_or(("", &seen));
+                let same = new
+                    .idempotency
+                    .as_ref()
+                    .is_some_and(|i| i.fingerprint == fingerprint);
+                Ok(Admission::Existing {
+                    run: run.to_string(),
+                    same_request: same,
+                })
+            }
+            Some("limit") => Ok(Admission::AtLimit {
+                active: reply.get(1).and_then(int).unwrap_or(0) as u32,
+            }),
+            _ => Err(corrupt(format!("create: unexpected reply {reply:?}"))),
+        }
+    }
+
+    async fn claim(&self, task: &Task, now: Millis) -> Result<Claim, BackendError> {
+        let Some(spec) = self.spec(&task.run).await? else {
+            return Ok(Claim::Stale);
+        };
+        let (kind, index, attempt) = match task.kind {
+            TaskKind::Step { index, attempt } => ("s", index as usize, attempt),
+            TaskKind::Finalize => ("f", 0, 0),
+        };
+        if kind == "s" && index >= spec.workflow.steps.len() {
+            return Ok(Claim::Stale);
+        }
+        let reads: Vec<usize> = if kind == "s" {
+            let mut reads: Vec<usize> = spec.workflow.steps[index]
+                .input
+                .roots()
+                .filter_map(|r| match r {
+                    Root::Step(d) => Some(d),
+                    Root::Input => None,
+                })
+                .collect();
+            reads.sort_unstable();
+            reads.dedup();
+            reads
+        } else {
+            Vec::new()
+        };
+        let mut invocation = self.scripts.claim.prepare_invoke();
+        invocation
+            .key(keys::run(&spec.id))
+            .key(keys::steps(&spec.id))
+            .arg(kind)
+            .arg(index)
+            .arg(attempt)
+            .arg(now)
+            .arg("0");
+        for d in &reads {
+            invocation.arg(*d);
+        }
+        let reply: Vec<Value> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match reply.first().and_then(text).as_deref() {
+            Some("stale") => Ok(Claim::Stale),
+            Some("finalize") => {
+                let outputs = reply[2..]
+                    .iter()
+                    .map(|v| match text(v).as_deref() {
+                        None | Some("") => Ok(None),
+                        Some(s) => parse_json(s, "step output").map(Some),
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Claim::Finalize { spec, outputs })
+            }
+            Some("step") => {
+                let lease = reply.get(1).and_then(int).unwrap_or(0) as u64;
+                let mut deps = Vec::with_capacity(reads.len());
+                for (d, v) in reads.iter().zip(&reply[4..]) {
+                    if let Some(s) = text(v).filter(|s| !s.is_empty()) {
+                        deps.push((*d, Arc::new(parse_json(&s, "step output")?)));
+                    }
+                }
+                Ok(Claim::Step(StepWork {
+                    spec,
+                    index,
+                    attempt,
+                    lease,
+                    deps,
+                }))
+            }
+            _ => Err(corrupt(format!("claim: unexpected reply {reply:?}"))),
+        }
+    }
+
+    async fn commit(
+        &self,
+        run: &str,
+        index: usize,
+        lease: u64,
+        outcome: Outcome,
+        now: Millis,
+    ) -> Result<Committed, BackendError> {
+        let Some(spec) = self.spec(run).await? else {
+            return Ok(Committed::default());
+        };
+        let (kind, payload, logs, due, run_error) = match outcome {
+            Outcome::Succeeded { output, logs } => {
+                ("ok", output.to_string(), logs, 0, String::new())
+            }
+            Outcome::Retry { failure, logs, due } => (
+                "retry",
+                serde_json::to_string(&failure).expect("JSON"),
+                logs,
+                due,
+                String::new(),
+            ),
+            Outcome::Failed { failure, logs } => {
+                let step = spec.workflow.steps[index].id.clone();
+                let error = RunError {
+                    code: failure.code.clone(),
+                    message: format!("step `{step}` failed: {}", failure.message),
+                    step: Some(step),
+                };
+                (
+                    "fail",
+                    serde_json::to_string(&failure).expect("JSON"),
+                    logs,
+                    0,
+                    serde_json::to_string(&error).expect("JSON"),
+                )
+            }
+        };
+        let reply: Vec<Value> = self
+            .scripts
+            .commit
+            .key(keys::run(run))
+            .key(keys::steps(run))
+            .key(keys::READY)
+            .key(keys::DELAYED)
+            .key(keys::active(&spec.tenant))
+            .arg(index)
+            .arg(lease)
+            .arg(kind)
+            .arg(payload)
+            .arg(serde_json::to_string(&logs).expect("JSON"))
+            .arg(now)
+            .arg(due)
+            .arg(self.retention_ms())
+            .arg(run_error)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let applied = reply.first().and_then(int) == Some(1);
+        let retrying = reply.get(1).and_then(int) == Some(1);
+        let run_ended = match reply.get(2).and_then(text).as_deref() {
+            Some("failed") => Some(RunStatus::Failed),
+            _ => None,
+        };
+        let cancelled = reply
+            .iter()
+            .skip(3)
+            .filter_map(|v| int(v).map(|i| i as usize))
+            .collect();
+        Ok(Committed {
+            applied,
+            retrying,
+            cancelled,
+            run_ended,
+        })
+    }
+
+    async fn finish(
+        &self,
+        run: &str,
+        result: Result<serde_json::Value, RunError>,
+        now: Millis,
+    ) -> Result<bool, BackendError> {
+        let Some(spec) = self.spec(run).await? else {
+            return Ok(false);
+        };
+        let (kind, payload) = match result {
+            Ok(output) => ("ok", output.to_string()),
+            Err(error) => ("err", serde_json::to_string(&error).expect("JSON")),
+        };
+        let ended: i64 = self
+            .scripts
+            .finish
+            .key(keys::run(run))
+            .key(keys::steps(run))
+            .key(keys::active(&spec.tenant))
+            .arg(kind)
+            .arg(payload)
+            .arg(now)
+            .arg(self.retention_ms())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(ended == 1)
+    }
+
+    async fn cancel(
+        &self,
+        tenant: &str,
+        run: &str,
+        now: Millis,
+    ) -> Result<Option<Cancelled>, BackendError> {
+        let reply: Vec<Value> = self
+            .scripts
+            .cancel
+            .key(keys::run(run))
+            .key(keys::steps(run))
+            .key(keys::active(tenant))
+            .arg(tenant)
+            .arg(now)
+            .arg(self.retention_ms())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match reply.first().and_then(text).as_deref() {
+            Some("missing") => Ok(None),
+            Some("ended") => {
+                let status = reply.get(1).and_then(text).unwrap_or_default();
+                let status: RunStatus = serde_json::from_value(serde_json::Value::String(status))
+                    .map_err(|e| corrupt(format!("run status: {e}")))?;
+                Ok(Some(Cancelled::AlreadyEnded(status)))
+            }
+            Some("cancelled") => Ok(Some(Cancelled::Now {
+                stopped: reply[1..]
+                    .iter()
+                    .filter_map(|v| int(v).map(|i| i as usize))
+                    .collect(),
+            })),
+            _ => Err(corrupt(format!("cancel: unexpected reply {reply:?}"))),
+        }
+    }
+
+    async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError> {
+        self.view(tenant, run).await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.listen();
+        self.events.subscribe()
+    }
+
+    async fn put_blob(&self, digest: &str, bytes: Bytes) -> Result<(), BackendError> {
+        self.put_blob_now(digest, bytes).await
+    }
+
+    async fn blob(&self, digest: &str) -> Result<Option<Bytes>, BackendError> {
+        self.blob_now(digest).await
+    }
+
+    async fn publish(
+        &self,
+        tenant: &str,
+        record: VersionRecord,
+    ) -> Result<Published, BackendError> {
+        self.publish_now(tenant, record).await
+    }
+
+    async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<VersionRecord>, BackendError> {
+        self.versions_now(tenant, name).await
+    }
+
+    async fn component_names(&self, tenant: &str) -> Result<Vec<String>, BackendError> {
+        self.component_names_now(tenant).await
+    }
+
+    async fn create_tenant(&self, tenant: TenantRecord) -> Result<bool, BackendError> {
+        self.create_tenant_now(tenant).await
+    }
+
+    async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, BackendError> {
+        self.tenant_now(name).await
+    }
+
+    async fn tenant_by_key(&self, key_hash: &str) -> Result<Option<TenantRecord>, BackendError> {
+        self.tenant_by_key_now(key_hash).await
+    }
+
+    async fn set_limits(&self, name: &str, limits: Limits) -> Result<bool, BackendError> {
+        self.set_limits_now(name, limits).await
+    }
+}

@@ -1,0 +1,181 @@
+//! Tenants, registry records and component blobs in Redis.
+
+use bytes::Bytes;
+
+use super::{RedisBackend, keys, unavailable};
+use crate::backend::{BackendError, Limits, Published, TenantRecord, VersionRecord};
+
+impl RedisBackend {
+    pub(super) async fn put_blob_now(
+        &self,
+        digest: &str,
+        bytes: Bytes,
+    ) -> Result<(), BackendError> {
+        let _: Option<String> = redis::cmd("SET")
+            .arg(keys::blob(digest))
+            .arg(bytes.as_ref())
+            .arg("NX")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(super) async fn blob_now(&self, digest: &str) -> Result<Option<Bytes>, BackendError> {
+        let bytes: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(keys::blob(digest))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(bytes.map(Bytes::from))
+    }
+
+    pub(super) async fn publish_now(
+        &self,
+        tenant: &str,
+        record: VersionRecord,
+    ) -> Result<Published, BackendError> {
+        let key = keys::versions(tenant, &record.name);
+        let json = serde_json::to_string(&record).expect("JSON");
+        let (created, existing): (i64, String) = redis::pipe()
+            .atomic()
+            .cmd("HSETNX")
+            .arg(&key)
+            .arg(&record.version)
+            .arg(&json)
+            .cmd("HGET")
+            .arg(&key)
+            .arg(&record.version)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if created == 1 {
+            let _: i64 = redis::cmd("SADD")
+                .arg(keys::components(tenant))
+                .arg(&record.name)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            return Ok(Published::Created(record));
+        }
+        let existing: VersionRecord = serde_json::from_str(&existing)
+            .map_err(|e| BackendError::Corrupt(format!("version record: {e}")))?;
+        Ok(if existing.digest == record.digest {
+            Published::Unchanged(existing)
+        } else {
+            Published::Conflict(existing)
+        })
+    }
+
+    pub(super) async fn versions_now(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<VersionRecord>, BackendError> {
+        let values: Vec<String> = redis::cmd("HVALS")
+            .arg(keys::versions(tenant, name))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut records = values
+            .iter()
+            .map(|v| {
+                serde_json::from_str::<VersionRecord>(v)
+                    .map_err(|e| BackendError::Corrupt(format!("version record: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        records.sort_by_key(|r| r.published_at);
+        Ok(records)
+    }
+
+    pub(super) async fn component_names_now(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<String>, BackendError> {
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::components(tenant))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        names.sort();
+        Ok(names)
+    }
+
+    pub(super) async fn create_tenant_now(
+        &self,
+        tenant: TenantRecord,
+    ) -> Result<bool, BackendError> {
+        let json = serde_json::to_string(&tenant).expect("JSON");
+        let created: i64 = redis::cmd("HSETNX")
+            .arg(keys::TENANTS)
+            .arg(&tenant.name)
+            .arg(json)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if created == 0 {
+            return Ok(false);
+        }
+        for hash in &tenant.key_hashes {
+            let _: i64 = redis::cmd("HSET")
+                .arg(keys::KEYS)
+                .arg(hash)
+                .arg(&tenant.name)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(true)
+    }
+
+    pub(super) async fn tenant_now(
+        &self,
+        name: &str,
+    ) -> Result<Option<TenantRecord>, BackendError> {
+        let json: Option<String> = redis::cmd("HGET")
+            .arg(keys::TENANTS)
+            .arg(name)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| BackendError::Corrupt(format!("tenant: {e}")))
+        })
+        .transpose()
+    }
+
+    pub(super) async fn tenant_by_key_now(
+        &self,
+        key_hash: &str,
+    ) -> Result<Option<TenantRecord>, BackendError> {
+        let name: Option<String> = redis::cmd("HGET")
+            .arg(keys::KEYS)
+            .arg(key_hash)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        match name {
+            Some(name) => self.tenant_now(&name).await,
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn set_limits_now(
+        &self,
+        name: &str,
+        limits: Limits,
+    ) -> Result<bool, BackendError> {
+        let Some(mut tenant) = self.tenant_now(name).await? else {
+            return Ok(false);
+        };
+        tenant.limits = limits;
+        let _: i64 = redis::cmd("HSET")
+            .arg(keys::TENANTS)
+            .arg(name)
+            .arg(serde_json::to_string(&tenant).expect("JSON"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,304 @@
+//! The Lua scripts of the Redis backend: every transition of a run is one
+//! script, so that it happens whole or not at all.
+//!
+//! Keys of run R (all in one Redis Cluster slot):
+//! - `weft:{run:R}:run`, a hash: `spec`, `tenant`, `status`, `created_at`,
+//!   `started_at`, `finished_at`, `output`, `error`, `remaining` (steps not
+//!   yet succeeded), `n` (steps), `leases` (lease counter).
+//! - `weft:{run:R}:steps`, a hash with fields per step i: `s<i>` status,
+//!   `a<i>` attempts, `l<i>` lease, `w<i>` dependencies not yet succeeded,
+//!   `d<i>` dependents (comma separated), `i<i>` id, `e<i>` error (JSON),
+//!   `t<i>` started at, `f<i>` finished at, `g<i>` logs (JSON), `o<i>` output (JSON).
+//!
+//! Events are published on `weft:events:{run:R}` as JSON with `at` in
+//! milliseconds.
+
+/// Functions every script starts with.
+const PRELUDE: &str = r#"
+local function terminal(s)
+  return s == 'succeeded' or s == 'failed' or s == 'cancelled'
+end
+
+local function channel(run)
+  return 'weft:events:{run:' .. run .. '}'
+end
+
+local function step_event(run, steps, i, status, attempt, now, err)
+  local msg = '{"type":"step","run":' .. cjson.encode(run)
+    .. ',"step":' .. cjson.encode(redis.call('HGET', steps, 'i' .. i))
+    .. ',"status":"' .. status .. '","attempt":' .. attempt .. ',"at":' .. now
+  if err and err ~= '' then msg = msg .. ',"error":' .. err end
+  redis.call('PUBLISH', channel(run), msg .. '}')
+end
+
+local function run_event(run, status, now)
+  redis.call('PUBLISH', channel(run),
+    '{"type":"run","run":' .. cjson.encode(run) .. ',"status":"' .. status .. '","at":' .. now .. '}')
+end
+
+-- Ends a run: steps not started are skipped, steps waiting for a retry and
+-- running steps are cancelled. Returns the indexes of the running ones.
+local function end_run(run_key, steps, active, run, status, now, err, retention)
+  local n = tonumber(redis.call('HGET', run_key, 'n'))
+  local stopped = {}
+  for j = 0, n - 1 do
+    local s = redis.call('HGET', steps, 's' .. j)
+    local a = tonumber(redis.call('HGET', steps, 'a' .. j))
+    local next = nil
+    if s == 'running' then
+      next = 'cancelled'
+      table.insert(stopped, j)
+    elseif s == 'queued' and a > 0 then
+      next = 'cancelled'
+    elseif s == 'pending' or s == 'queued' then
+      next = 'skipped'
+    end
+    if next then
+      redis.call('HSET', steps, 's' .. j, next, 'f' .. j, now)
+      step_event(run, steps, j, next, a, now, nil)
+    end
+  end
+  redis.call('HSET', run_key, 'status', status, 'finished_at', now)
+  if err then redis.call('HSET', run_key, 'error', err) end
+  redis.call('DECR', active)
+  redis.call('PEXPIRE', run_key, retention)
+  redis.call('PEXPIRE', steps, retention)
+  run_event(run, status, now)
+  return stopped
+end
+"#;
+
+/// Creates a run unless its idempotency key is known or the tenant is at its
+/// limit of unfinished runs.
+///
+/// KEYS: run, steps, ready stream, tenant's active counter, idempotency key
+/// ARGV: run id, spec JSON, tenant, now, max active, has idempotency key (0/1),
+/// fingerprint, idempotency TTL (ms), step count, then per step:
+/// id, dependency count, dependents (comma separated)
+/// Returns `{'created'}`, `{'existing', '<fingerprint> <run>'}` or `{'limit', active}`.
+const CREATE: &str = r#"
+local run_key, steps, ready, active, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local run, now, n = ARGV[1], ARGV[4], tonumber(ARGV[9])
+if ARGV[6] == '1' then
+  local seen = redis.call('GET', idem)
+  if seen then return {'existing', seen} end
+end
+local count = tonumber(redis.call('GET', active) or '0')
+if count >= tonumber(ARGV[5]) then return {'limit', tostring(count)} end
+redis.call('INCR', active)
+redis.call('HSET', run_key, 'spec', ARGV[2], 'tenant', ARGV[3], 'status', 'queued',
+  'created_at', now, 'remaining', n, 'n', n, 'leases', 0)
+for i = 0, n - 1 do
+  local base = 10 + 3 * i
+  local deps = tonumber(ARGV[base + 1])
+  local status = 'pending'
+  if deps == 0 then status = 'queued' end
+  redis.call('HSET', steps, 's' .. i, status, 'a' .. i, 0, 'l' .. i, 0, 'w' .. i, deps,
+    'd' .. i, ARGV[base + 2], 'i' .. i, ARGV[base])
+  if deps == 0 then
+    redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', i, 'a', 1)
+  end
+end
+if ARGV[6] == '1' then
+  redis.call('SET', idem, ARGV[7] .. ' ' .. run, 'PX', ARGV[8])
+end
+return {'created'}
+"#;
+
+/// Claims a task: checks it is current, marks the step running with a new
+/// lease, and returns what the attempt needs.
+///
+/// KEYS: run, steps
+/// ARGV: kind (`s` or `f`), index, attempt, now, want spec (0/1), then the
+/// indexes of the steps whose outputs the step reads
+/// Returns `{'stale'}`, `{'step', lease, spec or '', started run (0/1), outputs...}`
+/// or `{'finalize', spec or '', outputs of every step...}`.
+const CLAIM: &str = r#"
+local run_key, steps = KEYS[1], KEYS[2]
+local kind, i, attempt, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local status = redis.call('HGET', run_key, 'status')
+if not status or terminal(status) then return {'stale'} end
+local spec = ''
+if ARGV[5] == '1' then spec = redis.call('HGET', run_key, 'spec') end
+local run = string.sub(run_key, 11, -6)
+if kind == 'f' then
+  if redis.call('HGET', run_key, 'remaining') ~= '0' then return {'stale'} end
+  local n = tonumber(redis.call('HGET', run_key, 'n'))
+  local out = {'finalize', spec}
+  for j = 0, n - 1 do
+    table.insert(out, redis.call('HGET', steps, 'o' .. j) or '')
+  end
+  return out
+end
+local s = redis.call('HGET', steps, 's' .. i)
+local a = tonumber(redis.call('HGET', steps, 'a' .. i))
+if s == 'queued' and attempt == a + 1 then
+  redis.call('HSET', steps, 's' .. i, 'running', 'a' .. i, attempt)
+  redis.call('HSETNX', steps, 't' .. i, now)
+elseif not (s == 'running' and attempt == a) then
+  return {'stale'}
+end
+local lease = redis.call('HINCRBY', run_key, 'leases', 1)
+redis.call('HSET', steps, 'l' .. i, lease)
+local started = 0
+if status == 'queued' then
+  redis.call('HSET', run_key, 'status', 'running', 'started_at', now)
+  run_event(run, 'running', now)
+  started = 1
+end
+step_event(run, steps, i, 'running', attempt, now, nil)
+local out = {'step', lease, spec, started}
+for k = 6, #ARGV do
+  table.insert(out, redis.call('HGET', steps, 'o' .. ARGV[k]) or '')
+end
+return out
+"#;
+
+/// Records the outcome of an attempt holding a lease.
+///
+/// KEYS: run, steps, ready stream, delayed set, tenant's active counter
+/// ARGV: index, lease, outcome (`ok`, `retry`, `fail`), output or error JSON,
+/// logs JSON, now, due (retry), retention (ms), run error JSON (fail)
+/// Returns `{applied (0/1), retrying (0/1), run ended ('' or status), stopped steps...}`.
+const COMMIT: &str = r#"
+local run_key, steps, ready, delayed, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local i, lease, outcome, payload, logs, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local status = redis.call('HGET', run_key, 'status')
+if not status or terminal(status) then return {0, 0, ''} end
+if redis.call('HGET', steps, 's' .. i) ~= 'running' or redis.call('HGET', steps, 'l' .. i) ~= lease then
+  return {0, 0, ''}
+end
+local run = string.sub(run_key, 11, -6)
+local attempt = tonumber(redis.call('HGET', steps, 'a' .. i))
+if outcome == 'ok' then
+  redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
+  redis.call('HDEL', steps, 'e' .. i)
+  step_event(run, steps, i, 'succeeded', attempt, now, nil)
+  local remaining = redis.call('HINCRBY', run_key, 'remaining', -1)
+  local dependents = redis.call('HGET', steps, 'd' .. i)
+  for d in string.gmatch(dependents, '[^,]+') do
+    local waiting = redis.call('HINCRBY', steps, 'w' .. d, -1)
+    if waiting == 0 and redis.call('HGET', steps, 's' .. d) == 'pending' then
+      redis.call('HSET', steps, 's' .. d, 'queued')
+      redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', d, 'a', 1)
+      step_event(run, steps, d, 'queued', 0, now, nil)
+    end
+  end
+  if remaining == 0 then
+    redis.call('XADD', ready, '*', 'r', run, 'k', 'f', 'i', 0, 'a', 0)
+  end
+  return {1, 0, ''}
+elseif outcome == 'retry' then
+  redis.call('HSET', steps, 's' .. i, 'queued', 'e' .. i, payload, 'g' .. i, logs)
+  redis.call('ZADD', delayed, ARGV[7], run .. '|' .. i .. '|' .. (attempt + 1))
+  step_event(run, steps, i, 'queued', attempt, now, payload)
+  return {1, 1, ''}
+end
+redis.call('HSET', steps, 's' .. i, 'failed', 'e' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
+step_event(run, steps, i, 'failed', attempt, now, payload)
+local stopped = end_run(run_key, steps, active, run, 'failed', now, ARGV[9], ARGV[8])
+local out = {1, 0, 'failed'}
+for _, j in ipairs(stopped) do table.insert(out, j) end
+return out
+"#;
+
+/// Ends a run whose steps all succeeded.
+///
+/// KEYS: run, steps, tenant's active counter
+/// ARGV: `ok` or `err`, output JSON or run error JSON, now, retention (ms)
+/// Returns 1 when the run ended now.
+const FINISH: &str = r#"
+local run_key, steps, active = KEYS[1], KEYS[2], KEYS[3]
+local status = redis.call('HGET', run_key, 'status')
+if not status or terminal(status) or redis.call('HGET', run_key, 'remaining') ~= '0' then
+  return 0
+end
+local run = string.sub(run_key, 11, -6)
+if ARGV[1] == 'ok' then
+  redis.call('HSET', run_key, 'output', ARGV[2])
+  end_run(run_key, steps, active, run, 'succeeded', ARGV[3], nil, ARGV[4])
+else
+  end_run(run_key, steps, active, run, 'failed', ARGV[3], ARGV[2], ARGV[4])
+end
+return 1
+"#;
+
+/// Cancels a run of a tenant.
+///
+/// KEYS: run, steps, tenant's active counter
+/// ARGV: tenant, now, retention (ms)
+/// Returns `{'missing'}`, `{'ended', status}` or `{'cancelled', stopped steps...}`.
+const CANCEL: &str = r#"
+local run_key, steps, active = KEYS[1], KEYS[2], KEYS[3]
+local status = redis.call('HGET', run_key, 'status')
+if not status or redis.call('HGET', run_key, 'tenant') ~= ARGV[1] then return {'missing'} end
+if terminal(status) then return {'ended', status} end
+local run = string.sub(run_key, 11, -6)
+local stopped = end_run(run_key, steps, active, run, 'cancelled', ARGV[2], nil, ARGV[3])
+local out = {'cancelled'}
+for _, j in ipairs(stopped) do table.insert(out, j) end
+return out
+"#;
+
+/// Moves retries that are due from the delayed set to the ready stream.
+///
+/// KEYS: delayed set, ready stream
+/// ARGV: now, most to move
+/// Returns `{moved, due time of the next one or -1}`.
+const PROMOTE: &str = r#"
+local delayed, ready = KEYS[1], KEYS[2]
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local run, i, a = string.match(member, '^(.*)|(%d+)|(%d+)$')
+  if run then
+    redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', i, 'a', a)
+  end
+  redis.call('ZREM', delayed, member)
+end
+local next = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+if #next == 0 then return {#due, -1} end
+return {#due, tonumber(next[2])}
+"#;
+
+/// Acknowledges and deletes the entries this node still owns (one reclaimed
+/// by another node after the visibility timeout is left to that node).
+///
+/// KEYS: ready stream
+/// ARGV: group, consumer, entry ids...
+const ACK: &str = r#"
+local acked = 0
+for k = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[k], ARGV[k], 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    acked = acked + redis.call('XACK', KEYS[1], ARGV[1], ARGV[k])
+    redis.call('XDEL', KEYS[1], ARGV[k])
+  end
+end
+return acked
+"#;
+
+/// The scripts, loaded once per backend.
+pub struct Scripts {
+    pub create: redis::Script,
+    pub claim: redis::Script,
+    pub commit: redis::Script,
+    pub finish: redis::Script,
+    pub cancel: redis::Script,
+    pub promote: redis::Script,
+    pub ack: redis::Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        let with_prelude = |body: &str| redis::Script::new(&format!("{PRELUDE}\n{body}"));
+        Self {
+            create: with_prelude(CREATE),
+            claim: with_prelude(CLAIM),
+            commit: with_prelude(COMMIT),
+            finish: with_prelude(FINISH),
+            cancel: with_prelude(CANCEL),
+            promote: redis::Script::new(PROMOTE),
+            ack: redis::Script::new(ACK),
+        }
+    }
+}

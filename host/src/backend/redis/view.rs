@@ -1,0 +1,176 @@
+//! Reading runs back (`GET /v1/runs/{id}`), and the event stream of every run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::{RedisBackend, corrupt, keys, parse_json, unavailable};
+use crate::backend::BackendError;
+use crate::engine::{Failure, LogLine};
+use crate::scheduler::clock::{Millis, rfc3339};
+use crate::scheduler::model::{
+    RunError, RunEvent, RunStatus, RunView, StepRecord, StepStatus, StepView,
+};
+
+fn status<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, BackendError> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|e| corrupt(format!("status {s:?}: {e}")))
+}
+
+fn millis(fields: &HashMap<String, String>, key: &str) -> Option<Millis> {
+    fields.get(key).and_then(|v| v.parse().ok())
+}
+
+impl RedisBackend {
+    pub(super) async fn view(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<RunView>, BackendError> {
+        let (run, steps): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(keys::run(id))
+            .cmd("HGETALL")
+            .arg(keys::steps(id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if run.get("tenant").map(String::as_str) != Some(tenant) {
+            return Ok(None);
+        }
+        let spec = match self.specs.lock().unwrap().get(id) {
+            Some(spec) => spec.clone(),
+            None => {
+                let stored = run.get("spec").ok_or_else(|| corrupt("run without spec"))?;
+                let spec = Arc::new(super::parse_spec(stored)?);
+                self.specs.lock().unwrap().put(id.to_string(), spec.clone());
+                spec
+            }
+        };
+        let mut views = IndexMap::with_capacity(spec.workflow.steps.len());
+        for (i, step) in spec.workflow.steps.iter().enumerate() {
+            let field = |name: &str| steps.get(&format!("{name}{i}"));
+            let record = StepRecord {
+                status: field("s").map(|s| status::<StepStatus>(s)).transpose()?,
+                attempts: field("a").and_then(|a| a.parse().ok()).unwrap_or(0),
+                output: field("o")
+                    .map(|o| parse_json(o, "step output").map(Arc::new))
+                    .transpose()?,
+                error: field("e")
+                    .filter(|e| !e.is_empty())
+                    .map(|e| {
+                        serde_json::from_str::<Failure>(e)
+                            .map_err(|e| corrupt(format!("step error: {e}")))
+                    })
+                    .transpose()?,
+                logs: field("g")
+                    .map(|g| {
+                        serde_json::from_str::<Vec<LogLine>>(g)
+                            .map_err(|e| corrupt(format!("step logs: {e}")))
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
+                started_at: millis(&steps, &format!("t{i}")),
+                finished_at: millis(&steps, &format!("f{i}")),
+            };
+            views.insert(step.id.clone(), StepView::new(&spec, i, &record));
+        }
+        let run_status: RunStatus = status(run.get("status").map_or("queued", String::as_str))?;
+        Ok(Some(RunView {
+            id: spec.id.clone(),
+            tenant: spec.tenant.clone(),
+            workflow: spec.workflow.name.clone(),
+            status: run_status,
+            input: spec.input.clone(),
+            output: match run.get("output") {
+                Some(o) => parse_json(o, "run output")?,
+                None => serde_json::Value::Null,
+            },
+            error: run
+                .get("error")
+                .map(|e| {
+                    serde_json::from_str::<RunError>(e)
+                        .map_err(|e| corrupt(format!("run error: {e}")))
+                })
+                .transpose()?,
+            created_at: rfc3339(spec.created_at),
+            started_at: millis(&run, "started_at").map(rfc3339),
+            finished_at: millis(&run, "finished_at").map(rfc3339),
+            steps: views,
+        }))
+    }
+
+    /// Starts forwarding the events of every run to this node's subscribers
+    /// (once; reconnects by itself).
+    pub(super) fn listen(&self) {
+        if self.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let client = self.client.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.psubscribe(keys::EVENTS_PATTERN).await.is_ok() {
+                            let mut messages = pubsub.on_message();
+                            while let Some(msg) = messages.next().await {
+                                let Ok(payload) = msg.get_payload::<String>() else {
+                                    continue;
+                                };
+                                match decode_event(&payload) {
+                                    Some(event) => {
+                                        let _ = events.send(event);
+                                    }
+                                    None => tracing::warn!(%payload, "unreadable run event"),
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "event subscription failed; retrying"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+}
+
+/// An event as the Lua scripts publish it.
+#[derive(Deserialize)]
+struct Published {
+    #[serde(rename = "type")]
+    kind: String,
+    run: String,
+    #[serde(default)]
+    step: Option<String>,
+    status: String,
+    #[serde(default)]
+    attempt: u32,
+    #[serde(default)]
+    error: Option<Failure>,
+    at: Millis,
+}
+
+fn decode_event(payload: &str) -> Option<RunEvent> {
+    let p: Published = serde_json::from_str(payload).ok()?;
+    Some(match p.kind.as_str() {
+        "run" => RunEvent::Run {
+            run: p.run,
+            status: status(&p.status).ok()?,
+            at: rfc3339(p.at),
+        },
+        _ => RunEvent::Step {
+            run: p.run,
+            step: p.step?,
+            status: status(&p.status).ok()?,
+            attempt: p.attempt,
+            error: p.error,
+            at: rfc3339(p.at),
+        },
+    })
+}
