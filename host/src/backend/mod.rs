@@ -214,6 +214,44 @@ pub struct TenantRecord {
     pub created_at: Millis,
 }
 
+/// A node as the cluster sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeInfo {
+    /// Unique per process.
+    pub node: String,
+    /// `all`, `api` or `worker`.
+    pub role: String,
+    /// The address its HTTP API listens on.
+    pub listen: String,
+    /// Steps it runs at once at most.
+    pub concurrency: u32,
+    /// Steps running on it now.
+    pub running: u64,
+    /// RFC 3339 time of its last heartbeat.
+    pub seen_at: String,
+}
+
+/// A work queue as an autoscaler reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueInfo {
+    pub name: String,
+    /// Ready tasks no node has taken yet.
+    pub depth: u64,
+    /// Tasks taken by a node and not finished.
+    pub pending: u64,
+    /// Retries waiting for their due time.
+    pub delayed: u64,
+}
+
+/// The live nodes and the queues of a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClusterView {
+    /// `memory` or `redis`.
+    pub backend: String,
+    pub nodes: Vec<NodeInfo>,
+    pub queues: Vec<QueueInfo>,
+}
+
 /// Runs, steps, registry records and blobs.
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync + 'static {
@@ -293,6 +331,13 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Replaces a tenant's limits; false when there is no such tenant.
     async fn set_limits(&self, name: &str, limits: Limits) -> Result<bool, BackendError>;
+
+    /// Records that this node is alive, for [`StateStore::cluster`]; nodes
+    /// not heard of for a while are left out.
+    async fn heartbeat(&self, node: &NodeInfo) -> Result<(), BackendError>;
+
+    /// The live nodes and the queues.
+    async fn cluster(&self) -> Result<ClusterView, BackendError>;
 }
 
 /// Ready tasks on their way to workers.

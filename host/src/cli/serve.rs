@@ -11,13 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, tenants};
 use crate::backend::memory::{MemoryBackend, Retention};
-use crate::backend::{Limits, Published, StateStore};
+use crate::backend::redis::{RedisBackend, RedisConfig};
+use crate::backend::{BackendError, Limits, NodeInfo, Published, StateStore, WorkQueue};
 use crate::bundled;
 use crate::cache::ComponentCache;
 use crate::engine::{Engine, EngineConfig};
 use crate::registry::Registry;
 use crate::scheduler::Scheduler;
-use crate::scheduler::clock::{Clock, SystemClock};
+use crate::scheduler::clock::{Clock, SystemClock, rfc3339};
 use crate::worker::Worker;
 
 /// Arguments of `weft serve`.
@@ -48,6 +49,13 @@ pub struct ServeArgs {
     /// Steps this node runs at once.
     #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u32,
+    /// With --redis: work a node has held this long without finishing or
+    /// renewing it (the node stopped) goes to another node.
+    #[arg(long, env = "WEFT_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub visibility_timeout: Duration,
+    /// How long finished runs are kept.
+    #[arg(long, env = "WEFT_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
     /// How long to wait for running steps when shutting down.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -75,12 +83,9 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(args: ServeArgs) -> Result<(), String> {
-    if args.redis.is_some() {
-        return Err("the Redis backend is not available in this version; leave out --redis (and WEFT_REDIS_URL) to use the embedded backend".into());
-    }
-    if args.role != Role::All {
+    if args.redis.is_none() && args.role != Role::All {
         return Err(
-            "--role api and --role worker need a shared backend (--redis): with the embedded backend, one process does both".into(),
+            "--role api and --role worker need a shared backend (--redis URL): with the embedded backend, one process does both".into(),
         );
     }
     let data_dir = args
@@ -98,9 +103,44 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let cache_dir = args.cache_dir.as_deref().unwrap_or(&data_dir);
     let cache = Arc::new(ComponentCache::new(engine, Some(cache_dir), 256));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let backend = MemoryBackend::open(clock.clone(), &data_dir, Retention::default())
-        .map_err(|e| format!("cannot open the data directory: {e}"))?;
-    let scheduler = Scheduler::new(backend.clone(), backend.clone(), clock.clone());
+    let shutdown = CancellationToken::new();
+    let signal = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: no new requests; finishing running steps");
+            shutdown.cancel();
+        })
+    };
+
+    let (store, queue, node_id, backend_name): (
+        Arc<dyn StateStore>,
+        Arc<dyn WorkQueue>,
+        String,
+        &str,
+    ) = match &args.redis {
+        None => {
+            let retention = Retention {
+                keep_ms: args.retention.as_millis() as u64,
+                ..Retention::default()
+            };
+            let backend = MemoryBackend::open(clock.clone(), &data_dir, retention)
+                .map_err(|e| format!("cannot open the data directory: {e}"))?;
+            (backend.clone(), backend, "embedded".to_string(), "embedded")
+        }
+        Some(url) => {
+            let mut config = RedisConfig::new(url.clone());
+            config.visibility = args.visibility_timeout;
+            config.retention = args.retention;
+            let backend = connect_redis(config, clock.clone(), &shutdown).await?;
+            if args.role != Role::Api {
+                backend.start_upkeep(shutdown.clone());
+            }
+            let node = backend.config().node.clone();
+            (backend.clone(), backend, node, "redis")
+        }
+    };
+    let scheduler = Scheduler::new(store.clone(), queue, clock.clone());
 
     let admin_token = match &args.admin_token {
         Some(t) => t.clone(),
@@ -108,8 +148,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             format!("weft_admin_{}", hex::encode(rand::random::<[u8; 32]>()))
         })?,
     };
-    let first_start = first_start(backend.as_ref(), &data_dir, clock.now()).await?;
-    let registry = Registry::new(backend.clone(), cache.clone(), clock.clone());
+    let first_start = first_start(store.as_ref(), &data_dir, clock.now()).await?;
+    let registry = Registry::new(store.clone(), cache.clone(), clock.clone());
     publish_examples(&registry).await;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -120,41 +160,110 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         listener.local_addr().map_err(|e| e.to_string())?
     );
     let state = AppState::new(scheduler.clone(), cache.clone(), Some(&admin_token));
-    let router = api::router(state.clone());
+    let router = match args.role {
+        Role::Worker => api::probes(state.clone()),
+        Role::All | Role::Api => api::router(state.clone()),
+    };
 
     let worker = Worker::new(scheduler.clone(), cache.clone(), args.concurrency as usize);
     let stop_worker = CancellationToken::new();
-    let worker_task = tokio::spawn(worker.clone().run(stop_worker.clone()));
+    let worker_task =
+        (args.role != Role::Api).then(|| tokio::spawn(worker.clone().run(stop_worker.clone())));
+    let role = format!("{:?}", args.role).to_lowercase();
+    spawn_heartbeat(
+        store.clone(),
+        scheduler.clone(),
+        NodeInfo {
+            node: node_id.clone(),
+            role: role.clone(),
+            listen: url.clone(),
+            concurrency: args.concurrency,
+            running: 0,
+            seen_at: String::new(),
+        },
+        shutdown.clone(),
+    );
 
-    tracing::info!(%url, data_dir = %data_dir.display(), "weft serving (embedded backend)");
+    tracing::info!(%url, node = %node_id, %role, backend = backend_name, data_dir = %data_dir.display(), "weft serving");
     eprintln!(
-        "weft: serving {url} (embedded backend, data in {})",
+        "weft: serving {url} ({backend_name} backend, role {role}, data in {})",
         data_dir.display()
     );
     let key_file = data_dir.join("api-key");
     if first_start {
         eprintln!("weft: created tenant \"default\" and published the example components for it");
     }
-    eprintln!(
-        "weft: the API key of tenant \"default\" is in {key}; try:\n\n  \
-         export WEFT_URL={url} WEFT_API_KEY=$(cat {key})\n  \
-         curl -s -H \"Authorization: Bearer $WEFT_API_KEY\" $WEFT_URL/v1/components\n",
-        key = key_file.display()
-    );
+    if key_file.exists() && args.role != Role::Worker {
+        eprintln!(
+            "weft: the API key of tenant \"default\" is in {key}; try:\n\n  \
+             export WEFT_URL={url} WEFT_API_KEY=$(cat {key})\n  \
+             curl -s -H \"Authorization: Bearer $WEFT_API_KEY\" $WEFT_URL/v1/components\n",
+            key = key_file.display()
+        );
+    }
 
-    let shutdown = state.shutdown.clone();
+    let stopping = shutdown.clone();
+    let ending = state.shutdown.clone();
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: no new requests; finishing running steps");
-        shutdown.cancel();
+        stopping.cancelled().await;
+        ending.cancel();
     });
     let served = server.await;
+    signal.abort();
     stop_worker.cancel();
-    let _ = worker_task.await;
-    if !worker.drain(args.drain_timeout).await {
-        tracing::warn!(timeout = ?args.drain_timeout, "steps still running at shutdown were abandoned");
+    if let Some(task) = worker_task {
+        let _ = task.await;
+        if !worker.drain(args.drain_timeout).await {
+            tracing::warn!(timeout = ?args.drain_timeout, "steps still running at shutdown were abandoned");
+        }
     }
+    shutdown.cancel();
     served.map_err(|e| format!("the server stopped: {e}"))
+}
+
+/// Connects to Redis, waiting (with backoff) while it is unreachable.
+async fn connect_redis(
+    config: RedisConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<RedisBackend>, String> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match RedisBackend::connect(config.clone(), clock.clone()).await {
+            Ok(backend) => return Ok(backend),
+            Err(BackendError::Unavailable(e)) => {
+                tracing::warn!(url = %config.url, error = %e, "Redis unreachable; retrying in {delay:?}");
+            }
+            Err(e) => return Err(format!("cannot use Redis at {}: {e}", config.url)),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return Err("stopped before Redis could be reached".into()),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Tells the backend every 2 s that this node is alive and how busy it is.
+fn spawn_heartbeat(
+    store: Arc<dyn StateStore>,
+    scheduler: Arc<Scheduler>,
+    mut info: NodeInfo,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            info.running = scheduler.running() as u64;
+            info.seen_at = rfc3339(scheduler.clock().now());
+            if let Err(e) = store.heartbeat(&info).await {
+                tracing::debug!(error = %e, "heartbeat not written");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    });
 }
 
 async fn wait_for_signal() {
@@ -173,7 +282,7 @@ async fn wait_for_signal() {
 }
 
 /// Creates the tenant `default` and writes its API key to `DATA_DIR/api-key`
-/// when there is no such tenant; true when it did.
+/// when the backend has no such tenant; true when it did.
 async fn first_start(store: &dyn StateStore, dir: &Path, now: u64) -> Result<bool, String> {
     if store
         .tenant("default")
@@ -184,12 +293,16 @@ async fn first_start(store: &dyn StateStore, dir: &Path, now: u64) -> Result<boo
         return Ok(false);
     }
     let (record, key) = tenants::new_tenant("default", Limits::default(), now);
-    write_secret(&dir.join("api-key"), &key)?;
-    store
+    let created = store
         .create_tenant(record)
         .await
         .map_err(|e| format!("cannot create tenant \"default\": {e}"))?;
-    Ok(true)
+    if created {
+        // Another node of the cluster may have created it first: then its
+        // key is in that node's data directory.
+        write_secret(&dir.join("api-key"), &key)?;
+    }
+    Ok(created)
 }
 
 /// Publishes the bundled example components for tenant `default`; the same

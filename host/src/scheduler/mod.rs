@@ -127,6 +127,11 @@ impl Scheduler {
         token
     }
 
+    /// Step attempts running on this node now.
+    pub fn running(&self) -> usize {
+        self.running.lock().unwrap().len()
+    }
+
     /// Forgets an attempt registered with [`Scheduler::track`].
     pub fn untrack(&self, run: &str, index: usize, lease: u64) {
         self.running

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use tokio::sync::{Notify, broadcast};
 
 use super::{
-    Admission, BackendError, Cancelled, Claim, Committed, Delivery, Limits, NewRun, Outcome,
-    Published, StateStore, TenantRecord, VersionRecord, WorkQueue,
+    Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Delivery, Limits, NewRun,
+    NodeInfo, Outcome, Published, QueueInfo, StateStore, TenantRecord, VersionRecord, WorkQueue,
 };
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::model::{RunError, RunEvent, RunView, Task};
@@ -63,6 +63,8 @@ struct Inner {
     active: HashMap<String, u32>,
     /// `(tenant, Idempotency-Key)` -> (request fingerprint, run).
     idempotency: HashMap<(String, String), (String, Arc<str>)>,
+    /// The one node of this backend, as its last heartbeat described it.
+    node: Option<NodeInfo>,
 }
 
 /// A retry waiting for its due time; ordered by time, then by insertion.
@@ -146,6 +148,7 @@ impl MemoryBackend {
                 registry,
                 active: HashMap::new(),
                 idempotency: HashMap::new(),
+                node: None,
             }),
             ready: Notify::new(),
             events,
@@ -267,6 +270,25 @@ impl StateStore for MemoryBackend {
 
     async fn tenant_by_key(&self, key_hash: &str) -> Result<Option<TenantRecord>, BackendError> {
         Ok(self.lock().registry.tenant_by_key(key_hash))
+    }
+
+    async fn heartbeat(&self, node: &NodeInfo) -> Result<(), BackendError> {
+        self.lock().node = Some(node.clone());
+        Ok(())
+    }
+
+    async fn cluster(&self) -> Result<ClusterView, BackendError> {
+        let inner = self.lock();
+        Ok(ClusterView {
+            backend: "memory".into(),
+            nodes: inner.node.iter().cloned().collect(),
+            queues: vec![QueueInfo {
+                name: "ready".into(),
+                depth: inner.queue.len() as u64,
+                pending: inner.runs.values().map(|r| r.running() as u64).sum(),
+                delayed: inner.delayed.len() as u64,
+            }],
+        })
     }
 
     async fn set_limits(&self, name: &str, limits: Limits) -> Result<bool, BackendError> {

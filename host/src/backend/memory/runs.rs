@@ -36,6 +36,19 @@ struct StepState {
     lease: u64,
 }
 
+impl RunState {
+    /// Steps of this run running now.
+    pub(super) fn running(&self) -> usize {
+        if self.status.is_terminal() {
+            return 0;
+        }
+        self.steps
+            .iter()
+            .filter(|s| s.status() == StepStatus::Running)
+            .count()
+    }
+}
+
 impl StepState {
     fn status(&self) -> StepStatus {
         self.rec.status.unwrap_or(StepStatus::Pending)

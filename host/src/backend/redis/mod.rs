@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{
-    Admission, BackendError, Cancelled, Claim, Committed, Limits, NewRun, Outcome, Published,
-    StateStore, StepWork, TenantRecord, VersionRecord,
+    Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Limits, NewRun, NodeInfo,
+    Outcome, Published, StateStore, StepWork, TenantRecord, VersionRecord,
 };
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::model::{
@@ -589,5 +589,13 @@ impl StateStore for RedisBackend {
 
     async fn set_limits(&self, name: &str, limits: Limits) -> Result<bool, BackendError> {
         self.set_limits_now(name, limits).await
+    }
+
+    async fn heartbeat(&self, node: &NodeInfo) -> Result<(), BackendError> {
+        self.heartbeat_now(node).await
+    }
+
+    async fn cluster(&self) -> Result<ClusterView, BackendError> {
+        self.cluster_now().await
     }
 }

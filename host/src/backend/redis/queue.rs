@@ -11,8 +11,11 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 
 use super::{RedisBackend, keys, unavailable};
-use crate::backend::{BackendError, Delivery, WorkQueue};
+use crate::backend::{BackendError, ClusterView, Delivery, NodeInfo, QueueInfo, WorkQueue};
 use crate::scheduler::model::{Task, TaskKind};
+
+/// A node not heard of for this long is not listed as alive.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 
 /// How long one blocking read waits before looking again.
 const BLOCK: Duration = Duration::from_millis(500);
@@ -118,9 +121,6 @@ impl RedisBackend {
                 if let Err(e) = this.reclaim().await {
                     tracing::warn!(error = %e, "cannot reclaim work of stopped nodes");
                 }
-                if let Err(e) = this.heartbeat().await {
-                    tracing::debug!(error = %e, "cannot write heartbeat");
-                }
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.cancelled() => return,
@@ -204,29 +204,89 @@ impl RedisBackend {
         Ok(())
     }
 
-    async fn heartbeat(&self) -> Result<(), BackendError> {
-        let held = self.entries.lock().unwrap().len();
-        let beat = serde_json::json!({
-            "node": self.config.node,
-            "held": held,
-            "at": self.clock.now(),
-        });
+    /// Records this node as alive for [`HEARTBEAT_TTL`].
+    pub(super) async fn heartbeat_now(&self, node: &NodeInfo) -> Result<(), BackendError> {
+        let now = self.clock.now();
         let _: () = redis::pipe()
             .cmd("SET")
-            .arg(keys::node(&self.config.node))
-            .arg(beat.to_string())
+            .arg(keys::node(&node.node))
+            .arg(serde_json::to_string(node).expect("JSON"))
             .arg("PX")
-            .arg((self.config.visibility.as_millis() as u64).max(3000))
+            .arg(HEARTBEAT_TTL.as_millis() as u64)
             .ignore()
             .cmd("ZADD")
             .arg(keys::NODES)
-            .arg(self.clock.now())
-            .arg(&self.config.node)
+            .arg(now)
+            .arg(&node.node)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(keys::NODES)
+            .arg("-inf")
+            .arg(now.saturating_sub(10 * HEARTBEAT_TTL.as_millis() as u64))
             .ignore()
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// The nodes heard of within [`HEARTBEAT_TTL`], and the queue's figures.
+    pub(super) async fn cluster_now(&self) -> Result<ClusterView, BackendError> {
+        let since = self
+            .clock
+            .now()
+            .saturating_sub(HEARTBEAT_TTL.as_millis() as u64);
+        let names: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(keys::NODES)
+            .arg(since)
+            .arg("+inf")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut nodes = Vec::new();
+        if !names.is_empty() {
+            let beats: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(names.iter().map(|n| keys::node(n)).collect::<Vec<_>>())
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            nodes.extend(
+                beats
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| serde_json::from_str::<NodeInfo>(&b).ok()),
+            );
+        }
+        let (len, pending, delayed): (u64, redis::Value, u64) = redis::pipe()
+            .cmd("XLEN")
+            .arg(keys::READY)
+            .cmd("XPENDING")
+            .arg(keys::READY)
+            .arg(keys::GROUP)
+            .cmd("ZCARD")
+            .arg(keys::DELAYED)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let pending = pending_count(&pending);
+        Ok(ClusterView {
+            backend: "redis".into(),
+            nodes,
+            queues: vec![QueueInfo {
+                name: keys::READY.into(),
+                depth: len.saturating_sub(pending),
+                pending,
+                delayed,
+            }],
+        })
+    }
+}
+
+/// The count of an `XPENDING key group` summary.
+fn pending_count(reply: &redis::Value) -> u64 {
+    match reply {
+        redis::Value::Array(items) => items.first().and_then(super::int).unwrap_or(0) as u64,
+        _ => 0,
     }
 }
 
@@ -318,10 +378,6 @@ impl WorkQueue for RedisBackend {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let pending = match pending {
-            redis::Value::Array(items) => items.first().and_then(super::int).unwrap_or(0) as u64,
-            _ => 0,
-        };
-        Ok(len.saturating_sub(pending))
+        Ok(len.saturating_sub(pending_count(&pending)))
     }
 }
