@@ -127,6 +127,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().into_openapi()
 }
 
+/// Only the probes and metrics, for worker nodes.
+pub fn probes(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(health))
+        .route("/readyz", axum::routing::get(ready))
+        .route("/metrics", axum::routing::get(metrics::render))
+        .with_state(state)
+        .fallback(unknown_route)
+}
+
 /// The whole API as a router.
 pub fn router(state: AppState) -> Router {
     router_and_openapi(state).0
@@ -159,14 +169,14 @@ pub struct Health {
 }
 
 /// Liveness: the process serves requests.
-#[utoipa::path(get, path = "/healthz", tag = "health",
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "health",
     responses((status = 200, description = "The process is alive", body = Health)))]
 async fn health() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
 /// Readiness: the backend can be reached.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "ready", responses(
     (status = 200, description = "Ready to serve", body = Health),
     (status = 503, description = "The backend cannot be reached", body = Health)))]
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
