@@ -41,7 +41,9 @@ pub fn request(
         stream.write_all(bytes).unwrap();
     }
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    stream
+        .read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head

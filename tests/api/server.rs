@@ -19,6 +19,9 @@ pub struct Server {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     addr: String,
+    /// Redis, when the suites run on it; declared after `child` so that the
+    /// server stops first.
+    redis: Option<weft::testing::RedisServer>,
     dir: tempfile::TempDir,
 }
 
@@ -30,11 +33,13 @@ impl Server {
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("create server dir");
         let addr = format!("127.0.0.1:{}", free_port());
-        let child = spawn(dir.path(), &addr);
+        let redis = crate::common::redis();
+        let child = spawn(dir.path(), &addr, redis.as_ref());
         let mut server = Self {
             child,
             url: format!("http://{addr}"),
             addr,
+            redis,
             dir,
         };
         server.wait_ready();
@@ -74,7 +79,7 @@ impl Server {
         if self.child.try_wait().expect("poll weft serve").is_none() {
             self.stop();
         }
-        self.child = spawn(self.dir.path(), &self.addr);
+        self.child = spawn(self.dir.path(), &self.addr, self.redis.as_ref());
         self.wait_ready();
     }
 
@@ -122,7 +127,7 @@ impl Drop for Server {
 }
 
 /// Starts `weft serve` with its data directory and log under `dir`.
-fn spawn(dir: &Path, addr: &str) -> Child {
+fn spawn(dir: &Path, addr: &str, redis: Option<&weft::testing::RedisServer>) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -130,8 +135,12 @@ fn spawn(dir: &Path, addr: &str) -> Child {
         .expect("open log");
     let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
     clear_env(&mut command);
+    if let Some(redis) = redis {
+        command.arg("serve").arg("--redis").arg(redis.url());
+    } else {
+        command.arg("serve");
+    }
     command
-        .arg("serve")
         .args(["--listen", addr, "--admin-token", ADMIN_TOKEN])
         .arg("--data-dir")
         .arg(dir.join("weft"))

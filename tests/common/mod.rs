@@ -114,8 +114,24 @@ pub fn exec(workflow: &Value, input: &Value) -> Exec {
     exec_with(workflow, input, &components_dir(), &[])
 }
 
+/// Whether the suites run on the Redis backend: `WEFT_TEST_BACKEND=redis`
+/// (the default is the embedded backend).
+pub fn on_redis() -> bool {
+    match std::env::var("WEFT_TEST_BACKEND").as_deref() {
+        Ok("redis") => true,
+        Ok("memory") | Err(_) => false,
+        Ok(other) => panic!("WEFT_TEST_BACKEND={other}: use `memory` or `redis`"),
+    }
+}
+
+/// A `redis-server` of its own when the suites run on Redis.
+pub fn redis() -> Option<weft::testing::RedisServer> {
+    on_redis().then(weft::testing::RedisServer::start)
+}
+
 /// Runs `weft exec` with a given components dir and extra environment.
 pub fn exec_with(workflow: &Value, input: &Value, components: &Path, env: &[(&str, &str)]) -> Exec {
+    let redis = redis();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("workflow.json");
     std::fs::write(&file, serde_json::to_vec(workflow).unwrap()).unwrap();
@@ -126,6 +142,9 @@ pub fn exec_with(workflow: &Value, input: &Value, components: &Path, env: &[(&st
         .arg(input.to_string())
         .arg("--components")
         .arg(components);
+    if let Some(redis) = &redis {
+        cmd.arg("--redis").arg(redis.url());
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }

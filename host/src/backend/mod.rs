@@ -351,6 +351,12 @@ pub trait WorkQueue: Send + Sync + 'static {
 
     /// Tasks ready and waiting for a worker.
     async fn depth(&self) -> Result<u64, BackendError>;
+
+    /// Hands back the tasks this node was given and has not finished, so that
+    /// another node takes them at once; called when the node stops.
+    async fn release(&self) -> Result<u64, BackendError> {
+        Ok(0)
+    }
 }
 
 /// A task handed to one worker, with what the queue needs to acknowledge it.

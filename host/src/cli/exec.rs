@@ -8,8 +8,9 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::StateStore;
 use crate::backend::memory::{MemoryBackend, Retention};
+use crate::backend::redis::{RedisBackend, RedisConfig};
+use crate::backend::{StateStore, WorkQueue};
 use crate::bundled;
 use crate::cache::ComponentCache;
 use crate::engine::{Engine, EngineConfig};
@@ -38,6 +39,10 @@ pub struct ExecArgs {
     /// Steps run at once.
     #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u32,
+    /// Keep the run in Redis (e.g. redis://127.0.0.1:6379) instead of this
+    /// process's memory; the steps still run in this process.
+    #[arg(long, env = "WEFT_REDIS_URL")]
+    pub redis: Option<String>,
 }
 
 /// A component available to `weft exec`.
@@ -101,9 +106,27 @@ pub async fn exec(args: ExecArgs) -> ExitCode {
     };
     let cache = Arc::new(ComponentCache::new(engine, Some(&data_dir), 256));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let backend = MemoryBackend::new(clock.clone(), None, Retention::default());
+    let shutdown = CancellationToken::new();
+    let (store, queue): (Arc<dyn StateStore>, Arc<dyn WorkQueue>) = match &args.redis {
+        None => {
+            let backend = MemoryBackend::new(clock.clone(), None, Retention::default());
+            (backend.clone(), backend)
+        }
+        Some(url) => {
+            match RedisBackend::connect(RedisConfig::new(url.clone()), clock.clone()).await {
+                Ok(backend) => {
+                    backend.start_upkeep(shutdown.clone());
+                    (backend.clone(), backend)
+                }
+                Err(e) => {
+                    eprintln!("weft: cannot use Redis at {url}: {e}");
+                    return ExitCode::from(3);
+                }
+            }
+        }
+    };
 
-    let spec = match prepare(&args, &cache, &backend, clock.now()).await {
+    let spec = match prepare(&args, &cache, store.as_ref(), clock.now()).await {
         Ok(spec) => spec,
         Err(refusal) => {
             refusal.print();
@@ -118,9 +141,8 @@ pub async fn exec(args: ExecArgs) -> ExitCode {
         "components ready"
     );
 
-    let scheduler = Scheduler::new(backend.clone(), backend.clone(), clock);
+    let scheduler = Scheduler::new(store, queue, clock);
     let worker = Worker::new(scheduler.clone(), cache.clone(), args.concurrency as usize);
-    let shutdown = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
 
     let tenant = spec.tenant.clone();
@@ -134,6 +156,7 @@ pub async fn exec(args: ExecArgs) -> ExitCode {
     let view = scheduler.wait(&tenant, &run_id).await;
     shutdown.cancel();
     let _ = worker_task.await;
+    let _ = scheduler.queue().release().await;
     match view {
         Ok(Some(view)) => {
             println!("{}", serde_json::to_string_pretty(&view).expect("JSON"));
@@ -158,7 +181,7 @@ pub async fn exec(args: ExecArgs) -> ExitCode {
 async fn prepare(
     args: &ExecArgs,
     cache: &ComponentCache,
-    backend: &MemoryBackend,
+    backend: &dyn StateStore,
     now: u64,
 ) -> Result<RunSpec, Refusal> {
     let text = std::fs::read_to_string(&args.workflow).map_err(|e| {
@@ -253,7 +276,7 @@ async fn prepare(
 async fn load(
     source: &Source,
     cache: &ComponentCache,
-    backend: &MemoryBackend,
+    backend: &dyn StateStore,
 ) -> Result<String, String> {
     let bytes = match &source.origin {
         Origin::File(path) => {

@@ -216,6 +216,13 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         if !worker.drain(args.drain_timeout).await {
             tracing::warn!(timeout = ?args.drain_timeout, "steps still running at shutdown were abandoned");
         }
+        match scheduler.queue().release().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "handed back tasks this node had not started"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand back held tasks; other nodes take them after the visibility timeout")
+            }
+        }
     }
     shutdown.cancel();
     served.map_err(|e| format!("the server stopped: {e}"))

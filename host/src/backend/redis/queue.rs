@@ -368,6 +368,20 @@ impl WorkQueue for RedisBackend {
         Ok(())
     }
 
+    async fn release(&self) -> Result<u64, BackendError> {
+        let released: u64 = self
+            .scripts
+            .release
+            .key(keys::READY)
+            .arg(keys::GROUP)
+            .arg(&self.config.node)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        self.entries.lock().unwrap().clear();
+        Ok(released)
+    }
+
     async fn depth(&self) -> Result<u64, BackendError> {
         let (len, pending): (u64, redis::Value) = redis::pipe()
             .cmd("XLEN")

@@ -277,6 +277,33 @@ end
 return acked
 "#;
 
+/// Hands back the entries a consumer holds: each is queued again as a new
+/// entry and the old one acknowledged and deleted; then the consumer is removed.
+///
+/// KEYS: ready stream
+/// ARGV: group, consumer
+/// Returns how many entries were handed back.
+const RELEASE: &str = r#"
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local released = 0
+while true do
+  local pending = redis.call('XPENDING', stream, group, '-', '+', 100, consumer)
+  if #pending == 0 then break end
+  for _, p in ipairs(pending) do
+    local id = p[1]
+    local entry = redis.call('XRANGE', stream, id, id)
+    if #entry == 1 then
+      redis.call('XADD', stream, '*', unpack(entry[1][2]))
+      released = released + 1
+    end
+    redis.call('XACK', stream, group, id)
+    redis.call('XDEL', stream, id)
+  end
+end
+redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
+return released
+"#;
+
 /// The scripts, loaded once per backend.
 pub struct Scripts {
     pub create: redis::Script,
@@ -286,6 +313,7 @@ pub struct Scripts {
     pub cancel: redis::Script,
     pub promote: redis::Script,
     pub ack: redis::Script,
+    pub release: redis::Script,
 }
 
 impl Scripts {
@@ -299,6 +327,7 @@ impl Scripts {
             cancel: with_prelude(CANCEL),
             promote: redis::Script::new(PROMOTE),
             ack: redis::Script::new(ACK),
+            release: redis::Script::new(RELEASE),
         }
     }
 }

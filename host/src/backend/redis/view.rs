@@ -43,8 +43,9 @@ impl RedisBackend {
         if run.get("tenant").map(String::as_str) != Some(tenant) {
             return Ok(None);
         }
-        let spec = match self.specs.lock().unwrap().get(id) {
-            Some(spec) => spec.clone(),
+        let cached = self.specs.lock().unwrap().get(id).cloned();
+        let spec = match cached {
+            Some(spec) => spec,
             None => {
                 let stored = run.get("spec").ok_or_else(|| corrupt("run without spec"))?;
                 let spec = Arc::new(super::parse_spec(stored)?);
