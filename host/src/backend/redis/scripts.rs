@@ -8,7 +8,9 @@
 //! - `weft:{run:R}:steps`, a hash with fields per step i: `s<i>` status,
 //!   `a<i>` attempts, `l<i>` lease, `w<i>` dependencies not yet succeeded,
 //!   `d<i>` dependents (comma separated), `i<i>` id, `e<i>` error (JSON),
-//!   `t<i>` started at, `f<i>` finished at, `g<i>` logs (JSON), `o<i>` output (JSON).
+//!   `t<i>` started at, `f<i>` finished at, `g<i>` logs (JSON), `o<i>` output (JSON),
+//!   `r<i>` when it was last claimed, `c<i>` how many times its output was
+//!   committed (never more than once: operators and tests can check).
 //!
 //! Events are published on `weft:events:{run:R}` as JSON with `at` in
 //! milliseconds.
@@ -139,7 +141,7 @@ elseif not (s == 'running' and attempt == a) then
   return {'stale'}
 end
 local lease = redis.call('HINCRBY', run_key, 'leases', 1)
-redis.call('HSET', steps, 'l' .. i, lease)
+redis.call('HSET', steps, 'l' .. i, lease, 'r' .. i, now)
 local started = 0
 if status == 'queued' then
   redis.call('HSET', run_key, 'status', 'running', 'started_at', now)
@@ -173,6 +175,7 @@ local attempt = tonumber(redis.call('HGET', steps, 'a' .. i))
 if outcome == 'ok' then
   redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
   redis.call('HDEL', steps, 'e' .. i)
+  redis.call('HINCRBY', steps, 'c' .. i, 1)
   step_event(run, steps, i, 'succeeded', attempt, now, nil)
   local remaining = redis.call('HINCRBY', run_key, 'remaining', -1)
   local dependents = redis.call('HGET', steps, 'd' .. i)
