@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of Weft: the example components, the SDK, and the host (unit
-# and integration, against real `weft` processes and real components).
-# Installs what the tests need and is missing; needs only Rust (rustup) to start.
+# Runs every test of Weft: the example components, the SDK, the host (unit
+# and integration, against real `weft` processes and real components), and
+# schemathesis against the HTTP API's OpenAPI document.
+# Installs what the tests need and is missing; needs Rust (rustup) and Python 3
+# (with venv and pip) to start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,12 @@ cargo test --manifest-path components/Cargo.toml --locked --workspace --quiet 2>
 
 echo "==> host and SDK tests"
 cargo test --workspace --locked 2>&1 | tee -a "$log"
+
+# The HTTP API against its own OpenAPI document: no 5xx, no answer the document
+# does not describe. Installs schemathesis into target/ on first use.
+echo "==> HTTP API against its OpenAPI document (schemathesis)"
+cargo build -p weft --locked --quiet
+./scripts/schemathesis.sh "${CARGO_TARGET_DIR:-target}/debug/weft"
 
 # One closing line with the totals of every test binary above.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"

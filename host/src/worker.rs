@@ -97,7 +97,7 @@ impl Worker {
     async fn handle(&self, delivery: Delivery) {
         let now = self.scheduler.clock().now();
         let store = self.scheduler.store();
-        match retry_backend("claim", || store.claim(&delivery.task, now)).await {
+        match retry_backend("claim", || store.claim(&delivery, now)).await {
             Err(_) | Ok(Claim::Stale) => {}
             Ok(Claim::Finalize { spec, outputs }) => {
                 let _ =

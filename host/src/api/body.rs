@@ -6,6 +6,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 
 use super::{ApiError, AppState, MAX_JSON_BODY};
 
@@ -29,8 +30,33 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         }
         let bytes = read_limited(&parts.headers, body, MAX_JSON_BODY as u64).await?;
         let value = parse(&bytes)?;
+        // Every JSON body of the API is an object; serde would also read a
+        // struct from an array of its fields in order.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ApiError::unprocessable(
+                "invalid_request",
+                "the body must be a JSON object",
+            ));
+        }
         Ok(Self { value, bytes })
     }
+}
+
+/// Deserializes an optional struct only from a JSON object (or null), not
+/// from the array of its fields that serde would also take.
+pub fn object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let Some(map) =
+        Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)?
+    else {
+        return Ok(None);
+    };
+    T::deserialize(serde_json::Value::Object(map))
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Parses JSON: 400 when it is not JSON, 422 when it is JSON of the wrong shape.

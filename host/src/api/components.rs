@@ -6,6 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use semver::Version;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 use super::auth::Tenant;
 use super::body::{content_type, read_limited};
@@ -51,6 +53,21 @@ pub struct ComponentVersions {
     pub versions: Vec<String>,
 }
 
+/// A component's bytes, as `PUT /v1/components/{name}/{version}` takes them:
+/// a raw body, not a JSON array of numbers (utoipa's schema for `Vec<u8>`).
+pub struct ComponentBytes;
+
+impl utoipa::PartialSchema for ComponentBytes {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/wasm")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ComponentBytes {}
+
 fn check_name_and_version(name: &str, version: &str) -> Result<Version, ApiError> {
     if !is_valid_name(name) {
         return Err(ApiError::unprocessable(
@@ -71,12 +88,12 @@ fn check_name_and_version(name: &str, version: &str) -> Result<Version, ApiError
 /// The body is the component's bytes. It is checked as a run would use it
 /// (a component exporting the step's `run`, importing nothing Weft does not
 /// provide) and compiled before the version is recorded.
-#[utoipa::path(put, path = "/v1/components/{name}/{version}", tag = "components",
+#[utoipa::path(put, path = "/v1/components/{name}/{version}", tag = "components", operation_id = "publish_component",
     params(
-        ("name" = String, Path, description = "Component name, `[a-z][a-z0-9_-]{0,62}`"),
-        ("version" = String, Path, description = "Semantic version, e.g. 1.2.0"),
+        ("name" = String, Path, description = "Component name", pattern = "^[a-z][a-z0-9_-]{0,62}$"),
+        ("version" = String, Path, description = "Semantic version, e.g. 1.2.0", pattern = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"),
     ),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    request_body(content = ComponentBytes, content_type = "application/wasm", description = "The component"),
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Published", body = PublishedVersion),
@@ -147,7 +164,7 @@ pub async fn publish(
 }
 
 /// One version of a component.
-#[utoipa::path(get, path = "/v1/components/{name}/{version}", tag = "components",
+#[utoipa::path(get, path = "/v1/components/{name}/{version}", tag = "components", operation_id = "get_component",
     params(
         ("name" = String, Path, description = "Component name"),
         ("version" = String, Path, description = "Semantic version"),
@@ -182,7 +199,7 @@ pub async fn get(
 }
 
 /// The tenant's components and their versions.
-#[utoipa::path(get, path = "/v1/components", tag = "components",
+#[utoipa::path(get, path = "/v1/components", tag = "components", operation_id = "list_components",
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Every component of the tenant", body = ComponentList),

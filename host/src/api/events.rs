@@ -9,6 +9,10 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::auth::Tenant;
 use super::error::ErrorBody;
@@ -16,12 +20,12 @@ use super::{ApiError, AppState};
 use crate::scheduler::model::{RunEvent, RunStatus, RunView, StepStatus};
 
 /// Follow a run: its current state, then one event per change until it ends.
-#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", operation_id = "follow_run",
     params(("id" = String, Path, description = "Run id")),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "`event: step` and `event: run` events whose data is a RunEvent; the stream ends after the run's final `run` event",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = EventMessage),
         (status = 401, description = "No or unknown API key", body = ErrorBody),
         (status = 404, description = "No such run", body = ErrorBody),
     ))]
@@ -54,6 +58,43 @@ pub async fn stream(
         Some((Ok(to_sse(&event)), f))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One message of a run's event stream: `event` is `step` or `run`, `data` a
+/// RunEvent as JSON. As Open API 3.1 reads a `text/event-stream` schema, this
+/// describes each message, not the whole stream.
+pub struct EventMessage;
+
+impl PartialSchema for EventMessage {
+    fn schema() -> RefOr<Schema> {
+        // `contentSchema` (JSON Schema 2020-12) says what `data` holds once
+        // parsed; utoipa has no field for it, so it goes in as an extension.
+        let content_schema = Extensions::from_iter([(
+            "contentSchema",
+            serde_json::json!({"$ref": "#/components/schemas/RunEvent"}),
+        )]);
+        let data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/json")
+            .description(Some("The RunEvent, as JSON"))
+            .extensions(Some(content_schema));
+        let event = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["step", "run"]));
+        ObjectBuilder::new()
+            .property("event", event)
+            .property("data", data)
+            .required("event")
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for EventMessage {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((RunEvent::name().into_owned(), RunEvent::schema()));
+        RunEvent::schemas(schemas);
+    }
 }
 
 fn to_sse(event: &RunEvent) -> Event {

@@ -76,7 +76,7 @@ fn describe() {
 }
 
 /// Prometheus metrics of this node.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics", responses(
     (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn render(State(state): State<AppState>) -> Response {
     let stats = state.cache.stats();

@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod cluster;
 mod components;
 pub mod error;
 mod events;
@@ -98,6 +99,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::get))
         .routes(routes!(events::stream))
         .routes(routes!(runs::cancel))
+        .routes(routes!(cluster::get))
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics::render))

@@ -21,6 +21,7 @@ use crate::workflow::{self, Problem, Validated};
 /// `POST /v1/runs` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"workflow": example_workflow(), "input": {"name": "ada"}})))]
 pub struct RunRequest {
     /// The workflow document.
     #[schema(value_type = Object)]
@@ -28,6 +29,16 @@ pub struct RunRequest {
     /// The run's input; `{}` when left out.
     #[serde(default)]
     pub input: Option<serde_json::Value>,
+}
+
+/// A workflow that runs on a fresh `weft serve`: `echo` is one of the example
+/// components published for tenant `default`.
+fn example_workflow() -> serde_json::Value {
+    serde_json::json!({
+        "name": "hello",
+        "steps": [{"id": "say", "component": "echo@1", "input": {"text": "hello, ${input.name}"}}],
+        "output": "${steps.say.output.text}",
+    })
 }
 
 /// A run's id and status.
@@ -107,8 +118,8 @@ fn over_limits(workflow: &workflow::Workflow, limits: &Limits) -> Vec<Problem> {
 }
 
 /// Check a workflow document without running it.
-#[utoipa::path(post, path = "/v1/workflows/validate", tag = "workflows",
-    request_body(content = Object, description = "A workflow document"),
+#[utoipa::path(post, path = "/v1/workflows/validate", tag = "workflows", operation_id = "validate_workflow",
+    request_body(content = Object, description = "A workflow document", example = example_workflow),
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The document is valid for this tenant", body = Valid),
@@ -167,9 +178,10 @@ fn accepted(id: &str, status: RunStatus) -> Response {
 /// Every `name@requirement` is resolved against the tenant's registry and the
 /// digest pinned in the run. With `Idempotency-Key`, the same key and body
 /// return the run the first request created.
-#[utoipa::path(post, path = "/v1/runs", tag = "runs",
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", operation_id = "submit_run",
     request_body = RunRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe: 1 to 255 visible ASCII characters",
+        min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
     security(("api_key" = [])),
     responses(
         (status = 202, description = "Accepted; `Location` is the run's URL", body = RunRef,
@@ -269,7 +281,7 @@ pub async fn submit(
 }
 
 /// A run: every step with status, attempts, digest, output or error.
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs",
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", operation_id = "get_run",
     params(("id" = String, Path, description = "Run id")),
     security(("api_key" = [])),
     responses(
@@ -292,7 +304,7 @@ pub async fn get(
 
 /// Cancel a run that has not finished: steps not started are skipped, running
 /// ones stopped at their next epoch tick.
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs",
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", operation_id = "cancel_run",
     params(("id" = String, Path, description = "Run id")),
     security(("api_key" = [])),
     responses(

@@ -8,11 +8,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::auth::Admin;
-use super::body::JsonBody;
+use super::body::{JsonBody, object};
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::backend::{Limits, TenantRecord};
@@ -76,10 +76,11 @@ impl RateLimits {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
-    /// `[a-z][a-z0-9_-]{0,62}`
+    /// Lowercase letters, digits, `_` and `-`, starting with a letter.
+    #[schema(pattern = "^[a-z][a-z0-9_-]{0,62}$")]
     pub name: String,
     /// Limits other than the defaults.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     pub limits: Option<LimitsPatch>,
 }
 
@@ -87,25 +88,63 @@ pub struct CreateTenant {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsPatch {
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 2_147_483_647)]
     pub concurrent_runs: Option<u32>,
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 2_147_483_647)]
     pub runs_per_second: Option<u32>,
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub component_bytes: Option<u64>,
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub fuel: Option<u64>,
+    #[serde(default, deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 4096)]
     pub memory_mb: Option<u32>,
+    #[serde(default, deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub output_bytes: Option<u64>,
 }
 
+/// Reads a limit that is a whole number, also when written `64.0`: JSON Schema,
+/// and so the OpenAPI document, counts that as an integer; serde does not.
+fn whole<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number in range")))
+}
+
+/// Largest count a limit may be: what the document's `int32` format allows.
+const MAX_INT32: u32 = i32::MAX as u32;
+/// Largest size or amount a limit may be: what `int64` allows (and JSON
+/// clients that read numbers as signed 64-bit integers).
+const MAX_INT64: u64 = i64::MAX as u64;
+
 impl LimitsPatch {
-    fn apply(&self, mut limits: Limits) -> Result<Limits, ApiError> {
+    /// The limits with this patch applied; `at` is the JSON Pointer of the
+    /// patch in the request body, for the problems found.
+    fn apply(&self, mut limits: Limits, at: &str) -> Result<Limits, ApiError> {
         fn set<T: Copy + PartialOrd + std::fmt::Display>(
+            at: &str,
             field: &str,
             value: Option<T>,
             min: T,
@@ -116,7 +155,7 @@ impl LimitsPatch {
             if let Some(v) = value {
                 if v < min || v > max {
                     problems.push(crate::workflow::Problem::new(
-                        format!("/{field}"),
+                        format!("{at}/{field}"),
                         format!("must be between {min} and {max}"),
                     ));
                 } else {
@@ -127,31 +166,35 @@ impl LimitsPatch {
         let mut p = Vec::new();
         let l = &mut limits;
         set(
+            at,
             "concurrent_runs",
             self.concurrent_runs,
             1,
-            u32::MAX,
+            MAX_INT32,
             &mut l.concurrent_runs,
             &mut p,
         );
         set(
+            at,
             "runs_per_second",
             self.runs_per_second,
             1,
-            u32::MAX,
+            MAX_INT32,
             &mut l.runs_per_second,
             &mut p,
         );
         set(
+            at,
             "component_bytes",
             self.component_bytes,
             1,
-            u64::MAX,
+            MAX_INT64,
             &mut l.component_bytes,
             &mut p,
         );
-        set("fuel", self.fuel, 1, u64::MAX, &mut l.fuel, &mut p);
+        set(at, "fuel", self.fuel, 1, MAX_INT64, &mut l.fuel, &mut p);
         set(
+            at,
             "memory_mb",
             self.memory_mb,
             1,
@@ -160,6 +203,7 @@ impl LimitsPatch {
             &mut p,
         );
         set(
+            at,
             "timeout_ms",
             self.timeout_ms,
             1,
@@ -168,10 +212,11 @@ impl LimitsPatch {
             &mut p,
         );
         set(
+            at,
             "output_bytes",
             self.output_bytes,
             1,
-            u64::MAX,
+            MAX_INT64,
             &mut l.output_bytes,
             &mut p,
         );
@@ -203,7 +248,7 @@ pub struct TenantInfo {
 }
 
 /// Create a tenant (admin).
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", operation_id = "create_tenant",
     request_body = CreateTenant,
     security(("admin_token" = [])),
     responses(
@@ -230,7 +275,7 @@ pub async fn create(
         ));
     }
     let limits = match &req.limits {
-        Some(patch) => patch.apply(Limits::default())?,
+        Some(patch) => patch.apply(Limits::default(), "/limits")?,
         None => Limits::default(),
     };
     let now = state.scheduler.clock().now();
@@ -253,7 +298,7 @@ pub async fn create(
 }
 
 /// A tenant and its limits (admin).
-#[utoipa::path(get, path = "/v1/tenants/{name}", tag = "tenants",
+#[utoipa::path(get, path = "/v1/tenants/{name}", tag = "tenants", operation_id = "get_tenant",
     params(("name" = String, Path, description = "Tenant name")),
     security(("admin_token" = [])),
     responses(
@@ -279,7 +324,7 @@ pub async fn get(
 }
 
 /// Change some of a tenant's limits (admin); runs already submitted keep theirs.
-#[utoipa::path(put, path = "/v1/tenants/{name}/limits", tag = "tenants",
+#[utoipa::path(put, path = "/v1/tenants/{name}/limits", tag = "tenants", operation_id = "set_tenant_limits",
     params(("name" = String, Path, description = "Tenant name")),
     request_body = LimitsPatch,
     security(("admin_token" = [])),
@@ -300,7 +345,7 @@ pub async fn set_limits(
 ) -> Result<Json<Limits>, ApiError> {
     let not_found = || ApiError::not_found(format_args!("tenant {name:?}"));
     let tenant = state.store().tenant(&name).await?.ok_or_else(not_found)?;
-    let limits = patch.apply(tenant.limits)?;
+    let limits = patch.apply(tenant.limits, "")?;
     if !state.store().set_limits(&name, limits).await? {
         return Err(not_found());
     }

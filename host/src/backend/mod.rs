@@ -264,9 +264,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// was seen or the tenant is at its limit of unfinished runs.
     async fn create_run(&self, new: NewRun) -> Result<Admission, BackendError>;
 
-    /// Claims a task from the queue: checks it is current, marks the step
+    /// Claims a delivered task: checks it is current, marks the step
     /// running with a new lease and returns what the attempt needs.
-    async fn claim(&self, task: &Task, now: Millis) -> Result<Claim, BackendError>;
+    async fn claim(&self, delivery: &Delivery, now: Millis) -> Result<Claim, BackendError>;
 
     /// Records the outcome of an attempt holding `lease`; ignored when the
     /// lease was superseded or the step is no longer running. A success enqueues

@@ -109,7 +109,7 @@ async fn claim_next(b: &dyn Backend) -> StepWork {
         .unwrap()
         .pop()
         .unwrap();
-    match b.claim(&d.task, T0).await.unwrap() {
+    match b.claim(&d, T0).await.unwrap() {
         Claim::Step(w) => {
             b.ack(&[d]).await.unwrap();
             w
@@ -187,7 +187,7 @@ async fn a_join_is_ready_only_when_every_dependency_succeeded(kind: Kind) {
     let d = b.next(1).await.unwrap().pop().unwrap();
     assert_eq!(d.task.kind, TaskKind::Finalize);
     assert!(matches!(
-        b.claim(&d.task, T0).await.unwrap(),
+        b.claim(&d, T0).await.unwrap(),
         Claim::Finalize { .. }
     ));
     assert!(b.finish("run_1", Ok(json!("done")), T0).await.unwrap());
@@ -244,11 +244,11 @@ async fn a_superseded_attempt_cannot_commit(kind: Kind) {
     .await
     .unwrap();
     let d = b.next(1).await.unwrap().pop().unwrap();
-    let Claim::Step(first) = b.claim(&d.task, T0).await.unwrap() else {
+    let Claim::Step(first) = b.claim(&d, T0).await.unwrap() else {
         panic!()
     };
     // The same task delivered again (as after a node died) supersedes the first holder.
-    let Claim::Step(second) = b.claim(&d.task, T0).await.unwrap() else {
+    let Claim::Step(second) = b.claim(&d, T0).await.unwrap() else {
         panic!()
     };
     assert!(second.lease > first.lease);

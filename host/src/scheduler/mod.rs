@@ -264,7 +264,7 @@ mod tests {
             .unwrap();
         let mut works = Vec::new();
         for d in backend.next(2).await.unwrap() {
-            let Claim::Step(w) = backend.claim(&d.task, 1_000).await.unwrap() else {
+            let Claim::Step(w) = backend.claim(&d, 1_000).await.unwrap() else {
                 panic!("expected a step");
             };
             works.push(w);

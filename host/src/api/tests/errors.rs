@@ -274,3 +274,57 @@ async fn tenants_are_created_by_the_admin_only_once() {
     let nobody = api.get("/v1/tenants/nobody", ADMIN).await;
     assert_eq!(nobody.status, StatusCode::NOT_FOUND);
 }
+
+/// What schemathesis found: bodies are objects only, limits are read as the
+/// document describes them (`64.0` is an integer, `int32` ends at 2^31 - 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_are_objects_and_limits_fit_their_formats() {
+    let api = Api::new().await;
+    let as_array = api.post("/v1/tenants", ADMIN, json!(["zeta", null])).await;
+    assert_eq!(
+        (as_array.status, as_array.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+    );
+    let limits_as_array = api
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "zeta", "limits": [1, 2]}),
+        )
+        .await;
+    assert_eq!(
+        (limits_as_array.status, limits_as_array.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+    );
+    let too_many = api
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "zeta", "limits": {"concurrent_runs": 2_147_483_648_u64}}),
+        )
+        .await;
+    assert_eq!(too_many.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        too_many.body["error"]["details"][0]["path"],
+        "/limits/concurrent_runs"
+    );
+    let fraction = api
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "zeta", "limits": {"fuel": 1.5}}),
+        )
+        .await;
+    assert_eq!(fraction.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let created = api
+        .post(
+            "/v1/tenants",
+            ADMIN,
+            json!({"name": "zeta", "limits": {"memory_mb": 32.0, "fuel": 1e6}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let info = api.get("/v1/tenants/zeta", ADMIN).await;
+    assert_eq!(info.body["limits"]["memory_mb"], 32);
+    assert_eq!(info.body["limits"]["fuel"], 1_000_000);
+}

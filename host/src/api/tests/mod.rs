@@ -263,6 +263,18 @@ async fn health_ready_metrics_and_the_document_itself() {
     let doc = api.get("/v1/openapi.json", "").await;
     assert_eq!(doc.status, StatusCode::OK);
     assert_eq!(doc.body["openapi"], "3.1.0");
+    // Operation ids are unique, as Open API requires (clients and links name operations by them).
+    let mut ids: Vec<&str> = doc.body["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|operation| operation["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "duplicate operationId among {ids:?}");
     // Every route of the API is in the document.
     for path in [
         "/v1/tenants",

@@ -183,8 +183,8 @@ impl StateStore for MemoryBackend {
         Ok(admission)
     }
 
-    async fn claim(&self, task: &Task, now: Millis) -> Result<Claim, BackendError> {
-        Ok(self.claim_now(task, now))
+    async fn claim(&self, delivery: &Delivery, now: Millis) -> Result<Claim, BackendError> {
+        Ok(self.claim_now(&delivery.task, now))
     }
 
     async fn commit(

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{
-    Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Limits, NewRun, NodeInfo,
-    Outcome, Published, StateStore, StepWork, TenantRecord, VersionRecord,
+    Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Delivery, Limits, NewRun,
+    NodeInfo, Outcome, Published, StateStore, StepWork, TenantRecord, VersionRecord,
 };
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::model::{
@@ -75,6 +75,8 @@ pub struct RedisBackend {
     /// Delivery tag -> stream entry id, for acknowledgement.
     entries: Mutex<HashMap<u64, String>>,
     next_tag: AtomicU64,
+    /// (run, step, lease) of a claimed attempt -> its delivery tag.
+    receipts: Mutex<HashMap<(String, usize, u64), u64>>,
     /// Entries reclaimed from nodes that stopped, waiting to be handed out.
     reclaimed: Mutex<VecDeque<(String, Task)>>,
 }
@@ -166,6 +168,7 @@ impl RedisBackend {
             listening: AtomicBool::new(false),
             entries: Mutex::new(HashMap::new()),
             next_tag: AtomicU64::new(1),
+            receipts: Mutex::new(HashMap::new()),
             reclaimed: Mutex::new(VecDeque::new()),
         });
         backend.ensure_group().await?;
@@ -326,7 +329,8 @@ impl StateStore for RedisBackend {
         }
     }
 
-    async fn claim(&self, task: &Task, now: Millis) -> Result<Claim, BackendError> {
+    async fn claim(&self, delivery: &Delivery, now: Millis) -> Result<Claim, BackendError> {
+        let task = &delivery.task;
         let Some(spec) = self.spec(&task.run).await? else {
             return Ok(Claim::Stale);
         };
@@ -382,6 +386,11 @@ impl StateStore for RedisBackend {
             }
             Some("step") => {
                 let lease = reply.get(1).and_then(int).unwrap_or(0) as u64;
+                // The commit of this attempt acknowledges its delivery too.
+                self.receipts
+                    .lock()
+                    .unwrap()
+                    .insert((spec.id.clone(), index, lease), delivery.tag);
                 let mut deps = Vec::with_capacity(reads.len());
                 for (d, v) in reads.iter().zip(&reply[4..]) {
                     if let Some(s) = text(v).filter(|s| !s.is_empty()) {
@@ -438,6 +447,12 @@ impl StateStore for RedisBackend {
                 )
             }
         };
+        let receipt = self
+            .receipts
+            .lock()
+            .unwrap()
+            .remove(&(run.to_string(), index, lease));
+        let entry = receipt.and_then(|tag| self.entries.lock().unwrap().get(&tag).cloned());
         let reply: Vec<Value> = self
             .scripts
             .commit
@@ -455,10 +470,17 @@ impl StateStore for RedisBackend {
             .arg(due)
             .arg(self.retention_ms())
             .arg(run_error)
+            .arg(entry.as_deref().unwrap_or(""))
+            .arg(keys::GROUP)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         let applied = reply.first().and_then(int) == Some(1);
+        if reply.get(3).and_then(int) == Some(1)
+            && let Some(tag) = receipt
+        {
+            self.entries.lock().unwrap().remove(&tag);
+        }
         let retrying = reply.get(1).and_then(int) == Some(1);
         let run_ended = match reply.get(2).and_then(text).as_deref() {
             Some("failed") => Some(RunStatus::Failed),
@@ -466,7 +488,7 @@ impl StateStore for RedisBackend {
         };
         let cancelled = reply
             .iter()
-            .skip(3)
+            .skip(4)
             .filter_map(|v| int(v).map(|i| i as usize))
             .collect();
         Ok(Committed {

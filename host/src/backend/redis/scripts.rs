@@ -160,15 +160,26 @@ return out
 ///
 /// KEYS: run, steps, ready stream, delayed set, tenant's active counter
 /// ARGV: index, lease, outcome (`ok`, `retry`, `fail`), output or error JSON,
-/// logs JSON, now, due (retry), retention (ms), run error JSON (fail)
-/// Returns `{applied (0/1), retrying (0/1), run ended ('' or status), stopped steps...}`.
+/// logs JSON, now, due (retry), retention (ms), run error JSON (fail), the
+/// stream entry of the attempt's delivery ('' if unknown), group
+/// Returns `{applied (0/1), retrying (0/1), run ended ('' or status),
+/// delivery acknowledged (0/1), stopped steps...}`.
 const COMMIT: &str = r#"
 local run_key, steps, ready, delayed, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local i, lease, outcome, payload, logs, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local entry = ARGV[10]
+-- Acknowledges the delivery with the transition: the task is done.
+local function ack()
+  if entry == '' then return 0 end
+  redis.call('XACK', ready, ARGV[11], entry)
+  redis.call('XDEL', ready, entry)
+  return 1
+end
 local status = redis.call('HGET', run_key, 'status')
-if not status or terminal(status) then return {0, 0, ''} end
+if not status or terminal(status) then return {0, 0, '', ack()} end
 if redis.call('HGET', steps, 's' .. i) ~= 'running' or redis.call('HGET', steps, 'l' .. i) ~= lease then
-  return {0, 0, ''}
+  -- Superseded: the delivery may belong to another node now.
+  return {0, 0, '', 0}
 end
 local run = string.sub(run_key, 11, -6)
 local attempt = tonumber(redis.call('HGET', steps, 'a' .. i))
@@ -190,17 +201,17 @@ if outcome == 'ok' then
   if remaining == 0 then
     redis.call('XADD', ready, '*', 'r', run, 'k', 'f', 'i', 0, 'a', 0)
   end
-  return {1, 0, ''}
+  return {1, 0, '', ack()}
 elseif outcome == 'retry' then
   redis.call('HSET', steps, 's' .. i, 'queued', 'e' .. i, payload, 'g' .. i, logs)
   redis.call('ZADD', delayed, ARGV[7], run .. '|' .. i .. '|' .. (attempt + 1))
   step_event(run, steps, i, 'queued', attempt, now, payload)
-  return {1, 1, ''}
+  return {1, 1, '', ack()}
 end
 redis.call('HSET', steps, 's' .. i, 'failed', 'e' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
 step_event(run, steps, i, 'failed', attempt, now, payload)
 local stopped = end_run(run_key, steps, active, run, 'failed', now, ARGV[9], ARGV[8])
-local out = {1, 0, 'failed'}
+local out = {1, 0, 'failed', ack()}
 for _, j in ipairs(stopped) do table.insert(out, j) end
 return out
 "#;
