@@ -2,8 +2,8 @@
 # Runs every test of Weft: the example components, the SDK, the host (unit
 # and integration, against real `weft` processes and real components), and
 # schemathesis against the HTTP API's OpenAPI document.
-# Installs what the tests need and is missing; needs Rust (rustup) and Python 3
-# (with venv and pip) to start.
+# Installs what the tests need and is missing (the wasm target, redis-server,
+# schemathesis); needs Rust (rustup) and Python 3 (with venv and pip) to start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,13 @@ if command -v rustup >/dev/null 2>&1; then
     || rustup target add wasm32-wasip2
 fi
 
+# The Redis backend's tests start their own redis-server processes.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "==> installing redis-server"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+fi
+
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
@@ -22,6 +29,11 @@ cargo test --manifest-path components/Cargo.toml --locked --workspace --quiet 2>
 
 echo "==> host and SDK tests"
 cargo test --workspace --locked 2>&1 | tee -a "$log"
+
+# The integration suites again, with runs kept in Redis (a redis-server per
+# test) instead of the embedded backend.
+echo "==> integration suites on the Redis backend"
+WEFT_TEST_BACKEND=redis cargo test -p weft --locked --test exec --test api 2>&1 | tee -a "$log"
 
 # The HTTP API against its own OpenAPI document: no 5xx, no answer the document
 # does not describe. Installs schemathesis into target/ on first use.
