@@ -19,7 +19,7 @@ use crate::scheduler::clock::Millis;
 use crate::scheduler::model::{RunError, RunSpec, RunStatus, RunView, StepDefaults, Task};
 
 /// A backend could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     /// The backend cannot be reached right now; the operation may be retried.
     #[error("backend unavailable: {0}")]

@@ -3,6 +3,7 @@
 //! retries wait in a sorted set until due. Every transition of a run is one
 //! Lua script (`scripts.rs`).
 
+mod batch;
 mod keys;
 mod queue;
 mod registry;
@@ -61,6 +62,8 @@ impl RedisConfig {
 /// The shared backend of a cluster of nodes.
 pub struct RedisBackend {
     conn: ConnectionManager,
+    claims: batch::Batcher<ClaimRequest, Vec<Value>>,
+    commits: batch::Batcher<CommitRequest, Vec<Value>>,
     /// A connection of its own for blocking stream reads, which would stall
     /// every other command on a shared connection.
     reader: tokio::sync::Mutex<ConnectionManager>,
@@ -79,6 +82,104 @@ pub struct RedisBackend {
     receipts: Mutex<HashMap<(String, usize, u64), u64>>,
     /// Entries reclaimed from nodes that stopped, waiting to be handed out.
     reclaimed: Mutex<VecDeque<(String, Task)>>,
+}
+
+/// One claim of a batch.
+struct ClaimRequest {
+    run: String,
+    kind: &'static str,
+    index: usize,
+    attempt: u32,
+    now: Millis,
+    reads: Vec<usize>,
+}
+
+/// One commit of a batch.
+struct CommitRequest {
+    run: String,
+    tenant: String,
+    index: usize,
+    lease: u64,
+    kind: &'static str,
+    payload: String,
+    logs: String,
+    now: Millis,
+    due: Millis,
+    run_error: String,
+    entry: String,
+}
+
+/// Most requests in one script call.
+const BATCH: usize = 256;
+
+fn claim_batcher(
+    conn: ConnectionManager,
+    script: redis::Script,
+) -> batch::Batcher<ClaimRequest, Vec<Value>> {
+    batch::Batcher::new(BATCH, move |requests: Vec<ClaimRequest>| {
+        let mut conn = conn.clone();
+        let script = script.clone();
+        async move {
+            let now = requests.iter().map(|r| r.now).max().unwrap_or(0);
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(now).arg(requests.len());
+            for r in &requests {
+                invocation
+                    .key(keys::run(&r.run))
+                    .key(keys::steps(&r.run))
+                    .arg(r.kind)
+                    .arg(r.index)
+                    .arg(r.attempt)
+                    .arg(r.reads.len());
+                for d in &r.reads {
+                    invocation.arg(*d);
+                }
+            }
+            invocation
+                .invoke_async::<Vec<Vec<Value>>>(&mut conn)
+                .await
+                .map_err(unavailable)
+        }
+    })
+}
+
+fn commit_batcher(
+    conn: ConnectionManager,
+    script: redis::Script,
+    retention_ms: u64,
+) -> batch::Batcher<CommitRequest, Vec<Value>> {
+    batch::Batcher::new(BATCH, move |requests: Vec<CommitRequest>| {
+        let mut conn = conn.clone();
+        let script = script.clone();
+        async move {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(keys::READY)
+                .key(keys::DELAYED)
+                .arg(keys::GROUP)
+                .arg(requests.len());
+            for r in &requests {
+                invocation
+                    .key(keys::run(&r.run))
+                    .key(keys::steps(&r.run))
+                    .key(keys::active(&r.tenant))
+                    .arg(r.index)
+                    .arg(r.lease)
+                    .arg(r.kind)
+                    .arg(&r.payload)
+                    .arg(&r.logs)
+                    .arg(r.now)
+                    .arg(r.due)
+                    .arg(retention_ms)
+                    .arg(&r.run_error)
+                    .arg(&r.entry);
+            }
+            invocation
+                .invoke_async::<Vec<Vec<Value>>>(&mut conn)
+                .await
+                .map_err(unavailable)
+        }
+    })
 }
 
 /// What the run hash keeps of a spec.
@@ -156,11 +257,15 @@ impl RedisBackend {
             .await
             .map_err(unavailable)?;
         let (events, _) = broadcast::channel(4096);
+        let scripts = scripts::Scripts::new();
+        let retention_ms = config.retention.as_millis() as u64;
         let backend = Arc::new(Self {
+            claims: claim_batcher(conn.clone(), scripts.claim.clone()),
+            commits: commit_batcher(conn.clone(), scripts.commit.clone(), retention_ms),
             conn,
             reader: tokio::sync::Mutex::new(reader),
             client,
-            scripts: scripts::Scripts::new(),
+            scripts,
             config,
             clock,
             specs: Mutex::new(lru::LruCache::new(NonZeroUsize::new(4096).unwrap())),
@@ -356,22 +461,17 @@ impl StateStore for RedisBackend {
         } else {
             Vec::new()
         };
-        let mut invocation = self.scripts.claim.prepare_invoke();
-        invocation
-            .key(keys::run(&spec.id))
-            .key(keys::steps(&spec.id))
-            .arg(kind)
-            .arg(index)
-            .arg(attempt)
-            .arg(now)
-            .arg("0");
-        for d in &reads {
-            invocation.arg(*d);
-        }
-        let reply: Vec<Value> = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply = self
+            .claims
+            .call(ClaimRequest {
+                run: spec.id.clone(),
+                kind,
+                index,
+                attempt,
+                now,
+                reads: reads.clone(),
+            })
+            .await?;
         match reply.first().and_then(text).as_deref() {
             Some("stale") => Ok(Claim::Stale),
             Some("finalize") => {
@@ -453,28 +553,22 @@ impl StateStore for RedisBackend {
             .unwrap()
             .remove(&(run.to_string(), index, lease));
         let entry = receipt.and_then(|tag| self.entries.lock().unwrap().get(&tag).cloned());
-        let reply: Vec<Value> = self
-            .scripts
-            .commit
-            .key(keys::run(run))
-            .key(keys::steps(run))
-            .key(keys::READY)
-            .key(keys::DELAYED)
-            .key(keys::active(&spec.tenant))
-            .arg(index)
-            .arg(lease)
-            .arg(kind)
-            .arg(payload)
-            .arg(serde_json::to_string(&logs).expect("JSON"))
-            .arg(now)
-            .arg(due)
-            .arg(self.retention_ms())
-            .arg(run_error)
-            .arg(entry.as_deref().unwrap_or(""))
-            .arg(keys::GROUP)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+        let reply = self
+            .commits
+            .call(CommitRequest {
+                run: run.to_string(),
+                tenant: spec.tenant.clone(),
+                index,
+                lease,
+                kind,
+                payload,
+                logs: serde_json::to_string(&logs).expect("JSON"),
+                now,
+                due,
+                run_error,
+                entry: entry.unwrap_or_default(),
+            })
+            .await?;
         let applied = reply.first().and_then(int) == Some(1);
         if reply.get(3).and_then(int) == Some(1)
             && let Some(tag) = receipt

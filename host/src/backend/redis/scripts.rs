@@ -107,113 +107,137 @@ end
 return {'created'}
 "#;
 
-/// Claims a task: checks it is current, marks the step running with a new
-/// lease, and returns what the attempt needs.
+/// Claims tasks: for each, checks it is current, marks the step running with
+/// a new lease, and returns what the attempt needs. Many claims go in one call.
 ///
-/// KEYS: run, steps
-/// ARGV: kind (`s` or `f`), index, attempt, now, want spec (0/1), then the
-/// indexes of the steps whose outputs the step reads
-/// Returns `{'stale'}`, `{'step', lease, spec or '', started run (0/1), outputs...}`
-/// or `{'finalize', spec or '', outputs of every step...}`.
+/// KEYS: run and steps of each claim
+/// ARGV: now, claim count, then per claim: kind (`s` or `f`), index, attempt,
+/// count of reads, the indexes of the steps whose outputs the step reads
+/// Returns per claim `{'stale'}`, `{'step', lease, '', started run (0/1),
+/// outputs...}` or `{'finalize', '', outputs of every step...}`.
 const CLAIM: &str = r#"
-local run_key, steps = KEYS[1], KEYS[2]
-local kind, i, attempt, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local status = redis.call('HGET', run_key, 'status')
-if not status or terminal(status) then return {'stale'} end
-local spec = ''
-if ARGV[5] == '1' then spec = redis.call('HGET', run_key, 'spec') end
-local run = string.sub(run_key, 11, -6)
-if kind == 'f' then
-  if redis.call('HGET', run_key, 'remaining') ~= '0' then return {'stale'} end
-  local n = tonumber(redis.call('HGET', run_key, 'n'))
-  local out = {'finalize', spec}
-  for j = 0, n - 1 do
-    table.insert(out, redis.call('HGET', steps, 'o' .. j) or '')
+local function claim_one(run_key, steps, kind, i, attempt, now, reads)
+  local status = redis.call('HGET', run_key, 'status')
+  if not status or terminal(status) then return {'stale'} end
+  local run = string.sub(run_key, 11, -6)
+  if kind == 'f' then
+    if redis.call('HGET', run_key, 'remaining') ~= '0' then return {'stale'} end
+    local n = tonumber(redis.call('HGET', run_key, 'n'))
+    local out = {'finalize', ''}
+    for j = 0, n - 1 do
+      table.insert(out, redis.call('HGET', steps, 'o' .. j) or '')
+    end
+    return out
+  end
+  local sa = redis.call('HMGET', steps, 's' .. i, 'a' .. i)
+  local s, a = sa[1], tonumber(sa[2])
+  if s == 'queued' and attempt == a + 1 then
+    redis.call('HSET', steps, 's' .. i, 'running', 'a' .. i, attempt)
+    redis.call('HSETNX', steps, 't' .. i, now)
+  elseif not (s == 'running' and attempt == a) then
+    return {'stale'}
+  end
+  local lease = redis.call('HINCRBY', run_key, 'leases', 1)
+  redis.call('HSET', steps, 'l' .. i, lease, 'r' .. i, now)
+  local started = 0
+  if status == 'queued' then
+    redis.call('HSET', run_key, 'status', 'running', 'started_at', now)
+    run_event(run, 'running', now)
+    started = 1
+  end
+  step_event(run, steps, i, 'running', attempt, now, nil)
+  local out = {'step', lease, '', started}
+  for _, d in ipairs(reads) do
+    table.insert(out, redis.call('HGET', steps, 'o' .. d) or '')
   end
   return out
 end
-local s = redis.call('HGET', steps, 's' .. i)
-local a = tonumber(redis.call('HGET', steps, 'a' .. i))
-if s == 'queued' and attempt == a + 1 then
-  redis.call('HSET', steps, 's' .. i, 'running', 'a' .. i, attempt)
-  redis.call('HSETNX', steps, 't' .. i, now)
-elseif not (s == 'running' and attempt == a) then
-  return {'stale'}
+
+local now, count, pos = ARGV[1], tonumber(ARGV[2]), 3
+local results = {}
+for c = 1, count do
+  local nreads = tonumber(ARGV[pos + 3])
+  local reads = {}
+  for r = 1, nreads do reads[r] = ARGV[pos + 3 + r] end
+  results[c] = claim_one(KEYS[2 * c - 1], KEYS[2 * c], ARGV[pos], ARGV[pos + 1],
+    tonumber(ARGV[pos + 2]), now, reads)
+  pos = pos + 4 + nreads
 end
-local lease = redis.call('HINCRBY', run_key, 'leases', 1)
-redis.call('HSET', steps, 'l' .. i, lease, 'r' .. i, now)
-local started = 0
-if status == 'queued' then
-  redis.call('HSET', run_key, 'status', 'running', 'started_at', now)
-  run_event(run, 'running', now)
-  started = 1
-end
-step_event(run, steps, i, 'running', attempt, now, nil)
-local out = {'step', lease, spec, started}
-for k = 6, #ARGV do
-  table.insert(out, redis.call('HGET', steps, 'o' .. ARGV[k]) or '')
-end
-return out
+return results
 "#;
 
-/// Records the outcome of an attempt holding a lease.
+/// Records outcomes of attempts holding a lease. Many commits go in one call.
 ///
-/// KEYS: run, steps, ready stream, delayed set, tenant's active counter
-/// ARGV: index, lease, outcome (`ok`, `retry`, `fail`), output or error JSON,
-/// logs JSON, now, due (retry), retention (ms), run error JSON (fail), the
-/// stream entry of the attempt's delivery ('' if unknown), group
-/// Returns `{applied (0/1), retrying (0/1), run ended ('' or status),
-/// delivery acknowledged (0/1), stopped steps...}`.
+/// KEYS: ready stream, delayed set, then run, steps and the tenant's active
+/// counter of each commit
+/// ARGV: group, commit count, then per commit: index, lease, outcome (`ok`,
+/// `retry`, `fail`), output or error JSON, logs JSON, now, due (retry),
+/// retention (ms), run error JSON (fail), the stream entry of the attempt's
+/// delivery ('' if unknown)
+/// Returns per commit `{applied (0/1), retrying (0/1), run ended ('' or
+/// status), delivery acknowledged (0/1), stopped steps...}`.
 const COMMIT: &str = r#"
-local run_key, steps, ready, delayed, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local i, lease, outcome, payload, logs, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local entry = ARGV[10]
--- Acknowledges the delivery with the transition: the task is done.
-local function ack()
-  if entry == '' then return 0 end
-  redis.call('XACK', ready, ARGV[11], entry)
-  redis.call('XDEL', ready, entry)
-  return 1
-end
-local status = redis.call('HGET', run_key, 'status')
-if not status or terminal(status) then return {0, 0, '', ack()} end
-if redis.call('HGET', steps, 's' .. i) ~= 'running' or redis.call('HGET', steps, 'l' .. i) ~= lease then
-  -- Superseded: the delivery may belong to another node now.
-  return {0, 0, '', 0}
-end
-local run = string.sub(run_key, 11, -6)
-local attempt = tonumber(redis.call('HGET', steps, 'a' .. i))
-if outcome == 'ok' then
-  redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
-  redis.call('HDEL', steps, 'e' .. i)
-  redis.call('HINCRBY', steps, 'c' .. i, 1)
-  step_event(run, steps, i, 'succeeded', attempt, now, nil)
-  local remaining = redis.call('HINCRBY', run_key, 'remaining', -1)
-  local dependents = redis.call('HGET', steps, 'd' .. i)
-  for d in string.gmatch(dependents, '[^,]+') do
-    local waiting = redis.call('HINCRBY', steps, 'w' .. d, -1)
-    if waiting == 0 and redis.call('HGET', steps, 's' .. d) == 'pending' then
-      redis.call('HSET', steps, 's' .. d, 'queued')
-      redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', d, 'a', 1)
-      step_event(run, steps, d, 'queued', 0, now, nil)
+local ready, delayed, group = KEYS[1], KEYS[2], ARGV[1]
+
+local function commit_one(run_key, steps, active, i, lease, outcome, payload, logs, now, due, retention, run_error, entry)
+  -- Acknowledges the delivery with the transition: the task is done.
+  local function ack()
+    if entry == '' then return 0 end
+    redis.call('XACK', ready, group, entry)
+    redis.call('XDEL', ready, entry)
+    return 1
+  end
+  local status = redis.call('HGET', run_key, 'status')
+  if not status or terminal(status) then return {0, 0, '', ack()} end
+  local sl = redis.call('HMGET', steps, 's' .. i, 'l' .. i, 'a' .. i, 'd' .. i)
+  if sl[1] ~= 'running' or sl[2] ~= lease then
+    -- Superseded: the delivery may belong to another node now.
+    return {0, 0, '', 0}
+  end
+  local run = string.sub(run_key, 11, -6)
+  local attempt = tonumber(sl[3])
+  if outcome == 'ok' then
+    redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
+    redis.call('HDEL', steps, 'e' .. i)
+    redis.call('HINCRBY', steps, 'c' .. i, 1)
+    step_event(run, steps, i, 'succeeded', attempt, now, nil)
+    local remaining = redis.call('HINCRBY', run_key, 'remaining', -1)
+    for d in string.gmatch(sl[4], '[^,]+') do
+      local waiting = redis.call('HINCRBY', steps, 'w' .. d, -1)
+      if waiting == 0 and redis.call('HGET', steps, 's' .. d) == 'pending' then
+        redis.call('HSET', steps, 's' .. d, 'queued')
+        redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', d, 'a', 1)
+        step_event(run, steps, d, 'queued', 0, now, nil)
+      end
     end
+    if remaining == 0 then
+      redis.call('XADD', ready, '*', 'r', run, 'k', 'f', 'i', 0, 'a', 0)
+    end
+    return {1, 0, '', ack()}
+  elseif outcome == 'retry' then
+    redis.call('HSET', steps, 's' .. i, 'queued', 'e' .. i, payload, 'g' .. i, logs)
+    redis.call('ZADD', delayed, due, run .. '|' .. i .. '|' .. (attempt + 1))
+    step_event(run, steps, i, 'queued', attempt, now, payload)
+    return {1, 1, '', ack()}
   end
-  if remaining == 0 then
-    redis.call('XADD', ready, '*', 'r', run, 'k', 'f', 'i', 0, 'a', 0)
-  end
-  return {1, 0, '', ack()}
-elseif outcome == 'retry' then
-  redis.call('HSET', steps, 's' .. i, 'queued', 'e' .. i, payload, 'g' .. i, logs)
-  redis.call('ZADD', delayed, ARGV[7], run .. '|' .. i .. '|' .. (attempt + 1))
-  step_event(run, steps, i, 'queued', attempt, now, payload)
-  return {1, 1, '', ack()}
+  redis.call('HSET', steps, 's' .. i, 'failed', 'e' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
+  step_event(run, steps, i, 'failed', attempt, now, payload)
+  local stopped = end_run(run_key, steps, active, run, 'failed', now, run_error, retention)
+  local out = {1, 0, 'failed', ack()}
+  for _, j in ipairs(stopped) do table.insert(out, j) end
+  return out
 end
-redis.call('HSET', steps, 's' .. i, 'failed', 'e' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
-step_event(run, steps, i, 'failed', attempt, now, payload)
-local stopped = end_run(run_key, steps, active, run, 'failed', now, ARGV[9], ARGV[8])
-local out = {1, 0, 'failed', ack()}
-for _, j in ipairs(stopped) do table.insert(out, j) end
-return out
+
+local count, pos = tonumber(ARGV[2]), 3
+local results = {}
+for c = 1, count do
+  local k = 3 * c
+  results[c] = commit_one(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[pos], ARGV[pos + 1],
+    ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4], ARGV[pos + 5], ARGV[pos + 6],
+    ARGV[pos + 7], ARGV[pos + 8], ARGV[pos + 9])
+  pos = pos + 10
+end
+return results
 "#;
 
 /// Ends a run whose steps all succeeded.
