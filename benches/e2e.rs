@@ -25,7 +25,9 @@
 //! `weft-2-workers`, `celery`, `restate` (default: all). Environment:
 //! `WEFT_E2E_FANOUT` (5000), `WEFT_E2E_CHAIN` (500), `WEFT_E2E_RUNS` (3),
 //! `WEFT_E2E_WAIT` (`events`, `poll` = every 5 ms, `poll:<ms>`),
-//! `WEFT_PEERS_DIR` (default `../shared/peers` beside the repository).
+//! `WEFT_PEERS_DIR` (default `../shared/peers` beside the repository),
+//! `WEFT_E2E_IDLE_WAIT` (900: seconds to wait, before each part, for other
+//! benchmarks on the machine to end; builds and tests are only noted).
 
 #[path = "e2e/client.rs"]
 mod client;
@@ -63,6 +65,7 @@ fn main() -> Result<()> {
         settings.runs,
         settings.wait.describe()
     );
+    println!("source: {}", source_state());
 
     let mut wefts = Vec::new();
     for topology in [Topology::OneNode, Topology::TwoWorkers] {
@@ -73,16 +76,22 @@ fn main() -> Result<()> {
     let mut others = Vec::new();
     for name in ["restate", "celery"] {
         if settings.selected(name) {
-            note_other_work(name);
+            let state = machine_state(name, &settings);
             let (peer, busy) = machine::busy_during(|| {
                 peers::run(&settings.peers, name, settings.fanout, settings.chain)
             });
-            let peer = peer?;
-            println!(
-                "\n{name}: busy CPU of the whole machine during its bench.sh (set-up included): {:.1} s",
-                busy.as_secs_f64()
-            );
-            others.push(peer);
+            // A peer that cannot run leaves its columns empty, not the table.
+            match peer {
+                Ok(mut peer) => {
+                    peer.machine = format!(
+                        "{state}; busy CPU during its bench.sh (set-up included) {:.1} s",
+                        busy.as_secs_f64()
+                    );
+                    println!("[{name}] machine: {}", peer.machine);
+                    others.push(peer);
+                }
+                Err(e) => println!("[{name}] not measured: {e:#}"),
+            }
         }
     }
 
@@ -102,6 +111,7 @@ struct Settings {
     runs: usize,
     wait: Wait,
     peers: PathBuf,
+    idle_wait: Duration,
     filters: Vec<String>,
 }
 
@@ -127,6 +137,7 @@ impl Settings {
             runs: var("WEFT_E2E_RUNS", 3)?,
             wait: Wait::parse(&var("WEFT_E2E_WAIT", "events".to_string())?)?,
             peers,
+            idle_wait: Duration::from_secs(var("WEFT_E2E_IDLE_WAIT", 900)?),
             filters: std::env::args()
                 .skip(1)
                 .filter(|a| !a.starts_with('-'))
@@ -184,6 +195,8 @@ fn median(xs: &[f64]) -> f64 {
 /// The measurements of one topology.
 pub struct Weft {
     pub topology: Topology,
+    /// The state of the machine when the topology was measured.
+    pub machine: String,
     pub fanout: Figures,
     pub chain: Figures,
     /// Per measured run, in order.
@@ -191,27 +204,44 @@ pub struct Weft {
     pub chain_usage: Vec<Usage>,
 }
 
-fn note_other_work(part: &str) {
-    let others = machine::other_work();
-    if others.is_empty() {
-        println!(
-            "\n[{part}] no other work seen on the machine (load average {:.2})",
-            machine::load_average()
-        );
-    } else {
-        println!(
-            "\n[{part}] other work on the machine (load average {:.2}):",
-            machine::load_average()
-        );
-        for p in others {
+/// Waits (up to `WEFT_E2E_IDLE_WAIT` seconds) while other benchmarks run,
+/// then describes the machine: load average and the builds or tests running.
+fn machine_state(part: &str, settings: &Settings) -> String {
+    let deadline = std::time::Instant::now() + settings.idle_wait;
+    let mut others = machine::other_work();
+    while !others.benchmarks.is_empty() && std::time::Instant::now() < deadline {
+        println!("\n[{part}] waiting for other benchmarks to end:");
+        for p in &others.benchmarks {
             println!("  {p}");
         }
+        std::thread::sleep(Duration::from_secs(15));
+        others = machine::other_work();
     }
+    let mut state = format!("load average {:.2}", machine::load_average());
+    if !others.benchmarks.is_empty() {
+        state.push_str(&format!(
+            "; still {} other benchmark process(es) after waiting",
+            others.benchmarks.len()
+        ));
+    }
+    if others.builds.is_empty() {
+        state.push_str("; no builds or tests running");
+    } else {
+        state.push_str(&format!(
+            "; {} build/test process(es) running",
+            others.builds.len()
+        ));
+    }
+    println!("\n[{part}] machine: {state}");
+    for p in others.benchmarks.iter().chain(&others.builds) {
+        println!("  {p}");
+    }
+    state
 }
 
 fn measure(rt: &tokio::runtime::Runtime, topology: Topology, settings: &Settings) -> Result<Weft> {
     let part = topology.name();
-    note_other_work(part);
+    let machine = machine_state(part, settings);
     let admin = format!("{:032x}", rand::random::<u128>());
     let cluster = Cluster::start(topology, &admin)?;
     let client = Client::new(&cluster.api, &cluster.key)?;
@@ -249,7 +279,8 @@ fn measure(rt: &tokio::runtime::Runtime, topology: Topology, settings: &Settings
             let after = Snapshot::take(&cluster);
             let info = usage::read_stats(&mut conn)?;
             let server = rt.block_on(client.check(&id, steps))?;
-            let usage = Usage::between(&cluster, &before, &after, &info);
+            let mut usage = Usage::between(&cluster, &before, &after, &info);
+            usage.server = server;
             let seconds = elapsed.as_secs_f64();
             let rate = match shape {
                 Shape::FanOut => format!("{:.0} steps/s", steps as f64 / seconds),
@@ -272,11 +303,34 @@ fn measure(rt: &tokio::runtime::Runtime, topology: Topology, settings: &Settings
     let (chain, chain_usage) = measure_shape(Shape::Chain, settings.chain)?;
     Ok(Weft {
         topology,
+        machine,
         fanout,
         chain,
         fanout_usage,
         chain_usage,
     })
+}
+
+/// The commit measured and the files changed in the working tree, which
+/// other people may be editing while this runs.
+fn source_state() -> String {
+    let git = |args: &[&str]| -> String {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]);
+    let changed = git(&["status", "--short", "--untracked-files=no"]);
+    let changed: Vec<&str> = changed.lines().map(str::trim).collect();
+    if changed.is_empty() {
+        format!("commit {commit}, clean")
+    } else {
+        format!("commit {commit} with changes: {}", changed.join(", "))
+    }
 }
 
 /// `Duration` in seconds with two decimals.

@@ -62,26 +62,24 @@ pub fn load_average() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// What the benchmark should not share the machine with.
-const OTHER_WORK: &[&str] = &[
-    "cargo",
-    "rustc",
-    "bench.sh",
-    "/deps/",
-    "weft serve",
-    "redis-server",
-    "restate-server",
-    "celery",
-];
+/// Work on the machine that is not this benchmark's.
+#[derive(Default)]
+pub struct OtherWork {
+    /// Other benchmarks (and servers they start): measuring beside them
+    /// would disturb both.
+    pub benchmarks: Vec<String>,
+    /// Builds and test suites: noted with the figures.
+    pub builds: Vec<String>,
+}
 
 /// Processes outside this benchmark's own tree (its ancestors and
-/// descendants) whose program or first argument names other work: `pid
-/// command`, at most 100 characters of it. Idle `redis-server`s of other
-/// suites are left out.
-pub fn other_work() -> Vec<String> {
+/// descendants), by their first two command-line words: `pid command`, at
+/// most 100 characters of it. Idle `redis-server`s of other suites are left
+/// out.
+pub fn other_work() -> OtherWork {
     let me = std::process::id();
     let ancestors = ancestors(me);
-    let mut found = Vec::new();
+    let mut found = OtherWork::default();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return found;
     };
@@ -101,12 +99,26 @@ pub fn other_work() -> Vec<String> {
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let cmdline = cmdline.trim();
-        let head: String = cmdline.split(' ').take(2).collect::<Vec<_>>().join(" ");
-        if OTHER_WORK.iter().any(|w| head.contains(w)) {
-            found.push(format!(
-                "{pid} {}",
-                cmdline.chars().take(100).collect::<String>()
-            ));
+        let words: Vec<&str> = cmdline.split(' ').collect();
+        let head = words[..words.len().min(4)].join(" ");
+        let shown = format!("{pid} {}", cmdline.chars().take(100).collect::<String>());
+        let benchmark = (head.contains("cargo bench") && !cmdline.contains("--no-run"))
+            || [
+                "bench.sh",
+                "target/release/deps/",
+                "weft serve",
+                "restate-server",
+                "celery",
+            ]
+            .iter()
+            .any(|w| head.contains(w));
+        if benchmark {
+            found.benchmarks.push(shown);
+        } else if ["cargo", "rustc", "target/debug/deps/"]
+            .iter()
+            .any(|w| head.contains(w))
+        {
+            found.builds.push(shown);
         }
     }
     found

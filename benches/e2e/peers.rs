@@ -17,6 +17,8 @@ pub struct Peer {
     pub name: &'static str,
     pub fanout: Figures,
     pub chain: Figures,
+    /// The state of the machine when it ran.
+    pub machine: String,
 }
 
 /// Runs `<dir>/<name>/bench.sh`; its stderr passes through, prefixed.
@@ -85,6 +87,7 @@ pub fn run(dir: &Path, name: &'static str, fanout: usize, chain: usize) -> Resul
         name,
         fanout: figures(Shape::FanOut)?,
         chain: figures(Shape::Chain)?,
+        machine: String::new(),
     })
 }
 

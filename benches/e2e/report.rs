@@ -56,14 +56,21 @@ pub fn runs(wefts: &[Weft], peers: &[Peer]) {
         row(peer.name, Shape::FanOut, &peer.fanout);
         row(peer.name, Shape::Chain, &peer.chain);
     }
+    println!();
+    for weft in wefts {
+        println!("- {}: {}", label(weft.topology), weft.machine);
+    }
+    for peer in peers {
+        println!("- {}: {}", peer.name, peer.machine);
+    }
 }
 
 /// CPU seconds and Redis commands of each measured Weft run.
 pub fn usage(wefts: &[Weft]) {
     println!(
-        "| system | scenario | run | wall s | redis-server CPU s | weft CPU s | client CPU s | rest of machine CPU s | Redis calls/step | of which scripts |"
+        "| system | scenario | run | wall s | server s | redis-server CPU s | weft CPU s | client CPU s | rest of machine CPU s | Redis calls/step | of which scripts |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for weft in wefts {
         for (shape, figures, usages) in [
             (Shape::FanOut, &weft.fanout, &weft.fanout_usage),
@@ -71,10 +78,11 @@ pub fn usage(wefts: &[Weft]) {
         ] {
             for (i, (seconds, usage)) in figures.runs.iter().zip(usages).enumerate() {
                 println!(
-                    "| {} | {} | {} | {seconds:.3} | {} | {} | {} | {} | {:.2} | {:.2} |",
+                    "| {} | {} | {} | {seconds:.3} | {:.3} | {} | {} | {} | {} | {:.2} | {:.2} |",
                     label(weft.topology),
                     shape.name(),
                     i + 1,
+                    usage.server.as_secs_f64(),
                     secs(usage.redis),
                     secs(usage.weft()),
                     secs(usage.client),

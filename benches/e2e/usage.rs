@@ -29,6 +29,8 @@ impl Snapshot {
 
 /// What one measured run cost.
 pub struct Usage {
+    /// `finished_at - created_at` of the run, as the server recorded them.
+    pub server: Duration,
     pub redis: Duration,
     /// Per node, in the order the cluster started them, with its role.
     pub nodes: Vec<(&'static str, Duration)>,
@@ -55,6 +57,7 @@ impl Usage {
             .saturating_sub(before.machine)
             .saturating_sub(ours);
         Self {
+            server: Duration::ZERO,
             redis,
             nodes,
             client,

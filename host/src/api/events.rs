@@ -19,6 +19,9 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::scheduler::model::{RunEvent, RunStatus, RunView, StepStatus};
 
+/// How often a stream with no news re-reads its run.
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// Follow a run: its current state, then one event per change until it ends.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", operation_id = "follow_run",
     params(("id" = String, Path, description = "Run id")),
@@ -50,6 +53,12 @@ pub async fn stream(
         steps: HashMap::new(),
         status: None,
         done: false,
+        recheck: {
+            let mut every = tokio::time::interval(RECHECK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.reset();
+            every
+        },
         _open: OpenStream::new(),
     };
     follow.catch_up(&view);
@@ -136,6 +145,7 @@ struct Follow {
     status: Option<RunStatus>,
     /// The run has ended (or is gone): send what is pending, then stop.
     done: bool,
+    recheck: tokio::time::Interval,
     _open: OpenStream,
 }
 
@@ -149,11 +159,26 @@ impl Follow {
                 return None;
             }
             let received = tokio::select! {
-                r = self.events.recv() => r,
+                r = self.events.recv() => Some(r),
                 _ = self.state.shutdown.cancelled() => return None,
+                // A change the event channel did not bring (a node that just
+                // subscribed, a reconnect) is seen here within a second.
+                _ = self.recheck.tick() => None,
+            };
+            let Some(received) = received else {
+                match self.state.store().run(&self.tenant, &self.run).await {
+                    Ok(Some(view)) => self.catch_up(&view),
+                    Ok(None) => self.done = true,
+                    Err(_) => {}
+                }
+                continue;
             };
             match received {
-                Ok(event) if event.run_id() == self.run => self.offer(event),
+                Ok(event) if event.run_id() == self.run => {
+                    // News of this run: no need to re-read it for a while.
+                    self.recheck.reset();
+                    self.offer(event)
+                }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {
                     // Events were dropped: tell the client what changed meanwhile.

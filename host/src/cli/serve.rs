@@ -204,6 +204,11 @@ async fn run(args: ServeArgs) -> Result<(), String> {
 
     let stopping = shutdown.clone();
     let ending = state.shutdown.clone();
+    // Small answers (an event, a 202) go out at once instead of waiting for
+    // the client's delayed acknowledgement.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         stopping.cancelled().await;
         ending.cancel();

@@ -73,6 +73,7 @@ pub struct RedisBackend {
     clock: Arc<dyn Clock>,
     /// Specs are immutable: each node parses a run's spec once.
     specs: Mutex<lru::LruCache<String, Arc<RunSpec>>>,
+    loading_specs: tokio::sync::Mutex<()>,
     events: broadcast::Sender<RunEvent>,
     listening: AtomicBool,
     /// Delivery tag -> stream entry id, for acknowledgement.
@@ -269,6 +270,7 @@ impl RedisBackend {
             config,
             clock,
             specs: Mutex::new(lru::LruCache::new(NonZeroUsize::new(4096).unwrap())),
+            loading_specs: tokio::sync::Mutex::new(()),
             events,
             listening: AtomicBool::new(false),
             entries: Mutex::new(HashMap::new()),
@@ -294,6 +296,12 @@ impl RedisBackend {
 
     /// The spec of a run, from this node's cache or from Redis.
     async fn spec(&self, run: &str) -> Result<Option<Arc<RunSpec>>, BackendError> {
+        if let Some(spec) = self.specs.lock().unwrap().get(run) {
+            return Ok(Some(spec.clone()));
+        }
+        // One parse per run: the claims of a batch for a run this node has not
+        // seen would otherwise each parse the same (possibly large) document.
+        let _one_at_a_time = self.loading_specs.lock().await;
         if let Some(spec) = self.specs.lock().unwrap().get(run) {
             return Ok(Some(spec.clone()));
         }
@@ -368,6 +376,12 @@ impl StateStore for RedisBackend {
 
     async fn create_run(&self, new: NewRun) -> Result<Admission, BackendError> {
         let spec = &new.spec;
+        // Cached before the script runs: its first task may reach this node's
+        // worker before the script's answer reaches this call.
+        self.specs
+            .lock()
+            .unwrap()
+            .put(spec.id.clone(), new.spec.clone());
         let mut invocation = self.scripts.create.prepare_invoke();
         invocation
             .key(keys::run(&spec.id))
@@ -408,14 +422,9 @@ impl StateStore for RedisBackend {
             .await
             .map_err(unavailable)?;
         match reply.first().and_then(text).as_deref() {
-            Some("created") => {
-                self.specs
-                    .lock()
-                    .unwrap()
-                    .put(spec.id.clone(), new.spec.clone());
-                Ok(Admission::Created)
-            }
+            Some("created") => Ok(Admission::Created),
             Some("existing") => {
+                self.specs.lock().unwrap().pop(&spec.id);
                 let seen = reply.get(1).and_then(text).unwrap_or_default();
                 let (fingerprint, run) = seen.split_once(' ').unwrap_or(("", &seen));
                 let same = new
@@ -427,9 +436,12 @@ impl StateStore for RedisBackend {
                     same_request: same,
                 })
             }
-            Some("limit") => Ok(Admission::AtLimit {
-                active: reply.get(1).and_then(int).unwrap_or(0) as u32,
-            }),
+            Some("limit") => {
+                self.specs.lock().unwrap().pop(&spec.id);
+                Ok(Admission::AtLimit {
+                    active: reply.get(1).and_then(int).unwrap_or(0) as u32,
+                })
+            }
             _ => Err(corrupt(format!("create: unexpected reply {reply:?}"))),
         }
     }
