@@ -66,8 +66,7 @@ fn the_readme_walk_through_works_as_written() {
     }
     let last_event = stdout
         .lines()
-        .filter(|l| l.starts_with("data: "))
-        .last()
+        .rfind(|l| l.starts_with("data: "))
         .expect("events");
     let last_event: Value = serde_json::from_str(&last_event["data: ".len()..]).unwrap();
     assert_eq!(last_event["type"], "run");
