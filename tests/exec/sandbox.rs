@@ -34,7 +34,13 @@ fn step_ms(step: &Value) -> u128 {
 
 #[test]
 fn an_infinite_loop_times_out_at_its_deadline() {
-    let (code, step) = one_step("spin", json!({}), json!({ "timeout_ms": 500 }));
+    // Fuel for far longer than the deadline, so that only the deadline can
+    // stop it even on a machine too busy to tick epochs on time.
+    let (code, step) = one_step(
+        "spin",
+        json!({}),
+        json!({ "timeout_ms": 500, "limits": { "fuel": 1_000_000_000_000u64 } }),
+    );
     assert_eq!(code, 1);
     assert_fails_with(&step, "timeout");
     assert!(
