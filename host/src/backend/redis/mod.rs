@@ -7,8 +7,13 @@ mod batch;
 mod keys;
 mod queue;
 mod registry;
+mod requests;
 mod scripts;
+mod spec;
 mod view;
+
+use requests::{ClaimRequest, CommitRequest, claim_batcher, commit_batcher};
+use spec::{parse_json, parse_spec, store_spec};
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
@@ -19,7 +24,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use redis::{RedisError, Value};
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use super::{
@@ -27,10 +31,8 @@ use super::{
     NodeInfo, Outcome, Published, StateStore, StepWork, TenantRecord, VersionRecord,
 };
 use crate::scheduler::clock::{Clock, Millis};
-use crate::scheduler::model::{
-    RunError, RunEvent, RunSpec, RunStatus, RunView, StepDefaults, Task, TaskKind,
-};
-use crate::workflow::{self, Root};
+use crate::scheduler::model::{RunError, RunEvent, RunSpec, RunStatus, RunView, Task, TaskKind};
+use crate::workflow::Root;
 
 /// How a node uses Redis.
 #[derive(Debug, Clone)]
@@ -83,116 +85,6 @@ pub struct RedisBackend {
     receipts: Mutex<HashMap<(String, usize, u64), u64>>,
     /// Entries reclaimed from nodes that stopped, waiting to be handed out.
     reclaimed: Mutex<VecDeque<(String, Task)>>,
-}
-
-/// One claim of a batch.
-struct ClaimRequest {
-    run: String,
-    kind: &'static str,
-    index: usize,
-    attempt: u32,
-    now: Millis,
-    reads: Vec<usize>,
-}
-
-/// One commit of a batch.
-struct CommitRequest {
-    run: String,
-    tenant: String,
-    index: usize,
-    lease: u64,
-    kind: &'static str,
-    payload: String,
-    logs: String,
-    now: Millis,
-    due: Millis,
-    run_error: String,
-    entry: String,
-}
-
-/// Most requests in one script call.
-const BATCH: usize = 256;
-
-fn claim_batcher(
-    conn: ConnectionManager,
-    script: redis::Script,
-) -> batch::Batcher<ClaimRequest, Vec<Value>> {
-    batch::Batcher::new(BATCH, move |requests: Vec<ClaimRequest>| {
-        let mut conn = conn.clone();
-        let script = script.clone();
-        async move {
-            let now = requests.iter().map(|r| r.now).max().unwrap_or(0);
-            let mut invocation = script.prepare_invoke();
-            invocation.arg(now).arg(requests.len());
-            for r in &requests {
-                invocation
-                    .key(keys::run(&r.run))
-                    .key(keys::steps(&r.run))
-                    .arg(r.kind)
-                    .arg(r.index)
-                    .arg(r.attempt)
-                    .arg(r.reads.len());
-                for d in &r.reads {
-                    invocation.arg(*d);
-                }
-            }
-            invocation
-                .invoke_async::<Vec<Vec<Value>>>(&mut conn)
-                .await
-                .map_err(unavailable)
-        }
-    })
-}
-
-fn commit_batcher(
-    conn: ConnectionManager,
-    script: redis::Script,
-    retention_ms: u64,
-) -> batch::Batcher<CommitRequest, Vec<Value>> {
-    batch::Batcher::new(BATCH, move |requests: Vec<CommitRequest>| {
-        let mut conn = conn.clone();
-        let script = script.clone();
-        async move {
-            let mut invocation = script.prepare_invoke();
-            invocation
-                .key(keys::READY)
-                .key(keys::DELAYED)
-                .arg(keys::GROUP)
-                .arg(requests.len());
-            for r in &requests {
-                invocation
-                    .key(keys::run(&r.run))
-                    .key(keys::steps(&r.run))
-                    .key(keys::active(&r.tenant))
-                    .arg(r.index)
-                    .arg(r.lease)
-                    .arg(r.kind)
-                    .arg(&r.payload)
-                    .arg(&r.logs)
-                    .arg(r.now)
-                    .arg(r.due)
-                    .arg(retention_ms)
-                    .arg(&r.run_error)
-                    .arg(&r.entry);
-            }
-            invocation
-                .invoke_async::<Vec<Vec<Value>>>(&mut conn)
-                .await
-                .map_err(unavailable)
-        }
-    })
-}
-
-/// What the run hash keeps of a spec.
-#[derive(Serialize, Deserialize)]
-struct StoredSpec {
-    id: String,
-    tenant: String,
-    document: serde_json::Value,
-    pins: Vec<String>,
-    input: serde_json::Value,
-    defaults: StepDefaults,
-    created_at: Millis,
 }
 
 fn unavailable(e: RedisError) -> BackendError {
@@ -321,47 +213,6 @@ impl RedisBackend {
             .put(run.to_string(), spec.clone());
         Ok(Some(spec))
     }
-}
-
-fn store_spec(spec: &RunSpec) -> String {
-    serde_json::to_string(&StoredSpec {
-        id: spec.id.clone(),
-        tenant: spec.tenant.clone(),
-        document: spec.document.clone(),
-        pins: spec.pins.clone(),
-        input: spec.input.clone(),
-        defaults: spec.defaults,
-        created_at: spec.created_at,
-    })
-    .expect("a spec serialises")
-}
-
-/// Rebuilds a spec: the document was valid when the run was submitted; its
-/// pins are the stored ones.
-fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
-    let stored: StoredSpec =
-        serde_json::from_str(stored).map_err(|e| corrupt(format!("run spec: {e}")))?;
-    let any = |_: &str, _: &semver::VersionReq| Ok::<_, String>(String::new());
-    let validated = workflow::validate(&stored.document, &any).map_err(|problems| {
-        corrupt(format!(
-            "run {}: stored workflow no longer validates: {problems:?}",
-            stored.id
-        ))
-    })?;
-    Ok(RunSpec {
-        id: stored.id,
-        tenant: stored.tenant,
-        document: stored.document,
-        workflow: validated.workflow,
-        pins: stored.pins,
-        input: stored.input,
-        defaults: stored.defaults,
-        created_at: stored.created_at,
-    })
-}
-
-fn parse_json(s: &str, what: &str) -> Result<serde_json::Value, BackendError> {
-    serde_json::from_str(s).map_err(|e| corrupt(format!("{what}: {e}")))
 }
 
 #[async_trait::async_trait]

@@ -1,0 +1,106 @@
+//! Claims and commits as they travel in batches (see `batch.rs`): the
+//! arguments of one script call serving many steps.
+
+use redis::Value;
+use redis::aio::ConnectionManager;
+
+use super::{batch, keys, unavailable};
+use crate::scheduler::clock::Millis;
+
+/// One claim of a batch.
+pub(super) struct ClaimRequest {
+    pub(super) run: String,
+    pub(super) kind: &'static str,
+    pub(super) index: usize,
+    pub(super) attempt: u32,
+    pub(super) now: Millis,
+    pub(super) reads: Vec<usize>,
+}
+
+/// One commit of a batch.
+pub(super) struct CommitRequest {
+    pub(super) run: String,
+    pub(super) tenant: String,
+    pub(super) index: usize,
+    pub(super) lease: u64,
+    pub(super) kind: &'static str,
+    pub(super) payload: String,
+    pub(super) logs: String,
+    pub(super) now: Millis,
+    pub(super) due: Millis,
+    pub(super) run_error: String,
+    pub(super) entry: String,
+}
+
+/// Most requests in one script call.
+const BATCH: usize = 256;
+
+pub(super) fn claim_batcher(
+    conn: ConnectionManager,
+    script: redis::Script,
+) -> batch::Batcher<ClaimRequest, Vec<Value>> {
+    batch::Batcher::new(BATCH, move |requests: Vec<ClaimRequest>| {
+        let mut conn = conn.clone();
+        let script = script.clone();
+        async move {
+            let now = requests.iter().map(|r| r.now).max().unwrap_or(0);
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(now).arg(requests.len());
+            for r in &requests {
+                invocation
+                    .key(keys::run(&r.run))
+                    .key(keys::steps(&r.run))
+                    .arg(r.kind)
+                    .arg(r.index)
+                    .arg(r.attempt)
+                    .arg(r.reads.len());
+                for d in &r.reads {
+                    invocation.arg(*d);
+                }
+            }
+            invocation
+                .invoke_async::<Vec<Vec<Value>>>(&mut conn)
+                .await
+                .map_err(unavailable)
+        }
+    })
+}
+
+pub(super) fn commit_batcher(
+    conn: ConnectionManager,
+    script: redis::Script,
+    retention_ms: u64,
+) -> batch::Batcher<CommitRequest, Vec<Value>> {
+    batch::Batcher::new(BATCH, move |requests: Vec<CommitRequest>| {
+        let mut conn = conn.clone();
+        let script = script.clone();
+        async move {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(keys::READY)
+                .key(keys::DELAYED)
+                .arg(keys::GROUP)
+                .arg(requests.len());
+            for r in &requests {
+                invocation
+                    .key(keys::run(&r.run))
+                    .key(keys::steps(&r.run))
+                    .key(keys::active(&r.tenant))
+                    .arg(r.index)
+                    .arg(r.lease)
+                    .arg(r.kind)
+                    .arg(&r.payload)
+                    .arg(&r.logs)
+                    .arg(r.now)
+                    .arg(r.due)
+                    .arg(retention_ms)
+                    .arg(&r.run_error)
+                    .arg(&r.entry);
+            }
+            invocation
+                .invoke_async::<Vec<Vec<Value>>>(&mut conn)
+                .await
+                .map_err(unavailable)
+        }
+    })
+}

@@ -1,0 +1,62 @@
+//! How a run's spec is kept in its run hash, and read back.
+
+use serde::{Deserialize, Serialize};
+
+use super::corrupt;
+use crate::backend::BackendError;
+use crate::scheduler::clock::Millis;
+use crate::scheduler::model::{RunSpec, StepDefaults};
+use crate::workflow;
+
+/// What the run hash keeps of a spec.
+#[derive(Serialize, Deserialize)]
+struct StoredSpec {
+    id: String,
+    tenant: String,
+    document: serde_json::Value,
+    pins: Vec<String>,
+    input: serde_json::Value,
+    defaults: StepDefaults,
+    created_at: Millis,
+}
+
+pub(super) fn store_spec(spec: &RunSpec) -> String {
+    serde_json::to_string(&StoredSpec {
+        id: spec.id.clone(),
+        tenant: spec.tenant.clone(),
+        document: spec.document.clone(),
+        pins: spec.pins.clone(),
+        input: spec.input.clone(),
+        defaults: spec.defaults,
+        created_at: spec.created_at,
+    })
+    .expect("a spec serialises")
+}
+
+/// Rebuilds a spec: the document was valid when the run was submitted; its
+/// pins are the stored ones.
+pub(super) fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
+    let stored: StoredSpec =
+        serde_json::from_str(stored).map_err(|e| corrupt(format!("run spec: {e}")))?;
+    let any = |_: &str, _: &semver::VersionReq| Ok::<_, String>(String::new());
+    let validated = workflow::validate(&stored.document, &any).map_err(|problems| {
+        corrupt(format!(
+            "run {}: stored workflow no longer validates: {problems:?}",
+            stored.id
+        ))
+    })?;
+    Ok(RunSpec {
+        id: stored.id,
+        tenant: stored.tenant,
+        document: stored.document,
+        workflow: validated.workflow,
+        pins: stored.pins,
+        input: stored.input,
+        defaults: stored.defaults,
+        created_at: stored.created_at,
+    })
+}
+
+pub(super) fn parse_json(s: &str, what: &str) -> Result<serde_json::Value, BackendError> {
+    serde_json::from_str(s).map_err(|e| corrupt(format!("{what}: {e}")))
+}
