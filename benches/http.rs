@@ -19,6 +19,10 @@
 
 #[path = "http/load.rs"]
 mod load;
+// CPU time from /proc, shared with the end-to-end benchmark.
+#[path = "e2e/machine.rs"]
+#[allow(dead_code)]
+mod machine;
 #[path = "http/report.rs"]
 mod report;
 #[path = "http/server.rs"]

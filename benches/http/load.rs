@@ -13,7 +13,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 
-use crate::server::{Api, Server, connect, machine_cpu, process_cpu};
+use crate::machine::{machine_cpu, own_cpu};
+use crate::server::{Api, Server, connect};
 use crate::{RUNS, Settings, WARM_UP, report};
 
 /// The parts of a request, built once and copied for every request.
@@ -124,7 +125,7 @@ impl Load {
             .collect();
 
         tokio::time::sleep_until(window_start.into()).await;
-        let cpu = || (server.cpu(), process_cpu("/proc/self/stat"), machine_cpu());
+        let cpu = || (server.cpu(), own_cpu(), machine_cpu());
         let before = cpu();
         tokio::time::sleep_until(window_end.into()).await;
         let after = cpu();

@@ -57,7 +57,7 @@ impl Server {
 
     /// User plus system CPU time of the whole process (all threads) so far.
     pub fn cpu(&self) -> Duration {
-        process_cpu(&format!("/proc/{}/stat", self.pid()))
+        crate::machine::process_cpu(self.pid())
     }
 }
 
@@ -66,44 +66,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Linux reports CPU times in USER_HZ, 100 on every architecture it exports.
-const TICKS_PER_SEC: u64 = 100;
-
-fn ticks(n: u64) -> Duration {
-    Duration::from_millis(n * 1000 / TICKS_PER_SEC)
-}
-
-/// User plus system CPU time from a `/proc/<pid>/stat` file (zero if unreadable).
-pub fn process_cpu(stat: &str) -> Duration {
-    let text = std::fs::read_to_string(stat).unwrap_or_default();
-    // The command name is in parentheses and may hold spaces; after it come
-    // fields 3 (state) onwards, of which utime is 14 and stime 15.
-    let rest = text.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let field = |n: usize| fields.get(n - 4).copied().unwrap_or(0);
-    ticks(field(14) + field(15))
-}
-
-/// CPU time all CPUs of the machine have spent busy since boot (`/proc/stat`).
-pub fn machine_cpu() -> Duration {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = text.lines().next().unwrap_or_default();
-    // cpu user nice system idle iowait irq softirq steal (guest time is in user)
-    let busy: u64 = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, f)| f.parse::<u64>().unwrap_or(0))
-        .sum();
-    ticks(busy)
 }
 
 /// The tenant `default` of a started server, ready to be loaded.
