@@ -61,12 +61,7 @@ fn main() {
         .unwrap_or(10_000);
     let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", weft::testing::free_port());
     let node = Node(
         Command::new(env!("CARGO_BIN_EXE_weft"))
             .args(["serve", "--listen", &addr, "--admin-token", ADMIN])

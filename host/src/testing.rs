@@ -1,10 +1,29 @@
-//! Support for tests and benchmarks: a real `redis-server` of their own.
+//! Support for tests and benchmarks: a real `redis-server` of their own, free
+//! ports, and a clean environment for the `weft` processes they start.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// Removes the `WEFT_*` settings of whoever runs the tests from `command`, so
+/// that a `weft` it starts sees only what the test gives it.
+pub fn clear_weft_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("WEFT_") {
+            command.env_remove(key);
+        }
+    }
+}
 
 /// A `redis-server` on a free port with a scratch directory; stopped when dropped.
 pub struct RedisServer {
@@ -22,10 +41,7 @@ impl RedisServer {
 
     /// Starts one with extra `redis-server` arguments (e.g. `--appendonly yes`).
     pub fn start_with(args: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind a free port")
-            .port();
+        let port = free_port();
         let dir = tempfile::Builder::new()
             .prefix("weft-redis-")
             .tempdir()

@@ -2,7 +2,7 @@
 //! admin token; killed when dropped.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -153,22 +153,7 @@ fn spawn(dir: &Path, addr: &str, redis: Option<&weft::testing::RedisServer>) -> 
         .expect("start weft serve")
 }
 
-/// Removes the `WEFT_*` settings of whoever runs the tests.
-pub fn clear_env(command: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("WEFT_") {
-            command.env_remove(key);
-        }
-    }
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
+pub use weft::testing::{clear_weft_env as clear_env, free_port};
 
 /// Whether `GET /healthz` answers 200.
 fn healthy(addr: &str) -> bool {

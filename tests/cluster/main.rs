@@ -30,19 +30,10 @@ impl Node {
             .prefix("weft-node-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", weft::testing::free_port());
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("WEFT_") {
-                command.env_remove(key);
-            }
-        }
+        weft::testing::clear_weft_env(&mut command);
         let child = command
             .args(["serve", "--listen", &addr, "--admin-token", ADMIN])
             .args(["--redis", &redis.url()])

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::memory::{MemoryBackend, Retention};
@@ -79,6 +79,19 @@ impl Refusal {
             code,
             message: message.into(),
             details: Vec::new(),
+        }
+    }
+
+    /// A JSON argument that cannot be used, as a refusal with `code`; a parse
+    /// error is reported at `pointer`.
+    fn from_arg(code: &'static str, pointer: &str, e: super::JsonArg) -> Self {
+        match e {
+            super::JsonArg::Unreadable(message) => Self::new(code, message),
+            super::JsonArg::NotJson { origin, error } => {
+                let mut r = Self::new(code, format!("{origin} is not JSON"));
+                r.details.push(Problem::new(pointer, error));
+                r
+            }
         }
     }
 
@@ -184,21 +197,13 @@ async fn prepare(
     backend: &dyn StateStore,
     now: u64,
 ) -> Result<RunSpec, Refusal> {
-    let text = std::fs::read_to_string(&args.workflow).map_err(|e| {
-        Refusal::new(
-            "invalid_workflow",
-            format!("cannot read {}: {e}", args.workflow.display()),
-        )
-    })?;
-    let document: Value = serde_json::from_str(&text).map_err(|e| {
-        let mut r = Refusal::new(
-            "invalid_workflow",
-            format!("{} is not JSON", args.workflow.display()),
-        );
-        r.details.push(Problem::new("", e.to_string()));
-        r
-    })?;
-    let input = read_input(args.input.as_deref())?;
+    let document = super::read_json_file(&args.workflow)
+        .map_err(|e| Refusal::from_arg("invalid_workflow", "", e))?;
+    let input = match args.input.as_deref() {
+        Some(arg) => super::read_input_arg(arg)
+            .map_err(|e| Refusal::from_arg("invalid_input", "/input", e))?,
+        None => json!({}),
+    };
     let sources = match &args.components {
         Some(dir) => scan_dir(dir)?,
         None => bundled_sources(),
@@ -293,29 +298,6 @@ async fn load(
         .await
         .map_err(|e| e.to_string())?;
     Ok(digest)
-}
-
-fn read_input(arg: Option<&str>) -> Result<Value, Refusal> {
-    let Some(arg) = arg else {
-        return Ok(json!({}));
-    };
-    let (text, origin) = match arg.strip_prefix('@') {
-        Some(path) => (
-            std::fs::read_to_string(path).map_err(|e| {
-                Refusal::new(
-                    "invalid_input",
-                    format!("cannot read input file {path}: {e}"),
-                )
-            })?,
-            path.to_string(),
-        ),
-        None => (arg.to_string(), "--input".to_string()),
-    };
-    serde_json::from_str(&text).map_err(|e| {
-        let mut r = Refusal::new("invalid_input", format!("{origin} is not JSON"));
-        r.details.push(Problem::new("/input", e.to_string()));
-        r
-    })
 }
 
 /// Components in `dir` named `<name>@<version>.wasm`.

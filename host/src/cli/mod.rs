@@ -116,6 +116,40 @@ fn init_tracing(format: LogFormat, default: &str) {
     }
 }
 
+/// Why a JSON argument (a document file, `--input`) cannot be used.
+pub(crate) enum JsonArg {
+    /// A file cannot be read; the message says which and why.
+    Unreadable(String),
+    /// It is not JSON: where it came from, and the parser's error.
+    NotJson { origin: String, error: String },
+}
+
+/// The JSON in a file.
+pub(crate) fn read_json_file(path: &std::path::Path) -> Result<serde_json::Value, JsonArg> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| JsonArg::Unreadable(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| JsonArg::NotJson {
+        origin: path.display().to_string(),
+        error: e.to_string(),
+    })
+}
+
+/// `--input`: inline JSON, or `@FILE` to read it from a file.
+pub(crate) fn read_input_arg(arg: &str) -> Result<serde_json::Value, JsonArg> {
+    let (text, origin) = match arg.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| JsonArg::Unreadable(format!("cannot read input file {path}: {e}")))?,
+            path,
+        ),
+        None => (arg.to_string(), "--input"),
+    };
+    serde_json::from_str(&text).map_err(|e| JsonArg::NotJson {
+        origin: origin.to_string(),
+        error: e.to_string(),
+    })
+}
+
 /// Where Weft keeps blobs and compiled artifacts when no `--data-dir` is given:
 /// `$XDG_DATA_HOME/weft`, else `~/.local/share/weft`, else `./.weft`.
 pub fn default_data_dir() -> PathBuf {

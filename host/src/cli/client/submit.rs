@@ -11,6 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{Client, Connection, Error, finish, pretty};
+use crate::cli::JsonArg;
 use crate::engine::Failure;
 use crate::scheduler::model::{RunEvent, RunStatus, StepStatus};
 
@@ -89,34 +90,25 @@ async fn try_submit(args: SubmitArgs) -> Result<ExitCode, Error> {
 }
 
 fn read_workflow(path: &Path) -> Result<Value, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Other(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| {
-        Error::refused(
-            "invalid_workflow",
-            format!("{} is not JSON", path.display()),
-            json!([{"path": "", "message": e.to_string()}]),
-        )
-    })
+    crate::cli::read_json_file(path).map_err(|e| refusal("invalid_workflow", "", e))
 }
 
 /// `--input`: inline JSON, or `@FILE`.
 fn read_input(arg: &str) -> Result<Value, Error> {
-    let (text, origin) = match arg.strip_prefix('@') {
-        Some(path) => (
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::Other(format!("cannot read input file {path}: {e}")))?,
-            path,
-        ),
-        None => (arg.to_string(), "--input"),
-    };
-    serde_json::from_str(&text).map_err(|e| {
-        Error::refused(
-            "invalid_input",
+    crate::cli::read_input_arg(arg).map_err(|e| refusal("invalid_input", "/input", e))
+}
+
+/// A JSON argument that cannot be used: a file that cannot be read is a local
+/// error; JSON that does not parse is refused as the server would.
+fn refusal(code: &str, pointer: &str, e: JsonArg) -> Error {
+    match e {
+        JsonArg::Unreadable(message) => Error::Other(message),
+        JsonArg::NotJson { origin, error } => Error::refused(
+            code,
             format!("{origin} is not JSON"),
-            json!([{"path": "/input", "message": e.to_string()}]),
-        )
-    })
+            json!([{"path": pointer, "message": error}]),
+        ),
+    }
 }
 
 /// Follows the run's event stream, showing each event, until the run ends.
