@@ -2,6 +2,7 @@
 //! count, then serialized artifacts on disk keyed by digest and engine
 //! fingerprint, then compilation.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +52,9 @@ pub struct ComponentCache {
     memory: Mutex<LruCache<String, Linked>>,
     artifacts: Option<PathBuf>,
     /// One load at a time: concurrent misses of the same digest compile once.
-    loading: tokio::sync::Mutex<()>,
+    /// One lock per digest being loaded or compiled: a component is compiled
+    /// once at a time, and different components compile in parallel.
+    loading: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
     loads: AtomicU64,
@@ -69,7 +72,7 @@ impl ComponentCache {
                 NonZeroUsize::new(capacity.max(1)).expect("non-zero"),
             )),
             artifacts,
-            loading: tokio::sync::Mutex::new(()),
+            loading: std::sync::Mutex::new(HashMap::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             loads: AtomicU64::new(0),
@@ -103,7 +106,7 @@ impl ComponentCache {
             return Ok(linked.clone());
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let _one_at_a_time = self.loading.lock().await;
+        let _one_at_a_time = self.lock_digest(digest).await;
         if let Some(linked) = self.memory.lock().unwrap().get(digest) {
             return Ok(linked.clone());
         }
@@ -133,7 +136,7 @@ impl ComponentCache {
         if self.memory.lock().unwrap().contains(&digest) {
             return Ok(digest);
         }
-        let _one_at_a_time = self.loading.lock().await;
+        let _one_at_a_time = self.lock_digest(&digest).await;
         if self.memory.lock().unwrap().contains(&digest) {
             return Ok(digest);
         }
@@ -145,6 +148,25 @@ impl ComponentCache {
             Ok(_) => Ok(digest),
             Err(CacheError::Component(e)) => Err(e),
             Err(e) => Err(ComponentError::Invalid(e.to_string())),
+        }
+    }
+
+    /// Holds the lock of `digest` until the guard is dropped; the lock is
+    /// forgotten once nobody holds or waits for it.
+    async fn lock_digest(&self, digest: &str) -> DigestGuard<'_> {
+        let lock = self
+            .loading
+            .lock()
+            .unwrap()
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        let guard = lock.clone().lock_owned().await;
+        DigestGuard {
+            cache: self,
+            digest: digest.to_string(),
+            lock,
+            guard: Some(guard),
         }
     }
 
@@ -197,4 +219,23 @@ async fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Resu
     let tmp = dir.join(format!("{name}.tmp-{}", rand::random::<u32>()));
     tokio::fs::write(&tmp, bytes).await?;
     tokio::fs::rename(&tmp, dir.join(name)).await
+}
+
+/// The lock of one digest in [`ComponentCache::lock_digest`].
+struct DigestGuard<'a> {
+    cache: &'a ComponentCache,
+    digest: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for DigestGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.cache.loading.lock().unwrap();
+        // Two references: the map's and ours. Nobody else waits for it.
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(&self.digest);
+        }
+    }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod backend;
 pub mod bindings;
+pub mod budget;
 pub mod bundled;
 pub mod cache;
 pub mod cli;

@@ -21,6 +21,11 @@ pub enum PublishError {
     InvalidName(String),
     #[error("invalid version {0:?}: versions are semantic versions such as 1.2.3")]
     InvalidVersion(String),
+    /// The tenant's blobs would take more than its `storage_bytes`.
+    #[error(
+        "the tenant's components take {used} bytes; {size} more would pass its storage_bytes of {limit}: delete nothing is possible yet, so ask the operator to raise the limit"
+    )]
+    QuotaExceeded { used: u64, size: u64, limit: u64 },
     #[error(transparent)]
     Component(#[from] ComponentError),
     #[error(transparent)]
@@ -55,6 +60,7 @@ impl Registry {
         name: &str,
         version: &str,
         bytes: Bytes,
+        storage_bytes: u64,
     ) -> Result<Published, PublishError> {
         if !is_valid_name(name) {
             return Err(PublishError::InvalidName(name.to_string()));
@@ -62,6 +68,27 @@ impl Registry {
         let parsed = Version::parse(version)
             .map_err(|_| PublishError::InvalidVersion(version.to_string()))?;
         let size = bytes.len() as u64;
+        let digest = crate::cache::digest(&bytes);
+        // Refused before anything is stored or compiled: an existing version,
+        // and a blob over the tenant's storage.
+        let existing = self.store.versions(tenant, name).await?;
+        if let Some(same) = existing.iter().find(|v| v.version == parsed.to_string()) {
+            return Ok(if same.digest == digest {
+                Published::Unchanged(same.clone())
+            } else {
+                Published::Conflict(same.clone())
+            });
+        }
+        let used = self.stored_bytes(tenant, &digest).await?;
+        if let Some(used) = used
+            && used.saturating_add(size) > storage_bytes
+        {
+            return Err(PublishError::QuotaExceeded {
+                used,
+                size,
+                limit: storage_bytes,
+            });
+        }
         let digest = self.cache.add(bytes.clone()).await?;
         self.store.put_blob(&digest, bytes).await?;
         let record = VersionRecord {
@@ -74,24 +101,57 @@ impl Registry {
         Ok(self.store.publish(tenant, record).await?)
     }
 
+    /// The bytes of the tenant's distinct blobs, or None when `digest` is
+    /// one of them already (publishing it again costs nothing).
+    async fn stored_bytes(&self, tenant: &str, digest: &str) -> Result<Option<u64>, BackendError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut used = 0u64;
+        for name in self.store.component_names(tenant).await? {
+            for v in self.store.versions(tenant, &name).await? {
+                if v.digest == digest {
+                    return Ok(None);
+                }
+                if seen.insert(v.digest) {
+                    used = used.saturating_add(v.size);
+                }
+            }
+        }
+        Ok(Some(used))
+    }
+
     /// The versions of every component `names` mention, for resolving a document.
     pub async fn snapshot<'a>(
         &self,
         tenant: &str,
         names: impl IntoIterator<Item = &'a str>,
     ) -> Result<Snapshot, BackendError> {
+        use futures::StreamExt;
         let mut snapshot = Snapshot::default().with_unknown_hint(": publish it first");
-        for name in names {
-            if snapshot.versions.contains_key(name) {
-                continue;
+        // A name that is not a valid component name is a schema problem already;
+        // looking it up would only send a hostile string to the backend.
+        let mut names: Vec<String> = names
+            .into_iter()
+            .filter(|n| is_valid_name(n))
+            .map(str::to_string)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let lookups = names.into_iter().map(|name| {
+            let store = self.store.clone();
+            let tenant = tenant.to_string();
+            async move {
+                let versions = store.versions(&tenant, &name).await;
+                (name, versions)
             }
-            let versions = self.store.versions(tenant, name).await?;
-            for v in versions {
+        });
+        let mut lookups = futures::stream::iter(lookups).buffered(32);
+        while let Some((name, versions)) = lookups.next().await {
+            for v in versions? {
                 if let Ok(parsed) = Version::parse(&v.version) {
-                    snapshot.add(name, parsed, v.digest);
+                    snapshot.add(&name, parsed, v.digest);
                 }
             }
-            snapshot.versions.entry(name.to_string()).or_default();
+            snapshot.versions.entry(name).or_default();
         }
         Ok(snapshot)
     }

@@ -14,7 +14,9 @@ use crate::backend::{BackendError, Claim, Delivery, StepWork};
 use crate::cache::ComponentCache;
 use crate::engine::{Failure, Invocation};
 use crate::scheduler::Scheduler;
-use crate::workflow::Root;
+use crate::scheduler::model::RunSpec;
+use crate::scheduler::policy::{self, resolve_failure};
+use crate::workflow::{ResolveError, Root, json_size};
 
 /// Runs steps of any run on this node, up to `concurrency` at once.
 pub struct Worker {
@@ -41,6 +43,7 @@ impl Worker {
 
     /// Pulls and runs tasks until `shutdown` is cancelled.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        self.scheduler.watch_ended_runs(shutdown.clone());
         loop {
             // Take as many tasks as there are free slots, so a busy queue is
             // drained in batches.
@@ -97,11 +100,17 @@ impl Worker {
     async fn handle(&self, delivery: Delivery) {
         let now = self.scheduler.clock().now();
         let store = self.scheduler.store();
-        match retry_backend("claim", || store.claim(&delivery, now)).await {
-            Err(_) | Ok(Claim::Stale) => {}
+        let done = match retry_backend("claim", || store.claim(&delivery, now)).await {
+            // Not acknowledged: the task is delivered again after the
+            // visibility timeout, and `max_deliveries` bounds how often.
+            Err(_) => false,
+            Ok(Claim::Stale) => true,
             Ok(Claim::Finalize { spec, outputs }) => {
-                let _ =
-                    retry_backend("finalize", || self.scheduler.finalize(&spec, &outputs)).await;
+                let run = spec.id.clone();
+                let result = Scheduler::resolve_output(spec, outputs).await;
+                retry_backend("finalize", || self.scheduler.finalize(&run, result.clone()))
+                    .await
+                    .is_ok()
             }
             Ok(Claim::Step(work)) => {
                 let run_span =
@@ -112,20 +121,30 @@ impl Worker {
                     step = %work.spec.workflow.steps[work.index].id,
                     attempt = work.attempt
                 );
-                self.step(work).instrument(step_span).await;
+                self.step(work).instrument(step_span).await
             }
+        };
+        if done {
+            let acked = std::slice::from_ref(&delivery);
+            let _ = retry_backend("ack", || self.scheduler.queue().ack(acked)).await;
         }
-        let acked = std::slice::from_ref(&delivery);
-        let _ = retry_backend("ack", || self.scheduler.queue().ack(acked)).await;
     }
 
-    async fn step(&self, work: StepWork) {
+    /// Runs one attempt and commits its result; false when the commit could
+    /// not be made (the task is then left to be delivered again).
+    async fn step(&self, work: StepWork) -> bool {
         let (run, index, lease) = (&work.spec.id, work.index, work.lease);
         let token = self.scheduler.track(run, index, lease);
         let started = Instant::now();
-        let attempt = AssertUnwindSafe(self.attempt(&work, &token))
-            .catch_unwind()
-            .await;
+        let attempt = if work.over_delivered {
+            // A poison pill: every node that ran it died. It is not run again.
+            let failure = policy::delivery_limit(work.spec.defaults.max_deliveries);
+            Ok((Err(failure), Vec::new()))
+        } else {
+            AssertUnwindSafe(self.attempt(&work, &token))
+                .catch_unwind()
+                .await
+        };
         let elapsed = started.elapsed();
         self.scheduler.untrack(run, index, lease);
         let (result, logs) = attempt.unwrap_or_else(|_| {
@@ -140,9 +159,9 @@ impl Worker {
             Ok(c) if c.applied => {
                 metrics::histogram!("weft_step_duration_seconds").record(elapsed.as_secs_f64());
                 let (status, code) = match &result {
-                    Ok(_) => ("succeeded", String::new()),
-                    Err(f) if c.retrying => ("retried", f.code.clone()),
-                    Err(f) => ("failed", f.code.clone()),
+                    Ok(_) => ("succeeded", ""),
+                    Err(f) if c.retrying => ("retried", policy::code_label(&f.code)),
+                    Err(f) => ("failed", policy::code_label(&f.code)),
                 };
                 metrics::counter!("weft_steps_total", "status" => status, "code" => code)
                     .increment(1);
@@ -154,8 +173,9 @@ impl Worker {
                 }
             }
             Ok(_) => tracing::debug!("late commit ignored"),
-            Err(_) => {}
+            Err(_) => return false,
         }
+        true
     }
 
     async fn attempt(
@@ -168,20 +188,9 @@ impl Worker {
     ) {
         let spec = &work.spec;
         let step = &spec.workflow.steps[work.index];
-        let input = step.input.resolve(&|root| match root {
-            Root::Input => Some(&spec.input),
-            Root::Step(d) => work.deps.iter().find(|(i, _)| *i == d).map(|(_, v)| &**v),
-        });
-        let input = match input {
+        let input = match resolve_input(work).await {
             Ok(v) => v,
-            Err(e) => {
-                let failure = Failure {
-                    code: "bad_reference".into(),
-                    message: e.to_string(),
-                    retryable: false,
-                };
-                return (Err(failure), Vec::new());
-            }
+            Err(e) => return (Err(resolve_failure("the step's input", e)), Vec::new()),
         };
         let digest = &spec.pins[work.index];
         let store = self.scheduler.store().clone();
@@ -216,6 +225,48 @@ impl Worker {
     }
 }
 
+/// The step's input with its references resolved, within the run's `input_bytes`.
+/// When what it refers to is large, the work goes to the blocking pool.
+async fn resolve_input(work: &StepWork) -> Result<serde_json::Value, ResolveError> {
+    fn resolve(
+        spec: &RunSpec,
+        index: usize,
+        deps: &[(usize, Arc<serde_json::Value>)],
+    ) -> Result<serde_json::Value, ResolveError> {
+        let lookup = |root| match root {
+            Root::Input => Some(&spec.input),
+            Root::Step(d) => deps.iter().find(|(i, _)| *i == d).map(|(_, v)| &**v),
+        };
+        spec.workflow.steps[index]
+            .input
+            .resolve_within(&lookup, spec.defaults.input_bytes)
+    }
+    // What the input refers to, counted up to the size worth moving off the executor.
+    let mut left = crate::budget::SMALL_WORK_BYTES;
+    let referred = work.spec.workflow.steps[work.index]
+        .input
+        .roots()
+        .map(|root| match root {
+            Root::Input => Some(&work.spec.input),
+            Root::Step(d) => work.deps.iter().find(|(i, _)| *i == d).map(|(_, v)| &**v),
+        });
+    let mut large = false;
+    for value in referred.flatten() {
+        match json_size(value, left) {
+            Some(n) => left -= n,
+            None => {
+                large = true;
+                break;
+            }
+        }
+    }
+    if !large {
+        return resolve(&work.spec, work.index, &work.deps);
+    }
+    let (spec, index, deps) = (work.spec.clone(), work.index, work.deps.clone());
+    crate::budget::offload(move || resolve(&spec, index, &deps)).await
+}
+
 /// Backend calls are retried while the backend is unavailable, so that no
 /// finished work is lost while it is briefly away; corrupt data is not retried.
 async fn retry_backend<T, F, Fut>(what: &str, mut call: F) -> Result<T, BackendError>
@@ -228,7 +279,7 @@ where
         match call().await {
             Ok(v) => return Ok(v),
             Err(e @ BackendError::Corrupt(_)) => {
-                tracing::error!(error = %e, "{what} failed on corrupt data; dropping the task");
+                tracing::error!(error = %e, "{what} failed on unreadable data; the task is left to be delivered again");
                 return Err(e);
             }
             Err(e) => {

@@ -5,6 +5,7 @@
 mod common;
 #[path = "../api/http.rs"]
 mod http;
+mod refusals;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};

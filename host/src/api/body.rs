@@ -16,7 +16,7 @@ pub struct JsonBody<T> {
     pub bytes: Bytes,
 }
 
-impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+impl<T: DeserializeOwned + Send + 'static> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &AppState) -> Result<Self, ApiError> {
@@ -29,7 +29,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             ));
         }
         let bytes = read_limited(&parts.headers, body, MAX_JSON_BODY as u64).await?;
-        let value = parse(&bytes)?;
+        let value = {
+            let bytes = bytes.clone();
+            crate::budget::offload_if_large(bytes.len(), move || parse(&bytes)).await?
+        };
         // Every JSON body of the API is an object; serde would also read a
         // struct from an array of its fields in order.
         if bytes.trim_ascii_start().first() != Some(&b'{') {
@@ -61,6 +64,16 @@ where
 
 /// Parses JSON: 400 when it is not JSON, 422 when it is JSON of the wrong shape.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if crate::budget::json_too_deep(bytes, crate::budget::MAX_JSON_DEPTH) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!(
+                "the body nests arrays and objects deeper than {} levels",
+                crate::budget::MAX_JSON_DEPTH
+            ),
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::unprocessable(
             "invalid_request",

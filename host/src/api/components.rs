@@ -101,7 +101,9 @@ fn check_name_and_version(name: &str, version: &str) -> Result<Version, ApiError
         (status = 400, description = "The upload was cut off", body = ErrorBody),
         (status = 401, description = "No or unknown API key", body = ErrorBody),
         (status = 409, description = "Other bytes are published as this version", body = ErrorBody),
-        (status = 413, description = "Larger than the tenant's component limit", body = ErrorBody),
+        (status = 413, description = "Larger than the tenant's component limit, or over its storage", body = ErrorBody),
+        (status = 429, description = "Publishing faster than the tenant's publishes_per_minute", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 415, description = "Not `application/wasm`", body = ErrorBody),
         (status = 422, description = "Not a usable component, or a bad name or version", body = ErrorBody),
     ))]
@@ -120,16 +122,40 @@ pub async fn publish(
         ));
     }
     check_name_and_version(&name, &version)?;
+    if let Err(wait) = state
+        .publishes
+        .check_per_minute(&tenant.name, tenant.limits.publishes_per_minute)
+    {
+        return Err(ApiError::too_many(
+            "rate_limited",
+            format!(
+                "tenant {:?} may publish {} components per minute; retry after {wait} s",
+                tenant.name, tenant.limits.publishes_per_minute
+            ),
+            wait,
+        ));
+    }
     let bytes = read_limited(&headers, body, tenant.limits.component_bytes).await?;
     let published = state
         .registry
-        .publish(&tenant.name, &name, &version, bytes)
+        .publish(
+            &tenant.name,
+            &name,
+            &version,
+            bytes,
+            tenant.limits.storage_bytes,
+        )
         .await
         .map_err(|e| match e {
             PublishError::InvalidName(_) => ApiError::unprocessable("invalid_name", e.to_string()),
             PublishError::InvalidVersion(_) => {
                 ApiError::unprocessable("invalid_version", e.to_string())
             }
+            PublishError::QuotaExceeded { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "quota_exceeded",
+                e.to_string(),
+            ),
             PublishError::Component(e) => {
                 ApiError::unprocessable("invalid_component", e.to_string())
             }

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Vec<Problem>,
+    /// Problems were left out of `details` (at most 100 are listed).
+    pub truncated: bool,
     /// Seconds, for 429 answers.
     pub retry_after: Option<u64>,
 }
@@ -32,8 +34,11 @@ pub struct ErrorInfo {
     pub code: String,
     /// For a person to read.
     pub message: String,
-    /// Each problem found, with a JSON Pointer to where it is.
+    /// Each problem found, with a JSON Pointer to where it is; at most 100.
     pub details: Vec<ProblemSchema>,
+    /// True when more problems were found than `details` lists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// One problem, at a JSON Pointer into the request.
@@ -51,12 +56,14 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
+            truncated: false,
             retry_after: None,
         }
     }
 
+    /// The problems, the first 100 of them when there are more.
     pub fn with_details(mut self, details: Vec<Problem>) -> Self {
-        self.details = details;
+        (self.details, self.truncated) = crate::workflow::cap_problems(details);
         self
     }
 
@@ -108,13 +115,16 @@ impl From<BackendError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": {
                 "code": self.code,
                 "message": self.message,
                 "details": self.details,
             }
         });
+        if self.truncated {
+            body["error"]["truncated"] = serde_json::Value::Bool(true);
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(secs) = self.retry_after {

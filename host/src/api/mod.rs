@@ -47,6 +47,7 @@ pub struct Shared {
     /// SHA-256 of the admin token; admin calls are refused without one.
     admin_token_hash: Option<[u8; 32]>,
     rates: tenants::RateLimits,
+    publishes: tenants::RateLimits,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Cancelled when the server shuts down, ending event streams.
     pub shutdown: CancellationToken,
@@ -76,6 +77,7 @@ impl AppState {
             cache,
             admin_token_hash: admin_token.map(tenants::hash_secret),
             rates: tenants::RateLimits::default(),
+            publishes: tenants::RateLimits::default(),
             metrics: metrics::handle(),
             shutdown: CancellationToken::new(),
         }))

@@ -54,16 +54,15 @@ pub struct Valid {
     pub valid: bool,
 }
 
-/// Validates a document against the tenant's registry and limits.
+/// Validates a document against the tenant's registry and limits; `size` is
+/// the length of the body it came in, so that large documents are validated
+/// off the async executor.
 async fn check_document(
     state: &AppState,
     tenant: &TenantRecord,
-    document: &serde_json::Value,
-) -> Result<Validated, ApiError> {
-    let snapshot = state
-        .registry
-        .snapshot(&tenant.name, referenced_names(document))
-        .await?;
+    document: serde_json::Value,
+    size: usize,
+) -> Result<(Validated, serde_json::Value), ApiError> {
     let invalid = |details: Vec<Problem>| {
         ApiError::unprocessable(
             "invalid_workflow",
@@ -71,12 +70,36 @@ async fn check_document(
         )
         .with_details(details)
     };
-    let validated = workflow::validate(document, &snapshot).map_err(invalid)?;
-    let problems = over_limits(&validated.workflow, &tenant.limits);
-    if !problems.is_empty() {
-        return Err(invalid(problems));
+    // Counted before anything else, so a huge document costs no more than this.
+    let steps = document
+        .get("steps")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, Vec::len);
+    if steps > tenant.limits.steps_per_run as usize {
+        return Err(invalid(vec![Problem::new(
+            "/steps",
+            format!(
+                "{steps} steps is more than the tenant's steps_per_run ({})",
+                tenant.limits.steps_per_run
+            ),
+        )]));
     }
-    Ok(validated)
+    let snapshot = state
+        .registry
+        .snapshot(&tenant.name, referenced_names(&document))
+        .await?;
+    let limits = tenant.limits;
+    let checked = crate::budget::offload_if_large(size, move || {
+        let validated = workflow::validate(&document, &snapshot)?;
+        let problems = over_limits(&validated.workflow, &limits);
+        if problems.is_empty() {
+            Ok((validated, document))
+        } else {
+            Err(problems)
+        }
+    })
+    .await;
+    checked.map_err(invalid)
 }
 
 /// Steps asking for more than the tenant may use.
@@ -133,10 +156,11 @@ pub async fn validate(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     JsonBody {
-        value: document, ..
+        value: document,
+        bytes,
     }: JsonBody<serde_json::Value>,
 ) -> Result<Json<Valid>, ApiError> {
-    check_document(&state, &tenant, &document).await?;
+    check_document(&state, &tenant, document, bytes.len()).await?;
     Ok(Json(Valid { valid: true }))
 }
 
@@ -217,7 +241,8 @@ pub async fn submit(
             wait,
         ));
     }
-    let validated = check_document(&state, &tenant, &request.workflow).await?;
+    let (validated, document) =
+        check_document(&state, &tenant, request.workflow, bytes.len()).await?;
     let input = request.input.unwrap_or_else(|| serde_json::json!({}));
     let problems = workflow::check_input(&validated.workflow, &input);
     if !problems.is_empty() {
@@ -235,7 +260,7 @@ pub async fn submit(
     let spec = RunSpec {
         id: id.clone(),
         tenant: tenant.name.clone(),
-        document: request.workflow,
+        document,
         workflow: validated.workflow,
         pins: validated.pins,
         input,

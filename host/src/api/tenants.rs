@@ -51,14 +51,23 @@ impl RateLimits {
     /// Takes one submission from the tenant's allowance; `Err(seconds to wait)`
     /// when there is none left.
     pub fn check(&self, tenant: &str, per_second: u32) -> Result<(), u64> {
+        self.take(tenant, per_second, Quota::per_second)
+    }
+
+    /// The same with an allowance per minute (bursts of as many).
+    pub fn check_per_minute(&self, tenant: &str, per_minute: u32) -> Result<(), u64> {
+        self.take(tenant, per_minute, Quota::per_minute)
+    }
+
+    fn take(&self, tenant: &str, rate: u32, quota: fn(NonZeroU32) -> Quota) -> Result<(), u64> {
         let limiter = {
             let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
             match limiters.get(tenant) {
-                Some((rate, limiter)) if *rate == per_second => limiter.clone(),
+                Some((r, limiter)) if *r == rate => limiter.clone(),
                 _ => {
-                    let n = NonZeroU32::new(per_second.max(1)).expect("at least one");
-                    let limiter = Arc::new(RateLimiter::direct(Quota::per_second(n)));
-                    limiters.insert(tenant.to_string(), (per_second, limiter.clone()));
+                    let n = NonZeroU32::new(rate.max(1)).expect("at least one");
+                    let limiter = Arc::new(RateLimiter::direct(quota(n)));
+                    limiters.insert(tenant.to_string(), (rate, limiter.clone()));
                     limiter
                 }
             }
@@ -109,6 +118,27 @@ pub struct LimitsPatch {
     #[serde(default, deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub output_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub steps_per_run: Option<u32>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    pub input_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    pub run_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    pub storage_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 2_147_483_647)]
+    pub publishes_per_minute: Option<u32>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 87_600)]
+    pub retention_hours: Option<u32>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_deliveries: Option<u32>,
 }
 
 /// Reads a limit that is a whole number, also when written `64.0`: JSON Schema,
@@ -218,6 +248,70 @@ impl LimitsPatch {
             1,
             MAX_INT64,
             &mut l.output_bytes,
+            &mut p,
+        );
+        set(
+            at,
+            "steps_per_run",
+            self.steps_per_run,
+            1,
+            1_000_000,
+            &mut l.steps_per_run,
+            &mut p,
+        );
+        set(
+            at,
+            "input_bytes",
+            self.input_bytes,
+            1,
+            MAX_INT64,
+            &mut l.input_bytes,
+            &mut p,
+        );
+        set(
+            at,
+            "run_bytes",
+            self.run_bytes,
+            1,
+            MAX_INT64,
+            &mut l.run_bytes,
+            &mut p,
+        );
+        set(
+            at,
+            "storage_bytes",
+            self.storage_bytes,
+            1,
+            MAX_INT64,
+            &mut l.storage_bytes,
+            &mut p,
+        );
+        set(
+            at,
+            "publishes_per_minute",
+            self.publishes_per_minute,
+            1,
+            MAX_INT32,
+            &mut l.publishes_per_minute,
+            &mut p,
+        );
+        // Ten years.
+        set(
+            at,
+            "retention_hours",
+            self.retention_hours,
+            1,
+            87_600,
+            &mut l.retention_hours,
+            &mut p,
+        );
+        set(
+            at,
+            "max_deliveries",
+            self.max_deliveries,
+            1,
+            1000,
+            &mut l.max_deliveries,
             &mut p,
         );
         if p.is_empty() {

@@ -50,6 +50,10 @@ pub struct StepWork {
     pub lease: u64,
     /// The outputs of the steps this one depends on, by step index.
     pub deps: Vec<(usize, Arc<serde_json::Value>)>,
+    /// This attempt was delivered more often than the run's `max_deliveries`
+    /// (the nodes holding it kept dying): it is not run again but fails
+    /// `delivery_limit`.
+    pub over_delivered: bool,
 }
 
 /// The result of an attempt, as the scheduler decided to record it.
@@ -70,6 +74,28 @@ pub enum Outcome {
         failure: Failure,
         logs: Vec<LogLine>,
     },
+}
+
+impl Outcome {
+    /// What recording this outcome adds to the run's stored bytes (its
+    /// output or error and its logs, as compact JSON), counted against `run_bytes`.
+    pub fn stored_bytes(&self) -> u64 {
+        let (payload, logs) = match self {
+            Self::Succeeded { output, logs } => {
+                (crate::workflow::json_size(output, usize::MAX), logs)
+            }
+            Self::Retry { failure, logs, .. } | Self::Failed { failure, logs } => (
+                serde_json::to_value(failure)
+                    .ok()
+                    .and_then(|v| crate::workflow::json_size(&v, usize::MAX)),
+                logs,
+            ),
+        };
+        let logs = serde_json::to_value(logs)
+            .ok()
+            .and_then(|v| crate::workflow::json_size(&v, usize::MAX));
+        (payload.unwrap_or(0) + logs.unwrap_or(0)) as u64
+    }
 }
 
 /// What a commit did.
@@ -175,6 +201,20 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Largest step output, in bytes.
     pub output_bytes: u64,
+    /// Steps of one run (for_each items and sub-workflow steps included).
+    pub steps_per_run: u32,
+    /// Largest step input once its references are resolved, in bytes.
+    pub input_bytes: u64,
+    /// All stored inputs, outputs and logs of one run, in bytes.
+    pub run_bytes: u64,
+    /// All of the tenant's component blobs, in bytes.
+    pub storage_bytes: u64,
+    /// Components published per minute.
+    pub publishes_per_minute: u32,
+    /// How long finished runs (and the idempotency keys naming them) are kept.
+    pub retention_hours: u32,
+    /// Deliveries of one step attempt before it fails `delivery_limit`.
+    pub max_deliveries: u32,
 }
 
 impl Default for Limits {
@@ -188,18 +228,30 @@ impl Default for Limits {
             memory_mb: step.memory_mb,
             timeout_ms: step.timeout_ms,
             output_bytes: step.output_bytes as u64,
+            steps_per_run: 10_000,
+            input_bytes: step.input_bytes as u64,
+            run_bytes: step.run_bytes,
+            storage_bytes: 2 << 30,
+            publishes_per_minute: 60,
+            retention_hours: 24,
+            max_deliveries: step.max_deliveries,
         }
     }
 }
 
 impl Limits {
-    /// What a step that sets nothing gets.
+    /// What a run submitted now carries: the defaults of a step that sets
+    /// nothing, and the run's budgets.
     pub fn step_defaults(&self) -> StepDefaults {
         StepDefaults {
             fuel: self.fuel,
             memory_mb: self.memory_mb,
             timeout_ms: self.timeout_ms,
             output_bytes: usize::try_from(self.output_bytes).unwrap_or(usize::MAX),
+            input_bytes: usize::try_from(self.input_bytes).unwrap_or(usize::MAX),
+            run_bytes: self.run_bytes,
+            max_deliveries: self.max_deliveries,
+            retention_ms: u64::from(self.retention_hours) * 3_600_000,
         }
     }
 }
@@ -303,6 +355,13 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// State changes of every run on this backend, from now on.
     fn subscribe(&self) -> broadcast::Receiver<crate::scheduler::model::RunEvent>;
+
+    /// The ids of runs that ended (cancelled, or failed by a step) while
+    /// steps of theirs were running, whichever node ended them; `None` when
+    /// every attempt runs in this process, which stops them itself.
+    fn ended_runs(&self) -> Option<broadcast::Receiver<String>> {
+        None
+    }
 
     /// Stores component bytes under their digest (once).
     async fn put_blob(&self, digest: &str, bytes: Bytes) -> Result<(), BackendError>;

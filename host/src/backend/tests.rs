@@ -155,7 +155,65 @@ on_both_backends!(
     runs_are_invisible_to_other_tenants,
     admission_honours_idempotency_keys_and_the_active_run_limit,
     tenants_and_registry_records_survive_a_reopen,
+    a_commit_past_run_bytes_fails_the_step_run_too_large,
+    an_attempt_delivered_too_often_is_marked_over_delivered,
 );
+
+async fn a_commit_past_run_bytes_fails_the_step_run_too_large(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
+    let mut s = spec(json!({ "steps": [
+        { "id": "a", "component": "x@1" },
+        { "id": "b", "component": "x@1" },
+        { "id": "c", "component": "x@1" }
+    ] }));
+    // The input `{}` (2 bytes), "a"'s 42-byte output and the empty logs `[]`
+    // fit; "b"'s would not.
+    s.defaults.run_bytes = 2 + 42 + 2 + 30;
+    b.create_run(NewRun::new(s)).await.unwrap();
+    let a = claim_next(b).await;
+    let bw = claim_next(b).await;
+    let c = claim_next(b).await;
+    let forty = json!("x".repeat(40));
+    let first = b
+        .commit("run_1", a.index, a.lease, ok(forty.clone()), T0)
+        .await
+        .unwrap();
+    assert!(first.applied && first.run_ended.is_none());
+    let second = b
+        .commit("run_1", bw.index, bw.lease, ok(forty), T0)
+        .await
+        .unwrap();
+    assert!(second.applied);
+    assert_eq!(second.run_ended, Some(RunStatus::Failed));
+    assert_eq!(second.cancelled, vec![c.index]);
+    let run = b.run("t", "run_1").await.unwrap().unwrap();
+    assert_eq!(run.steps["a"].status, StepStatus::Succeeded);
+    assert_eq!(run.steps["b"].status, StepStatus::Failed);
+    assert_eq!(run.steps["b"].output, None);
+    let error = run.steps["b"].error.clone().unwrap();
+    assert_eq!(error.code, "run_too_large");
+    assert!(!error.retryable);
+    assert_eq!(run.error.unwrap().code, "run_too_large");
+}
+
+async fn an_attempt_delivered_too_often_is_marked_over_delivered(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
+    let mut s = spec(json!({ "steps": [ { "id": "a", "component": "x@1" } ] }));
+    s.defaults.max_deliveries = 2;
+    b.create_run(NewRun::new(s)).await.unwrap();
+    let d = b.next(1).await.unwrap().pop().unwrap();
+    // The same task delivered again and again, as when the nodes holding it die.
+    let mut over = Vec::new();
+    for _ in 0..3 {
+        let Claim::Step(w) = b.claim(&d, T0).await.unwrap() else {
+            panic!("expected a step")
+        };
+        over.push(w.over_delivered);
+    }
+    assert_eq!(over, vec![false, false, true]);
+}
 
 async fn a_join_is_ready_only_when_every_dependency_succeeded(kind: Kind) {
     let h = Harness::new(kind).await;

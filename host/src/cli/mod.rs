@@ -128,10 +128,7 @@ pub(crate) enum JsonArg {
 pub(crate) fn read_json_file(path: &std::path::Path) -> Result<serde_json::Value, JsonArg> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| JsonArg::Unreadable(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| JsonArg::NotJson {
-        origin: path.display().to_string(),
-        error: e.to_string(),
-    })
+    parse_json_arg(&text, &path.display().to_string())
 }
 
 /// `--input`: inline JSON, or `@FILE` to read it from a file.
@@ -144,7 +141,19 @@ pub(crate) fn read_input_arg(arg: &str) -> Result<serde_json::Value, JsonArg> {
         ),
         None => (arg.to_string(), "--input"),
     };
-    serde_json::from_str(&text).map_err(|e| JsonArg::NotJson {
+    parse_json_arg(&text, origin)
+}
+
+/// JSON text within the nesting budget the server applies too.
+fn parse_json_arg(text: &str, origin: &str) -> Result<serde_json::Value, JsonArg> {
+    let max = crate::budget::MAX_JSON_DEPTH;
+    if crate::budget::json_too_deep(text.as_bytes(), max) {
+        return Err(JsonArg::NotJson {
+            origin: origin.to_string(),
+            error: format!("arrays and objects nest deeper than {max} levels"),
+        });
+    }
+    serde_json::from_str(text).map_err(|e| JsonArg::NotJson {
         origin: origin.to_string(),
         error: e.to_string(),
     })

@@ -120,11 +120,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         &str,
     ) = match &args.redis {
         None => {
-            let retention = Retention {
-                keep_ms: args.retention.as_millis() as u64,
-                ..Retention::default()
-            };
-            let backend = MemoryBackend::open(clock.clone(), &data_dir, retention)
+            let backend = MemoryBackend::open(clock.clone(), &data_dir, Retention::default())
                 .map_err(|e| format!("cannot open the data directory: {e}"))?;
             (backend.clone(), backend, "embedded".to_string(), "embedded")
         }
@@ -323,7 +319,7 @@ async fn publish_examples(registry: &Registry) {
     for example in bundled::EXAMPLES {
         let bytes = Bytes::from_static(example.wasm);
         match registry
-            .publish("default", example.name, example.version, bytes)
+            .publish("default", example.name, example.version, bytes, u64::MAX)
             .await
         {
             Ok(Published::Created(_) | Published::Unchanged(_)) => {}

@@ -153,6 +153,15 @@ fn check_output(output: String, cap: usize) -> Result<serde_json::Value, Failure
             ),
         ));
     }
+    if crate::budget::json_too_deep(output.as_bytes(), crate::budget::MAX_JSON_DEPTH) {
+        return Err(Failure::host(
+            "invalid_output",
+            format!(
+                "output nests arrays and objects deeper than {} levels",
+                crate::budget::MAX_JSON_DEPTH
+            ),
+        ));
+    }
     serde_json::from_str(&output)
         .map_err(|e| Failure::host("invalid_output", format!("output is not JSON: {e}")))
 }

@@ -120,10 +120,9 @@ impl Scheduler {
     /// Registers a running attempt so that cancellation and fail-fast can stop it.
     pub fn track(&self, run: &str, index: usize, lease: u64) -> CancellationToken {
         let token = CancellationToken::new();
-        self.running
-            .lock()
-            .unwrap()
-            .insert((run.to_string(), index, lease), token.clone());
+        let mut running = self.running.lock().unwrap();
+        running.insert((run.to_string(), index, lease), token.clone());
+        metrics::gauge!("weft_steps_running").set(running.len() as f64);
         token
     }
 
@@ -134,10 +133,46 @@ impl Scheduler {
 
     /// Forgets an attempt registered with [`Scheduler::track`].
     pub fn untrack(&self, run: &str, index: usize, lease: u64) {
-        self.running
-            .lock()
-            .unwrap()
-            .remove(&(run.to_string(), index, lease));
+        let mut running = self.running.lock().unwrap();
+        running.remove(&(run.to_string(), index, lease));
+        metrics::gauge!("weft_steps_running").set(running.len() as f64);
+    }
+
+    /// Stops this node's attempts of runs that other nodes ended, for as
+    /// long as `shutdown` is not cancelled.
+    pub fn watch_ended_runs(self: &Arc<Self>, shutdown: CancellationToken) {
+        let Some(mut ended) = self.store.ended_runs() else {
+            return;
+        };
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let run = tokio::select! {
+                    r = ended.recv() => r,
+                    _ = shutdown.cancelled() => return,
+                };
+                let Some(this) = this.upgrade() else { return };
+                match run {
+                    Ok(run) => this.stop_run_local(&run),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "missed notices of ended runs; their late commits are ignored"
+                        )
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    fn stop_run_local(&self, run: &str) {
+        let running = self.running.lock().unwrap();
+        for ((r, _, _), token) in running.iter() {
+            if r == run {
+                token.cancel();
+            }
+        }
     }
 
     fn stop_local(&self, run: &str, steps: &[usize]) {
@@ -180,34 +215,53 @@ impl Scheduler {
         Ok(committed)
     }
 
-    /// Resolves the run's output from its steps' outputs and ends it.
+    /// Resolves the run's output from its steps' outputs, within the run's
+    /// `input_bytes`; large outputs are resolved off the async executor.
+    pub async fn resolve_output(
+        spec: Arc<RunSpec>,
+        outputs: Vec<Option<serde_json::Value>>,
+    ) -> Result<serde_json::Value, RunError> {
+        let Some(template) = &spec.workflow.output else {
+            return Ok(serde_json::Value::Null);
+        };
+        if template.is_literal() {
+            return Ok(template
+                .resolve_within(&|_| None, usize::MAX)
+                .unwrap_or_default());
+        }
+        let resolve = move || {
+            let lookup = |root| match root {
+                Root::Input => Some(&spec.input),
+                Root::Step(i) => outputs.get(i).and_then(Option::as_ref),
+            };
+            let template = spec.workflow.output.as_ref().expect("checked above");
+            template
+                .resolve_within(&lookup, spec.defaults.input_bytes)
+                .map_err(|e| {
+                    let failure = policy::resolve_failure("the run's output", e);
+                    RunError {
+                        code: failure.code,
+                        message: format!("output: {}", failure.message),
+                        step: None,
+                    }
+                })
+        };
+        crate::budget::offload(resolve).await
+    }
+
+    /// Ends a run whose steps all succeeded, with its resolved output or the
+    /// error that resolving it gave.
     pub async fn finalize(
         &self,
-        spec: &RunSpec,
-        outputs: &[Option<serde_json::Value>],
+        run: &str,
+        result: Result<serde_json::Value, RunError>,
     ) -> Result<bool, BackendError> {
-        let result = match &spec.workflow.output {
-            None => Ok(serde_json::Value::Null),
-            Some(template) => template
-                .resolve(&|root| match root {
-                    Root::Input => Some(&spec.input),
-                    Root::Step(i) => outputs.get(i).and_then(Option::as_ref),
-                })
-                .map_err(|e| RunError {
-                    code: "bad_reference".into(),
-                    message: format!("output: {e}"),
-                    step: None,
-                }),
-        };
         let status = if result.is_ok() {
             RunStatus::Succeeded
         } else {
             RunStatus::Failed
         };
-        let finished = self
-            .store
-            .finish(&spec.id, result, self.clock.now())
-            .await?;
+        let finished = self.store.finish(run, result, self.clock.now()).await?;
         if finished {
             run_finished(status);
         }

@@ -75,8 +75,8 @@ impl StepStatus {
     }
 }
 
-/// Per-step resources when the step does not set its own: the tenant's limits
-/// at the time the run was submitted.
+/// Per-step resources when the step does not set its own, and the run's
+/// budgets: the tenant's limits at the time the run was submitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepDefaults {
@@ -88,6 +88,34 @@ pub struct StepDefaults {
     pub timeout_ms: u64,
     /// Largest output a step may return, in bytes.
     pub output_bytes: usize,
+    /// Largest step input (and run output) once references are resolved, in bytes.
+    #[serde(default = "defaults::input_bytes")]
+    pub input_bytes: usize,
+    /// All stored inputs, outputs and logs of the run, in bytes.
+    #[serde(default = "defaults::run_bytes")]
+    pub run_bytes: u64,
+    /// Deliveries of one attempt before it fails `delivery_limit`.
+    #[serde(default = "defaults::max_deliveries")]
+    pub max_deliveries: u32,
+    /// How long the run is kept once it has ended.
+    #[serde(default = "defaults::retention_ms")]
+    pub retention_ms: u64,
+}
+
+/// The defaults of the budgets, also for runs stored before they existed.
+mod defaults {
+    pub fn input_bytes() -> usize {
+        4 << 20
+    }
+    pub fn run_bytes() -> u64 {
+        256 << 20
+    }
+    pub fn max_deliveries() -> u32 {
+        5
+    }
+    pub fn retention_ms() -> u64 {
+        24 * 3_600_000
+    }
 }
 
 impl Default for StepDefaults {
@@ -97,6 +125,10 @@ impl Default for StepDefaults {
             memory_mb: 64,
             timeout_ms: 30_000,
             output_bytes: 1 << 20,
+            input_bytes: defaults::input_bytes(),
+            run_bytes: defaults::run_bytes(),
+            max_deliveries: defaults::max_deliveries(),
+            retention_ms: defaults::retention_ms(),
         }
     }
 }

@@ -83,7 +83,9 @@ fn strongly_connected(deps: &[Vec<usize>]) -> Vec<Vec<usize>> {
 fn shortest_cycle(deps: &[Vec<usize>], scc: &[usize]) -> Option<Vec<usize>> {
     let &start = scc.first()?;
     let inside = |v: usize| scc.binary_search(&v).is_ok();
-    let mut parent: Vec<Option<usize>> = vec![None; deps.len()];
+    // Sized by the component, not the graph: many small cycles stay linear in all.
+    let mut parent: std::collections::HashMap<usize, usize> =
+        std::collections::HashMap::with_capacity(scc.len());
     let mut queue = VecDeque::from([start]);
     while let Some(v) = queue.pop_front() {
         for &w in &deps[v] {
@@ -92,14 +94,14 @@ fn shortest_cycle(deps: &[Vec<usize>], scc: &[usize]) -> Option<Vec<usize>> {
                 let mut cycle = vec![v];
                 let mut at = v;
                 while at != start {
-                    at = parent[at]?;
+                    at = *parent.get(&at)?;
                     cycle.push(at);
                 }
                 cycle.reverse();
                 return Some(cycle);
             }
-            if w < deps.len() && inside(w) && parent[w].is_none() && w != start {
-                parent[w] = Some(v);
+            if w < deps.len() && inside(w) && w != start && !parent.contains_key(&w) {
+                parent.insert(w, v);
                 queue.push_back(w);
             }
         }

@@ -21,7 +21,7 @@ use std::fmt;
 pub use document::{ComponentRef, DEFAULT_TIMEOUT_MS, RetryPolicy, Step, StepLimits, Workflow};
 pub use requirement::{is_valid_name, parse_requirement};
 pub use schema::document_schema;
-pub use template::{BadReference, Root, Template};
+pub use template::{BadReference, ResolveError, Root, Template, json_size};
 pub use validate::validate;
 
 /// One problem found while validating a document or a run's input.
@@ -37,11 +37,18 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// A problem at `path` described by `message`.
+    /// A problem at `path` described by `message`; a message quoting a long part of the
+    /// document is cut.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        const MAX_MESSAGE: usize = 400;
+        let mut message = message.into();
+        if let Some((end, _)) = message.char_indices().nth(MAX_MESSAGE) {
+            message.truncate(end);
+            message.push('…');
+        }
         Self {
             path: path.into(),
-            message: message.into(),
+            message,
         }
     }
 }
@@ -101,9 +108,26 @@ pub fn check_input(workflow: &Workflow, input: &serde_json::Value) -> Vec<Proble
     problems
 }
 
+/// Longest key written whole into a problem's pointer; a longer one is cut and ends in `…`,
+/// so that a hostile key is never copied into every problem below it.
+const MAX_POINTER_TOKEN: usize = 256;
+
 /// Append `key` to the JSON Pointer `pointer` as one reference token, escaped per RFC 6901.
 fn push_pointer(pointer: &mut String, key: &str) {
     pointer.push('/');
+    let (key, cut) = match key.char_indices().nth(MAX_POINTER_TOKEN) {
+        Some((end, _)) => (&key[..end], true),
+        None => (key, false),
+    };
+    if cut {
+        push_escaped(pointer, key);
+        pointer.push('…');
+    } else {
+        push_escaped(pointer, key);
+    }
+}
+
+fn push_escaped(pointer: &mut String, key: &str) {
     for c in key.chars() {
         match c {
             '~' => pointer.push_str("~0"),
@@ -118,6 +142,26 @@ fn join_pointer(pointer: &str, key: &str) -> String {
     let mut joined = pointer.to_owned();
     push_pointer(&mut joined, key);
     joined
+}
+
+/// A name from the document as a message quotes it: in double quotes, cut after 64 characters.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", cut(name))
+}
+
+/// Text from the document as a message shows it: cut after 64 characters.
+fn cut(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+        None => text.into(),
+    }
+}
+
+/// At most [`crate::budget::MAX_PROBLEMS`] problems, and whether any were left out.
+pub fn cap_problems(mut problems: Vec<Problem>) -> (Vec<Problem>, bool) {
+    let truncated = problems.len() > crate::budget::MAX_PROBLEMS;
+    problems.truncate(crate::budget::MAX_PROBLEMS);
+    (problems, truncated)
 }
 
 /// Sort problems by path, comparing array indexes as numbers (`/steps/2` before `/steps/10`),

@@ -38,7 +38,10 @@ pub(super) fn check(doc: &Value) -> Vec<Problem> {
             ValidationErrorKind::AdditionalProperties { unexpected } => {
                 let allowed = allowed_properties(error.schema_path().as_str());
                 for key in unexpected {
-                    let message = format!("unknown field \"{key}\" (expected one of: {allowed})");
+                    let message = format!(
+                        "unknown field {} (expected one of: {allowed})",
+                        super::quoted(key)
+                    );
                     problems.push(Problem::new(join_pointer(path, key), message));
                 }
             }
@@ -139,11 +142,13 @@ fn truncate(mut s: String) -> String {
 }
 
 fn first_duplicate(value: &Value) -> Option<String> {
-    let items = value.as_array()?;
-    items
+    // Items of `needs` are strings; anything else is a type error reported on its own.
+    let mut seen = std::collections::HashSet::new();
+    value
+        .as_array()?
         .iter()
-        .enumerate()
-        .find_map(|(i, item)| items[..i].contains(item).then(|| short(item)))
+        .find(|item| item.as_str().is_some_and(|s| !seen.insert(s)))
+        .map(short)
 }
 
 /// Compile a run-input schema; the error says why it is not a usable JSON Schema.

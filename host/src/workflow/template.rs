@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Map, Value};
 
 use super::reference::{self, Path, PathRoot, Piece, Segment};
-use super::{Problem, push_pointer};
+use super::{Problem, cut, push_pointer, quoted};
 
 /// Where a reference starts: the run's input or a step's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,6 +22,98 @@ pub enum Root {
 pub struct BadReference {
     /// The path as written, e.g. `steps.parse.output.lines[3]`.
     pub path: String,
+}
+
+/// Why a template could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    BadReference(#[from] BadReference),
+    /// The value would be larger than the budget, as compact JSON; it was not built.
+    #[error("the resolved value would be larger than {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+/// Bytes of compact JSON a resolution may still produce.
+struct Budget {
+    left: usize,
+    limit: usize,
+}
+
+impl Budget {
+    fn charge(&mut self, bytes: usize) -> Result<(), ResolveError> {
+        match self.left.checked_sub(bytes) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(ResolveError::TooLarge { limit: self.limit }),
+        }
+    }
+
+    /// Charges the compact JSON size of `value`, looking at no more of it
+    /// than the budget allows.
+    fn charge_value(&mut self, value: &Value) -> Result<(), ResolveError> {
+        match json_size(value, self.left) {
+            Some(size) => self.charge(size),
+            None => Err(ResolveError::TooLarge { limit: self.limit }),
+        }
+    }
+}
+
+/// The size of `value` as compact JSON, or None as soon as it passes `limit`.
+pub fn json_size(value: &Value, limit: usize) -> Option<usize> {
+    fn walk(value: &Value, total: &mut usize, limit: usize) -> Option<()> {
+        let add = |total: &mut usize, n: usize| {
+            *total = total.checked_add(n).filter(|t| *t <= limit)?;
+            Some(())
+        };
+        match value {
+            Value::Null => add(total, 4),
+            Value::Bool(b) => add(total, if *b { 4 } else { 5 }),
+            Value::Number(n) => add(total, number_len(n)),
+            Value::String(s) => add(total, string_size(s)),
+            Value::Array(items) => {
+                add(total, 2 + items.len().saturating_sub(1))?;
+                items.iter().try_for_each(|v| walk(v, total, limit))
+            }
+            Value::Object(members) => {
+                add(total, 2 + members.len().saturating_sub(1))?;
+                members.iter().try_for_each(|(k, v)| {
+                    add(total, string_size(k) + 1)?;
+                    walk(v, total, limit)
+                })
+            }
+        }
+    }
+    let mut total = 0;
+    walk(value, &mut total, limit)?;
+    Some(total)
+}
+
+fn number_len(n: &serde_json::Number) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = write!(count, "{n}");
+    count.0
+}
+
+/// The size of `s` as a JSON string, quotes and escapes included.
+fn string_size(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 /// A JSON value whose strings may refer to the run's input and to step outputs.
@@ -68,15 +160,32 @@ struct Ref {
 }
 
 impl Template {
-    /// Produce the value of this template, taking each root's value from `lookup`.
+    /// Produce the value of this template, taking each root's value from `lookup`, as long as
+    /// it is at most `limit` bytes of compact JSON.
     ///
     /// `lookup(root)` gives the run input or that step's output, or None when it is not
-    /// available, which is reported like any other missing path.
+    /// available, which is reported like any other missing path. The size is counted while
+    /// resolving: a value over the limit is never built, however often it is referenced.
+    pub fn resolve_within<'a>(
+        &self,
+        lookup: &dyn Fn(Root) -> Option<&'a Value>,
+        limit: usize,
+    ) -> Result<Value, ResolveError> {
+        let mut budget = Budget { left: limit, limit };
+        self.node.resolve(lookup, &mut budget)
+    }
+
+    /// [`Template::resolve_within`] without a size limit, for tests.
+    #[cfg(test)]
     pub fn resolve<'a>(
         &self,
         lookup: &dyn Fn(Root) -> Option<&'a Value>,
     ) -> Result<Value, BadReference> {
-        self.node.resolve(lookup)
+        self.resolve_within(lookup, usize::MAX)
+            .map_err(|e| match e {
+                ResolveError::BadReference(b) => b,
+                ResolveError::TooLarge { .. } => unreachable!("no limit"),
+            })
     }
 
     /// Every root this template refers to, each once, in order (`Input` first, then steps).
@@ -219,7 +328,11 @@ impl Compiler<'_> {
             PathRoot::Step(id) => match (self.step_index)(id) {
                 Some(i) => Root::Step(i),
                 None => {
-                    let message = format!("unknown step \"{id}\" in reference ${{{text}}}");
+                    let message = format!(
+                        "unknown step {} in reference ${{{}}}",
+                        quoted(id),
+                        cut(text)
+                    );
                     self.problems
                         .push(Problem::new(self.pointer.clone(), message));
                     return None;
@@ -250,38 +363,64 @@ impl Node {
     fn resolve<'a>(
         &self,
         lookup: &dyn Fn(Root) -> Option<&'a Value>,
-    ) -> Result<Value, BadReference> {
+        budget: &mut Budget,
+    ) -> Result<Value, ResolveError> {
         Ok(match self {
-            Node::Literal(v) => v.clone(),
-            Node::Exact(r) => r.get(lookup)?.clone(),
+            Node::Literal(v) => {
+                budget.charge_value(v)?;
+                v.clone()
+            }
+            Node::Exact(r) => {
+                let value = r.get(lookup)?;
+                budget.charge_value(value)?;
+                value.clone()
+            }
             Node::Text(parts) => {
                 let mut out = String::new();
                 for part in parts {
                     match part {
-                        Part::Text(t) => out.push_str(t),
+                        Part::Text(t) => {
+                            budget.charge(t.len())?;
+                            out.push_str(t);
+                        }
                         Part::Ref(r) => match r.get(lookup)? {
-                            Value::String(s) => out.push_str(s),
+                            Value::String(s) => {
+                                budget.charge(s.len())?;
+                                out.push_str(s);
+                            }
                             // Value's Display is compact JSON; writing to a String cannot fail.
                             other => {
+                                budget.charge_value(other)?;
                                 let _ = write!(out, "{other}");
                             }
                         },
                     }
                 }
+                // The text was charged as it grew; now its quotes and escapes.
+                budget.charge(string_size(&out) - out.len())?;
                 Value::String(out)
             }
-            Node::Array(nodes) => Value::Array(
-                nodes
-                    .iter()
-                    .map(|n| n.resolve(lookup))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Node::Object(members) => Value::Object(
-                members
-                    .iter()
-                    .map(|(k, n)| Ok((k.clone(), n.resolve(lookup)?)))
-                    .collect::<Result<_, BadReference>>()?,
-            ),
+            Node::Array(nodes) => {
+                budget.charge(2 + nodes.len().saturating_sub(1))?;
+                Value::Array(
+                    nodes
+                        .iter()
+                        .map(|n| n.resolve(lookup, budget))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+            Node::Object(members) => {
+                budget.charge(2 + members.len().saturating_sub(1))?;
+                Value::Object(
+                    members
+                        .iter()
+                        .map(|(k, n)| {
+                            budget.charge(string_size(k) + 1)?;
+                            Ok((k.clone(), n.resolve(lookup, budget)?))
+                        })
+                        .collect::<Result<_, ResolveError>>()?,
+                )
+            }
         })
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::document::{ComponentRef, RetryPolicy, Step, StepLimits, Workflow};
 use super::template::{Root, Template};
-use super::{ComponentResolver, Problem, Validated, dag, schema, sort_problems};
+use super::{ComponentResolver, Problem, Validated, cut, dag, quoted, schema, sort_problems};
 
 /// Parse and validate a workflow document and pin every step's component through `resolver`.
 ///
@@ -109,7 +109,8 @@ fn index_ids<'d>(ids: &[Option<&'d str>], problems: &mut Vec<Problem>) -> HashMa
             Entry::Occupied(first) => problems.push(Problem::new(
                 format!("/steps/{j}/id"),
                 format!(
-                    "duplicate step id \"{id}\": already used by /steps/{}",
+                    "duplicate step id {}: already used by /steps/{}",
+                    quoted(id),
                     first.get()
                 ),
             )),
@@ -128,11 +129,14 @@ fn report_cycles(drafts: &[Draft<'_>], ids: &[Option<&str>], problems: &mut Vec<
         let Some(&first) = cycle.first() else {
             continue;
         };
-        let names: Vec<&str> = cycle
-            .iter()
-            .chain([&first])
-            .map(|&i| ids.get(i).copied().flatten().unwrap_or("?"))
-            .collect();
+        // A long cycle is named by its first steps and its length: the message stays short.
+        const NAMED: usize = 10;
+        let name = |i: usize| cut(ids.get(i).copied().flatten().unwrap_or("?")).into_owned();
+        let mut names: Vec<String> = cycle.iter().take(NAMED).map(|&i| name(i)).collect();
+        if cycle.len() > NAMED {
+            names.push(format!("… ({} steps in all)", cycle.len()));
+        }
+        names.push(name(first));
         problems.push(Problem::new(
             format!("/steps/{first}"),
             format!("cycle: {}", names.join(" -> ")),
@@ -200,7 +204,7 @@ fn draft_step<'d>(
             Some(j) => deps.push(j),
             None => problems.push(Problem::new(
                 format!("{base}/needs/{k}"),
-                format!("unknown step \"{name}\""),
+                format!("unknown step {}", quoted(name)),
             )),
         }
     }

@@ -80,7 +80,7 @@ impl Api {
                 ("fail", paths::FAIL),
             ] {
                 registry
-                    .publish(name, component, "1.0.0", wasm(path).into())
+                    .publish(name, component, "1.0.0", wasm(path).into(), u64::MAX)
                     .await
                     .expect("publish");
             }

@@ -20,17 +20,17 @@ use super::{
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::model::{RunError, RunEvent, RunView, Task};
 
-/// How long the embedded backend keeps finished runs, and how many at most.
+/// How many finished runs the in-memory backend keeps per tenant at most;
+/// each run is kept for its tenant's `retention_hours` unless the count
+/// pushes it out first. One tenant's runs never push out another's.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    pub keep_ms: u64,
     pub max_finished: usize,
 }
 
 impl Default for Retention {
     fn default() -> Self {
         Self {
-            keep_ms: 24 * 3600 * 1000,
             max_finished: 10_000,
         }
     }
@@ -52,7 +52,10 @@ pub struct MemoryBackend {
 
 struct Inner {
     runs: HashMap<Arc<str>, runs::RunState>,
-    finished: VecDeque<(Millis, Arc<str>)>,
+    /// Finished runs by the time they are to be forgotten.
+    expiry: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
+    /// Each tenant's finished runs, oldest first.
+    finished: HashMap<String, VecDeque<Arc<str>>>,
     queue: VecDeque<Task>,
     delayed: BinaryHeap<Reverse<Delayed>>,
     seq: u64,
@@ -139,7 +142,8 @@ impl MemoryBackend {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 runs: HashMap::new(),
-                finished: VecDeque::new(),
+                expiry: BinaryHeap::new(),
+                finished: HashMap::new(),
                 queue: VecDeque::new(),
                 delayed: BinaryHeap::new(),
                 seq: 0,
@@ -352,9 +356,14 @@ impl WorkQueue for MemoryBackend {
 
 impl Inner {
     /// Books a run that just ended: retention and the tenant's active count.
-    fn ended(&mut self, now: Millis, run: Arc<str>, tenant: &str) {
-        self.finished.push_back((now, run));
-        if let Some(n) = self.active.get_mut(tenant) {
+    fn ended(&mut self, now: Millis, run: Arc<str>, spec: &crate::scheduler::model::RunSpec) {
+        let due = now.saturating_add(spec.defaults.retention_ms);
+        self.expiry.push(Reverse((due, run.clone())));
+        self.finished
+            .entry(spec.tenant.clone())
+            .or_default()
+            .push_back(run);
+        if let Some(n) = self.active.get_mut(&spec.tenant) {
             *n = n.saturating_sub(1);
         }
     }

@@ -13,6 +13,7 @@ use crate::scheduler::model::{
     RunError, RunEvent, RunSpec, RunStatus, RunView, StepRecord, StepStatus, StepView, Task,
     TaskKind,
 };
+use crate::scheduler::policy;
 use crate::workflow::Root;
 
 pub(super) struct RunState {
@@ -27,6 +28,8 @@ pub(super) struct RunState {
     remaining: usize,
     /// The `Idempotency-Key` that created the run, forgotten with the run.
     idempotency_key: Option<String>,
+    /// Bytes of input, outputs, errors and logs stored, counted against `run_bytes`.
+    bytes: u64,
 }
 
 struct StepState {
@@ -34,6 +37,8 @@ struct StepState {
     /// Dependencies that have not succeeded yet; the step is ready at zero.
     waiting_on: u32,
     lease: u64,
+    /// Deliveries of the attempt now holding the step.
+    deliveries: u32,
 }
 
 impl RunState {
@@ -102,6 +107,7 @@ impl MemoryBackend {
                 },
                 waiting_on: s.deps.len() as u32,
                 lease: 0,
+                deliveries: 0,
             })
             .collect();
         let mut pushed = false;
@@ -118,6 +124,7 @@ impl MemoryBackend {
             }
         }
         let remaining = steps.len();
+        let bytes = policy::stored_input_bytes(&spec);
         inner.runs.insert(
             run,
             RunState {
@@ -130,6 +137,7 @@ impl MemoryBackend {
                 steps,
                 remaining,
                 idempotency_key: idempotency.map(|i| i.key),
+                bytes,
             },
         );
         (Admission::Created, pushed)
@@ -165,11 +173,13 @@ impl MemoryBackend {
                 step.rec.status = Some(StepStatus::Running);
                 step.rec.attempts = attempt;
                 step.rec.started_at.get_or_insert(now);
+                step.deliveries = 1;
             }
             // Delivered again while running: the new holder supersedes the old one.
-            StepStatus::Running if attempt == step.rec.attempts => {}
+            StepStatus::Running if attempt == step.rec.attempts => step.deliveries += 1,
             _ => return Claim::Stale,
         }
+        let over_delivered = step.deliveries > run.spec.defaults.max_deliveries;
         step.lease += 1;
         let lease = step.lease;
         let run_started = run.status == RunStatus::Queued;
@@ -197,6 +207,7 @@ impl MemoryBackend {
             attempt,
             lease,
             deps,
+            over_delivered,
         })
     }
 
@@ -228,6 +239,16 @@ impl MemoryBackend {
         let mut committed = Committed {
             applied: true,
             ..Committed::default()
+        };
+        let adding = outcome.stored_bytes();
+        let outcome = if policy::over_run_bytes(run.bytes, adding, spec.defaults.run_bytes) {
+            Outcome::Failed {
+                failure: policy::run_too_large(spec.defaults.run_bytes),
+                logs: Vec::new(),
+            }
+        } else {
+            run.bytes += adding;
+            outcome
         };
         let mut pushed = false;
         match outcome {
@@ -294,8 +315,7 @@ impl MemoryBackend {
                 });
                 committed.cancelled = self.end_run(run, RunStatus::Failed, Some(error), now);
                 committed.run_ended = Some(RunStatus::Failed);
-                let tenant = run.spec.tenant.clone();
-                inner.ended(now, run_key, &tenant);
+                inner.ended(now, run_key, &spec);
                 self.expire(inner, now);
             }
         }
@@ -325,8 +345,8 @@ impl MemoryBackend {
                 self.end_run(run, RunStatus::Failed, Some(error), now);
             }
         }
-        let tenant = run.spec.tenant.clone();
-        inner.ended(now, Arc::from(run_id), &tenant);
+        let spec = run.spec.clone();
+        inner.ended(now, Arc::from(run_id), &spec);
         self.expire(inner, now);
         true
     }
@@ -342,7 +362,8 @@ impl MemoryBackend {
             return Some(Cancelled::AlreadyEnded(run.status));
         }
         let stopped = self.end_run(run, RunStatus::Cancelled, None, now);
-        inner.ended(now, Arc::from(run_id), tenant);
+        let spec = run.spec.clone();
+        inner.ended(now, Arc::from(run_id), &spec);
         self.expire(inner, now);
         Some(Cancelled::Now { stopped })
     }
@@ -381,14 +402,23 @@ impl MemoryBackend {
         stopped
     }
 
-    /// Forgets finished runs past the retention period or count.
+    /// Forgets finished runs past their retention, and each tenant's oldest
+    /// ones past the count this backend keeps per tenant.
     fn expire(&self, inner: &mut Inner, now: Millis) {
-        while let Some((at, _)) = inner.finished.front() {
-            let too_old = now.saturating_sub(*at) > self.retention.keep_ms;
-            if !too_old && inner.finished.len() <= self.retention.max_finished {
+        let mut gone: Vec<Arc<str>> = Vec::new();
+        while let Some(std::cmp::Reverse((due, _))) = inner.expiry.peek() {
+            if *due > now {
                 break;
             }
-            let (_, id) = inner.finished.pop_front().expect("front");
+            let std::cmp::Reverse((_, id)) = inner.expiry.pop().expect("peeked");
+            gone.push(id);
+        }
+        for finished in inner.finished.values_mut() {
+            while finished.len() > self.retention.max_finished {
+                gone.extend(finished.pop_front());
+            }
+        }
+        for id in gone {
             if let Some(run) = inner.runs.remove(&id)
                 && let Some(key) = run.idempotency_key
             {

@@ -8,6 +8,8 @@ pub const TENANTS: &str = "weft:tenants";
 pub const KEYS: &str = "weft:keys";
 pub const NODES: &str = "weft:nodes";
 pub const EVENTS_PATTERN: &str = "weft:events:*";
+/// Where the scripts publish the id of a run that ended while steps of it ran.
+pub const CANCEL: &str = "weft:cancel";
 
 pub fn run(id: &str) -> String {
     format!("weft:{{run:{id}}}:run")

@@ -78,6 +78,9 @@ pub struct RedisBackend {
     loading_specs: tokio::sync::Mutex<()>,
     events: broadcast::Sender<RunEvent>,
     listening: AtomicBool,
+    /// Runs that ended while steps of theirs ran, from `weft:cancel`.
+    ended: broadcast::Sender<String>,
+    watching_ended: AtomicBool,
     /// Delivery tag -> stream entry id, for acknowledgement.
     entries: Mutex<HashMap<u64, String>>,
     next_tag: AtomicU64,
@@ -87,19 +90,23 @@ pub struct RedisBackend {
     reclaimed: Mutex<VecDeque<(String, Task)>>,
 }
 
+/// Every error Redis gives is "unavailable", to retry with backoff: an I/O
+/// error (refused, reset, timed out) means unreachable, and an error reply
+/// (`OOM`, `READONLY`, `MISCONF`, `LOADING`, `BUSY`, `TRYAGAIN`,
+/// `CLUSTERDOWN`, `MASTERDOWN`, any other) means it refuses for now. Work is
+/// never dropped because Redis said no. A reply that does not parse is
+/// [`corrupt`], reported by the caller.
 fn unavailable(e: RedisError) -> BackendError {
-    if e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || matches!(
-            e.code(),
-            Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "NOGROUP")
-        )
-    {
-        BackendError::Unavailable(e.to_string())
+    if matches!(
+        e.kind(),
+        redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse
+    ) {
+        return corrupt(format!("unexpected reply from Redis: {e}"));
+    }
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        BackendError::Unavailable(format!("Redis unreachable: {e}"))
     } else {
-        BackendError::Corrupt(format!("redis: {e}"))
+        BackendError::Unavailable(format!("Redis refused: {e}"))
     }
 }
 
@@ -151,10 +158,9 @@ impl RedisBackend {
             .map_err(unavailable)?;
         let (events, _) = broadcast::channel(4096);
         let scripts = scripts::Scripts::new();
-        let retention_ms = config.retention.as_millis() as u64;
         let backend = Arc::new(Self {
             claims: claim_batcher(conn.clone(), scripts.claim.clone()),
-            commits: commit_batcher(conn.clone(), scripts.commit.clone(), retention_ms),
+            commits: commit_batcher(conn.clone(), scripts.commit.clone()),
             conn,
             reader: tokio::sync::Mutex::new(reader),
             client,
@@ -165,6 +171,8 @@ impl RedisBackend {
             loading_specs: tokio::sync::Mutex::new(()),
             events,
             listening: AtomicBool::new(false),
+            ended: broadcast::channel(1024).0,
+            watching_ended: AtomicBool::new(false),
             entries: Mutex::new(HashMap::new()),
             next_tag: AtomicU64::new(1),
             receipts: Mutex::new(HashMap::new()),
@@ -180,10 +188,6 @@ impl RedisBackend {
 
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
-    }
-
-    fn retention_ms(&self) -> u64 {
-        self.config.retention.as_millis() as u64
     }
 
     /// The spec of a run, from this node's cache or from Redis.
@@ -254,8 +258,9 @@ impl StateStore for RedisBackend {
                     .as_ref()
                     .map_or("", |i| i.fingerprint.as_str()),
             )
-            .arg(self.config.idempotency_ttl.as_millis() as u64)
-            .arg(spec.workflow.steps.len());
+            .arg(spec.defaults.retention_ms)
+            .arg(spec.workflow.steps.len())
+            .arg(crate::scheduler::policy::stored_input_bytes(spec));
         for (i, step) in spec.workflow.steps.iter().enumerate() {
             let dependents: Vec<String> = spec
                 .workflow
@@ -331,6 +336,7 @@ impl StateStore for RedisBackend {
                 kind,
                 index,
                 attempt,
+                max_deliveries: spec.defaults.max_deliveries,
                 now,
                 reads: reads.clone(),
             })
@@ -366,6 +372,7 @@ impl StateStore for RedisBackend {
                     attempt,
                     lease,
                     deps,
+                    over_delivered: reply.get(2).and_then(text).as_deref() == Some("over"),
                 }))
             }
             _ => Err(corrupt(format!("claim: unexpected reply {reply:?}"))),
@@ -383,6 +390,7 @@ impl StateStore for RedisBackend {
         let Some(spec) = self.spec(run).await? else {
             return Ok(Committed::default());
         };
+        let bytes = outcome.stored_bytes();
         let (kind, payload, logs, due, run_error) = match outcome {
             Outcome::Succeeded { output, logs } => {
                 ("ok", output.to_string(), logs, 0, String::new())
@@ -428,6 +436,8 @@ impl StateStore for RedisBackend {
                 logs: serde_json::to_string(&logs).expect("JSON"),
                 now,
                 due,
+                bytes,
+                run_bytes: spec.defaults.run_bytes,
                 run_error,
                 entry: entry.unwrap_or_default(),
             })
@@ -478,7 +488,6 @@ impl StateStore for RedisBackend {
             .arg(kind)
             .arg(payload)
             .arg(now)
-            .arg(self.retention_ms())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -499,7 +508,6 @@ impl StateStore for RedisBackend {
             .key(keys::active(tenant))
             .arg(tenant)
             .arg(now)
-            .arg(self.retention_ms())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -528,6 +536,10 @@ impl StateStore for RedisBackend {
     fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
         self.listen();
         self.events.subscribe()
+    }
+
+    fn ended_runs(&self) -> Option<broadcast::Receiver<String>> {
+        Some(self.watch_ended())
     }
 
     async fn put_blob(&self, digest: &str, bytes: Bytes) -> Result<(), BackendError> {

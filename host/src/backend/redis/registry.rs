@@ -105,27 +105,29 @@ impl RedisBackend {
         &self,
         tenant: TenantRecord,
     ) -> Result<bool, BackendError> {
+        // One script: the tenant and its key hashes are stored together or not at all.
+        const CREATE_TENANT: &str = r#"#!lua
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+for k = 3, #ARGV do redis.call('HSET', KEYS[2], ARGV[k], ARGV[1]) end
+return 1
+"#;
+        static SCRIPT: std::sync::LazyLock<redis::Script> =
+            std::sync::LazyLock::new(|| redis::Script::new(CREATE_TENANT));
         let json = serde_json::to_string(&tenant).expect("JSON");
-        let created: i64 = redis::cmd("HSETNX")
-            .arg(keys::TENANTS)
+        let mut invocation = SCRIPT.prepare_invoke();
+        invocation
+            .key(keys::TENANTS)
+            .key(keys::KEYS)
             .arg(&tenant.name)
-            .arg(json)
-            .query_async(&mut self.conn())
+            .arg(json);
+        for hash in &tenant.key_hashes {
+            invocation.arg(hash);
+        }
+        let created: i64 = invocation
+            .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        if created == 0 {
-            return Ok(false);
-        }
-        for hash in &tenant.key_hashes {
-            let _: i64 = redis::cmd("HSET")
-                .arg(keys::KEYS)
-                .arg(hash)
-                .arg(&tenant.name)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
-        }
-        Ok(true)
+        Ok(created == 1)
     }
 
     pub(super) async fn tenant_now(

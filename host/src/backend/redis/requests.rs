@@ -13,6 +13,7 @@ pub(super) struct ClaimRequest {
     pub(super) kind: &'static str,
     pub(super) index: usize,
     pub(super) attempt: u32,
+    pub(super) max_deliveries: u32,
     pub(super) now: Millis,
     pub(super) reads: Vec<usize>,
 }
@@ -28,6 +29,9 @@ pub(super) struct CommitRequest {
     pub(super) logs: String,
     pub(super) now: Millis,
     pub(super) due: Millis,
+    /// What the outcome adds to the run's stored bytes.
+    pub(super) bytes: u64,
+    pub(super) run_bytes: u64,
     pub(super) run_error: String,
     pub(super) entry: String,
 }
@@ -53,6 +57,7 @@ pub(super) fn claim_batcher(
                     .arg(r.kind)
                     .arg(r.index)
                     .arg(r.attempt)
+                    .arg(r.max_deliveries)
                     .arg(r.reads.len());
                 for d in &r.reads {
                     invocation.arg(*d);
@@ -69,7 +74,6 @@ pub(super) fn claim_batcher(
 pub(super) fn commit_batcher(
     conn: ConnectionManager,
     script: redis::Script,
-    retention_ms: u64,
 ) -> batch::Batcher<CommitRequest, Vec<Value>> {
     batch::Batcher::new(BATCH, move |requests: Vec<CommitRequest>| {
         let mut conn = conn.clone();
@@ -93,7 +97,8 @@ pub(super) fn commit_batcher(
                     .arg(&r.logs)
                     .arg(r.now)
                     .arg(r.due)
-                    .arg(retention_ms)
+                    .arg(r.bytes)
+                    .arg(r.run_bytes)
                     .arg(&r.run_error)
                     .arg(&r.entry);
             }

@@ -40,8 +40,12 @@ end
 
 -- Ends a run: steps not started are skipped, steps waiting for a retry and
 -- running steps are cancelled. Returns the indexes of the running ones.
-local function end_run(run_key, steps, active, run, status, now, err, retention)
+-- The run, its steps and its idempotency key are kept for the run's retention;
+-- nodes running its steps are told on `weft:cancel`.
+local function end_run(run_key, steps, active, run, status, now, err)
   local n = tonumber(redis.call('HGET', run_key, 'n'))
+  local retention = redis.call('HGET', run_key, 'retention') or '86400000'
+  local idem = redis.call('HGET', run_key, 'idem')
   local stopped = {}
   for j = 0, n - 1 do
     local s = redis.call('HGET', steps, 's' .. j)
@@ -65,7 +69,9 @@ local function end_run(run_key, steps, active, run, status, now, err, retention)
   redis.call('DECR', active)
   redis.call('PEXPIRE', run_key, retention)
   redis.call('PEXPIRE', steps, retention)
+  if idem then redis.call('PEXPIRE', idem, retention) end
   run_event(run, status, now)
+  if #stopped > 0 then redis.call('PUBLISH', 'weft:cancel', run) end
   return stopped
 end
 "#;
@@ -75,8 +81,9 @@ end
 ///
 /// KEYS: run, steps, ready stream, tenant's active counter, idempotency key
 /// ARGV: run id, spec JSON, tenant, now, max active, has idempotency key (0/1),
-/// fingerprint, idempotency TTL (ms), step count, then per step:
+/// fingerprint, retention (ms), step count, stored bytes of the input, then per step:
 /// id, dependency count, dependents (comma separated)
+/// The idempotency key lives as long as its run: it expires with it.
 /// Returns `{'created'}`, `{'existing', '<fingerprint> <run>'}` or `{'limit', active}`.
 const CREATE: &str = r#"
 local run_key, steps, ready, active, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -89,9 +96,10 @@ local count = tonumber(redis.call('GET', active) or '0')
 if count >= tonumber(ARGV[5]) then return {'limit', tostring(count)} end
 redis.call('INCR', active)
 redis.call('HSET', run_key, 'spec', ARGV[2], 'tenant', ARGV[3], 'status', 'queued',
-  'created_at', now, 'remaining', n, 'n', n, 'leases', 0)
+  'created_at', now, 'remaining', n, 'n', n, 'leases', 0, 'retention', ARGV[8], 'bytes', ARGV[10])
+if ARGV[6] == '1' then redis.call('HSET', run_key, 'idem', idem) end
 for i = 0, n - 1 do
-  local base = 10 + 3 * i
+  local base = 11 + 3 * i
   local deps = tonumber(ARGV[base + 1])
   local status = 'pending'
   if deps == 0 then status = 'queued' end
@@ -102,7 +110,7 @@ for i = 0, n - 1 do
   end
 end
 if ARGV[6] == '1' then
-  redis.call('SET', idem, ARGV[7] .. ' ' .. run, 'PX', ARGV[8])
+  redis.call('SET', idem, ARGV[7] .. ' ' .. run)
 end
 return {'created'}
 "#;
@@ -112,11 +120,14 @@ return {'created'}
 ///
 /// KEYS: run and steps of each claim
 /// ARGV: now, claim count, then per claim: kind (`s` or `f`), index, attempt,
-/// count of reads, the indexes of the steps whose outputs the step reads
-/// Returns per claim `{'stale'}`, `{'step', lease, '', started run (0/1),
-/// outputs...}` or `{'finalize', '', outputs of every step...}`.
+/// most deliveries of one attempt, count of reads, the indexes of the steps
+/// whose outputs the step reads
+/// Returns per claim `{'stale'}`, `{'step', lease, '' or 'over' (delivered
+/// more often than allowed), started run (0/1), outputs...}` or
+/// `{'finalize', '', outputs of every step...}`.
+/// `v<i>` counts the deliveries of the attempt that holds step i.
 const CLAIM: &str = r#"
-local function claim_one(run_key, steps, kind, i, attempt, now, reads)
+local function claim_one(run_key, steps, kind, i, attempt, max_deliveries, now, reads)
   local status = redis.call('HGET', run_key, 'status')
   if not status or terminal(status) then return {'stale'} end
   local run = string.sub(run_key, 11, -6)
@@ -131,10 +142,14 @@ local function claim_one(run_key, steps, kind, i, attempt, now, reads)
   end
   local sa = redis.call('HMGET', steps, 's' .. i, 'a' .. i)
   local s, a = sa[1], tonumber(sa[2])
+  local over = ''
   if s == 'queued' and attempt == a + 1 then
-    redis.call('HSET', steps, 's' .. i, 'running', 'a' .. i, attempt)
+    redis.call('HSET', steps, 's' .. i, 'running', 'a' .. i, attempt, 'v' .. i, 1)
     redis.call('HSETNX', steps, 't' .. i, now)
-  elseif not (s == 'running' and attempt == a) then
+  elseif s == 'running' and attempt == a then
+    -- Delivered again: the node that held it is gone.
+    if redis.call('HINCRBY', steps, 'v' .. i, 1) > max_deliveries then over = 'over' end
+  else
     return {'stale'}
   end
   local lease = redis.call('HINCRBY', run_key, 'leases', 1)
@@ -146,7 +161,7 @@ local function claim_one(run_key, steps, kind, i, attempt, now, reads)
     started = 1
   end
   step_event(run, steps, i, 'running', attempt, now, nil)
-  local out = {'step', lease, '', started}
+  local out = {'step', lease, over, started}
   for _, d in ipairs(reads) do
     table.insert(out, redis.call('HGET', steps, 'o' .. d) or '')
   end
@@ -156,12 +171,12 @@ end
 local now, count, pos = ARGV[1], tonumber(ARGV[2]), 3
 local results = {}
 for c = 1, count do
-  local nreads = tonumber(ARGV[pos + 3])
+  local nreads = tonumber(ARGV[pos + 4])
   local reads = {}
-  for r = 1, nreads do reads[r] = ARGV[pos + 3 + r] end
+  for r = 1, nreads do reads[r] = ARGV[pos + 4 + r] end
   results[c] = claim_one(KEYS[2 * c - 1], KEYS[2 * c], ARGV[pos], ARGV[pos + 1],
-    tonumber(ARGV[pos + 2]), now, reads)
-  pos = pos + 4 + nreads
+    tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3]), now, reads)
+  pos = pos + 5 + nreads
 end
 return results
 "#;
@@ -172,14 +187,16 @@ return results
 /// counter of each commit
 /// ARGV: group, commit count, then per commit: index, lease, outcome (`ok`,
 /// `retry`, `fail`), output or error JSON, logs JSON, now, due (retry),
-/// retention (ms), run error JSON (fail), the stream entry of the attempt's
-/// delivery ('' if unknown)
+/// stored bytes of the outcome, the run's `run_bytes`, run error JSON (fail),
+/// the stream entry of the attempt's delivery ('' if unknown)
+/// An outcome that would take the run's stored bytes past `run_bytes` is
+/// recorded as the failure `run_too_large` instead (`policy::over_run_bytes`).
 /// Returns per commit `{applied (0/1), retrying (0/1), run ended ('' or
 /// status), delivery acknowledged (0/1), stopped steps...}`.
 const COMMIT: &str = r#"
 local ready, delayed, group = KEYS[1], KEYS[2], ARGV[1]
 
-local function commit_one(run_key, steps, active, i, lease, outcome, payload, logs, now, due, retention, run_error, entry)
+local function commit_one(run_key, steps, active, i, lease, outcome, payload, logs, now, due, bytes, limit, run_error, entry)
   -- Acknowledges the delivery with the transition: the task is done.
   local function ack()
     if entry == '' then return 0 end
@@ -196,6 +213,17 @@ local function commit_one(run_key, steps, active, i, lease, outcome, payload, lo
   end
   local run = string.sub(run_key, 11, -6)
   local attempt = tonumber(sl[3])
+  local used = tonumber(redis.call('HGET', run_key, 'bytes') or '0')
+  if used + tonumber(bytes) > tonumber(limit) then
+    local id = redis.call('HGET', steps, 'i' .. i)
+    local message = 'the run would store more than its run_bytes (' .. limit .. ' bytes)'
+    outcome, logs = 'fail', '[]'
+    payload = cjson.encode({code = 'run_too_large', message = message, retryable = false})
+    run_error = cjson.encode({code = 'run_too_large', step = id,
+      message = 'step `' .. id .. '` failed: ' .. message})
+  else
+    redis.call('HINCRBY', run_key, 'bytes', bytes)
+  end
   if outcome == 'ok' then
     redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
     redis.call('HDEL', steps, 'e' .. i)
@@ -222,7 +250,7 @@ local function commit_one(run_key, steps, active, i, lease, outcome, payload, lo
   end
   redis.call('HSET', steps, 's' .. i, 'failed', 'e' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
   step_event(run, steps, i, 'failed', attempt, now, payload)
-  local stopped = end_run(run_key, steps, active, run, 'failed', now, run_error, retention)
+  local stopped = end_run(run_key, steps, active, run, 'failed', now, run_error)
   local out = {1, 0, 'failed', ack()}
   for _, j in ipairs(stopped) do table.insert(out, j) end
   return out
@@ -234,8 +262,8 @@ for c = 1, count do
   local k = 3 * c
   results[c] = commit_one(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[pos], ARGV[pos + 1],
     ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4], ARGV[pos + 5], ARGV[pos + 6],
-    ARGV[pos + 7], ARGV[pos + 8], ARGV[pos + 9])
-  pos = pos + 10
+    ARGV[pos + 7], ARGV[pos + 8], ARGV[pos + 9], ARGV[pos + 10])
+  pos = pos + 11
 end
 return results
 "#;
@@ -243,7 +271,7 @@ return results
 /// Ends a run whose steps all succeeded.
 ///
 /// KEYS: run, steps, tenant's active counter
-/// ARGV: `ok` or `err`, output JSON or run error JSON, now, retention (ms)
+/// ARGV: `ok` or `err`, output JSON or run error JSON, now
 /// Returns 1 when the run ended now.
 const FINISH: &str = r#"
 local run_key, steps, active = KEYS[1], KEYS[2], KEYS[3]
@@ -254,9 +282,9 @@ end
 local run = string.sub(run_key, 11, -6)
 if ARGV[1] == 'ok' then
   redis.call('HSET', run_key, 'output', ARGV[2])
-  end_run(run_key, steps, active, run, 'succeeded', ARGV[3], nil, ARGV[4])
+  end_run(run_key, steps, active, run, 'succeeded', ARGV[3], nil)
 else
-  end_run(run_key, steps, active, run, 'failed', ARGV[3], ARGV[2], ARGV[4])
+  end_run(run_key, steps, active, run, 'failed', ARGV[3], ARGV[2])
 end
 return 1
 "#;
@@ -264,7 +292,7 @@ return 1
 /// Cancels a run of a tenant.
 ///
 /// KEYS: run, steps, tenant's active counter
-/// ARGV: tenant, now, retention (ms)
+/// ARGV: tenant, now
 /// Returns `{'missing'}`, `{'ended', status}` or `{'cancelled', stopped steps...}`.
 const CANCEL: &str = r#"
 local run_key, steps, active = KEYS[1], KEYS[2], KEYS[3]
@@ -272,7 +300,7 @@ local status = redis.call('HGET', run_key, 'status')
 if not status or redis.call('HGET', run_key, 'tenant') ~= ARGV[1] then return {'missing'} end
 if terminal(status) then return {'ended', status} end
 local run = string.sub(run_key, 11, -6)
-local stopped = end_run(run_key, steps, active, run, 'cancelled', ARGV[2], nil, ARGV[3])
+local stopped = end_run(run_key, steps, active, run, 'cancelled', ARGV[2], nil)
 local out = {'cancelled'}
 for _, j in ipairs(stopped) do table.insert(out, j) end
 return out
@@ -356,16 +384,20 @@ pub struct Scripts {
 
 impl Scripts {
     pub fn new() -> Self {
-        let with_prelude = |body: &str| redis::Script::new(&format!("{PRELUDE}\n{body}"));
+        // The shebang makes Redis refuse a script that writes before it starts
+        // (OOM, READONLY, ...), instead of at its first write: no transition is
+        // ever applied in part.
+        let with_prelude = |body: &str| redis::Script::new(&format!("#!lua\n{PRELUDE}\n{body}"));
+        let alone = |body: &str| redis::Script::new(&format!("#!lua\n{body}"));
         Self {
             create: with_prelude(CREATE),
             claim: with_prelude(CLAIM),
             commit: with_prelude(COMMIT),
             finish: with_prelude(FINISH),
             cancel: with_prelude(CANCEL),
-            promote: redis::Script::new(PROMOTE),
-            ack: redis::Script::new(ACK),
-            release: redis::Script::new(RELEASE),
+            promote: alone(PROMOTE),
+            ack: alone(ACK),
+            release: alone(RELEASE),
         }
     }
 }

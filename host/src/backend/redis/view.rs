@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use indexmap::IndexMap;
 use serde::Deserialize;
+use tokio::sync::broadcast;
 
 use super::{RedisBackend, corrupt, keys, parse_json, unavailable};
 use crate::backend::BackendError;
@@ -138,6 +139,38 @@ impl RedisBackend {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
+    }
+}
+
+impl RedisBackend {
+    /// Subscribes (once per backend) to the runs that ended while steps of
+    /// theirs ran somewhere, published by the scripts on `weft:cancel`.
+    pub(super) fn watch_ended(&self) -> broadcast::Receiver<String> {
+        let receiver = self.ended.subscribe();
+        if self.watching_ended.swap(true, Ordering::SeqCst) {
+            return receiver;
+        }
+        let client = self.client.clone();
+        let ended = self.ended.clone();
+        tokio::spawn(async move {
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(keys::CANCEL).await.is_ok() {
+                            let mut messages = pubsub.on_message();
+                            while let Some(msg) = messages.next().await {
+                                if let Ok(run) = msg.get_payload::<String>() {
+                                    let _ = ended.send(run);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cancel subscription failed; retrying"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        receiver
     }
 }
 
