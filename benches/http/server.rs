@@ -26,6 +26,11 @@ pub struct Server {
 impl Server {
     /// Starts the `weft` binary built with this benchmark.
     pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// The same with more `weft serve` arguments.
+    pub fn start_with(args: &[&str]) -> Result<Self> {
         let data_dir = tempfile::tempdir()?;
         // The kernel picks a free port; the server binds it a moment later.
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -38,6 +43,7 @@ impl Server {
             .arg(data_dir.path())
             .arg("--admin-token")
             .arg(&admin_token)
+            .args(args)
             .env("WEFT_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -53,6 +59,11 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The admin token it was started with.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     /// User plus system CPU time of the whole process (all threads) so far.

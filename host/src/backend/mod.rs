@@ -36,7 +36,7 @@ pub enum Claim {
     /// Every step succeeded: resolve the output from `outputs` and finish the run.
     Finalize {
         spec: Arc<RunSpec>,
-        outputs: Vec<Option<serde_json::Value>>,
+        outputs: Vec<Option<Arc<serde_json::Value>>>,
     },
     /// The task is obsolete (run ended, step already done, or superseded): drop it.
     Stale,

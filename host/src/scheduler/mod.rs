@@ -219,7 +219,7 @@ impl Scheduler {
     /// `input_bytes`; large outputs are resolved off the async executor.
     pub async fn resolve_output(
         spec: Arc<RunSpec>,
-        outputs: Vec<Option<serde_json::Value>>,
+        outputs: Vec<Option<Arc<serde_json::Value>>>,
     ) -> Result<serde_json::Value, RunError> {
         let Some(template) = &spec.workflow.output else {
             return Ok(serde_json::Value::Null);
@@ -232,7 +232,7 @@ impl Scheduler {
         let resolve = move || {
             let lookup = |root| match root {
                 Root::Input => Some(&spec.input),
-                Root::Step(i) => outputs.get(i).and_then(Option::as_ref),
+                Root::Step(i) => outputs.get(i).and_then(Option::as_deref),
             };
             let template = spec.workflow.output.as_ref().expect("checked above");
             template

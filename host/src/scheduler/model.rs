@@ -232,7 +232,8 @@ pub struct StepView {
     pub status: StepStatus,
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub output: Option<serde_json::Value>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub output: Option<StepOutput>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<Failure>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -254,7 +255,7 @@ impl StepView {
             digest: spec.pins[index].clone(),
             status: rec.status.unwrap_or(StepStatus::Pending),
             attempts: rec.attempts,
-            output: rec.output.as_deref().cloned(),
+            output: rec.output.clone().map(StepOutput::Value),
             error: rec.error.clone(),
             started_at: rec.started_at.map(rfc3339),
             finished_at: rec.finished_at.map(rfc3339),
@@ -264,6 +265,46 @@ impl StepView {
             },
             logs: rec.logs.clone(),
         }
+    }
+}
+
+/// A step's output in a [`StepView`]: shared with the store, so that reading
+/// a run copies no output, or the JSON text a store keeps, so that a large
+/// output is not parsed only to be written out again.
+#[derive(Debug, Clone)]
+pub enum StepOutput {
+    Value(Arc<serde_json::Value>),
+    Text(Arc<serde_json::value::RawValue>),
+}
+
+impl StepOutput {
+    /// The output as a JSON value.
+    pub fn to_value(&self) -> serde_json::Value {
+        match self {
+            Self::Value(v) => (**v).clone(),
+            Self::Text(t) => serde_json::from_str(t.get()).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+impl PartialEq for StepOutput {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+impl Serialize for StepOutput {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Value(v) => v.serialize(serializer),
+            Self::Text(t) => t.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StepOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(|v| Self::Value(Arc::new(v)))
     }
 }
 

@@ -155,11 +155,7 @@ impl MemoryBackend {
             TaskKind::Finalize if run.remaining == 0 => {
                 return Claim::Finalize {
                     spec: run.spec.clone(),
-                    outputs: run
-                        .steps
-                        .iter()
-                        .map(|s| s.rec.output.as_deref().cloned())
-                        .collect(),
+                    outputs: run.steps.iter().map(|s| s.rec.output.clone()).collect(),
                 };
             }
             TaskKind::Finalize => return Claim::Stale,

@@ -348,7 +348,7 @@ impl StateStore for RedisBackend {
                     .iter()
                     .map(|v| match text(v).as_deref() {
                         None | Some("") => Ok(None),
-                        Some(s) => parse_json(s, "step output").map(Some),
+                        Some(s) => parse_json(s, "step output").map(|v| Some(Arc::new(v))),
                     })
                     .collect::<Result<_, _>>()?;
                 Ok(Claim::Finalize { spec, outputs })

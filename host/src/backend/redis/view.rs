@@ -15,7 +15,7 @@ use crate::backend::BackendError;
 use crate::engine::{Failure, LogLine};
 use crate::scheduler::clock::{Millis, rfc3339};
 use crate::scheduler::model::{
-    RunError, RunEvent, RunStatus, RunView, StepRecord, StepStatus, StepView,
+    RunError, RunEvent, RunStatus, RunView, StepOutput, StepRecord, StepStatus, StepView,
 };
 
 fn status<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, BackendError> {
@@ -33,7 +33,7 @@ impl RedisBackend {
         tenant: &str,
         id: &str,
     ) -> Result<Option<RunView>, BackendError> {
-        let (run, steps): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
+        let (run, mut steps): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
             .cmd("HGETALL")
             .arg(keys::run(id))
             .cmd("HGETALL")
@@ -54,15 +54,30 @@ impl RedisBackend {
                 spec
             }
         };
+        // A run holding large outputs is parsed off the async executor.
+        let size = steps.values().map(String::len).sum::<usize>()
+            + run.get("output").map_or(0, String::len);
+        crate::budget::offload_if_large(size, move || build_view(&spec, &run, &mut steps))
+            .await
+            .map(Some)
+    }
+}
+
+/// A run as clients see it, from its run and steps hashes.
+fn build_view(
+    spec: &crate::scheduler::model::RunSpec,
+    run: &HashMap<String, String>,
+    steps: &mut HashMap<String, String>,
+) -> Result<RunView, BackendError> {
+    {
         let mut views = IndexMap::with_capacity(spec.workflow.steps.len());
         for (i, step) in spec.workflow.steps.iter().enumerate() {
             let field = |name: &str| steps.get(&format!("{name}{i}"));
             let record = StepRecord {
                 status: field("s").map(|s| status::<StepStatus>(s)).transpose()?,
                 attempts: field("a").and_then(|a| a.parse().ok()).unwrap_or(0),
-                output: field("o")
-                    .map(|o| parse_json(o, "step output").map(Arc::new))
-                    .transpose()?,
+                // Taken as text below, not parsed.
+                output: None,
                 error: field("e")
                     .filter(|e| !e.is_empty())
                     .map(|e| {
@@ -77,13 +92,22 @@ impl RedisBackend {
                     })
                     .transpose()?
                     .unwrap_or_default(),
-                started_at: millis(&steps, &format!("t{i}")),
-                finished_at: millis(&steps, &format!("f{i}")),
+                started_at: millis(steps, &format!("t{i}")),
+                finished_at: millis(steps, &format!("f{i}")),
             };
-            views.insert(step.id.clone(), StepView::new(&spec, i, &record));
+            let mut view = StepView::new(spec, i, &record);
+            view.output = steps
+                .remove(&format!("o{i}"))
+                .map(|o| {
+                    serde_json::value::RawValue::from_string(o)
+                        .map(|raw| StepOutput::Text(Arc::from(raw)))
+                        .map_err(|e| corrupt(format!("step output: {e}")))
+                })
+                .transpose()?;
+            views.insert(step.id.clone(), view);
         }
         let run_status: RunStatus = status(run.get("status").map_or("queued", String::as_str))?;
-        Ok(Some(RunView {
+        Ok(RunView {
             id: spec.id.clone(),
             tenant: spec.tenant.clone(),
             workflow: spec.workflow.name.clone(),
@@ -101,12 +125,14 @@ impl RedisBackend {
                 })
                 .transpose()?,
             created_at: rfc3339(spec.created_at),
-            started_at: millis(&run, "started_at").map(rfc3339),
-            finished_at: millis(&run, "finished_at").map(rfc3339),
+            started_at: millis(run, "started_at").map(rfc3339),
+            finished_at: millis(run, "finished_at").map(rfc3339),
             steps: views,
-        }))
+        })
     }
+}
 
+impl RedisBackend {
     /// Starts forwarding the events of every run to this node's subscribers
     /// (once; reconnects by itself).
     pub(super) fn listen(&self) {
