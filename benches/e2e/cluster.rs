@@ -110,7 +110,11 @@ impl Node {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.path().join("serve.log"))?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+        // `WEFT_E2E_BIN` measures another build (e.g. an earlier commit's)
+        // with the same client, in the same session.
+        let bin =
+            std::env::var_os("WEFT_E2E_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weft").into());
+        let mut command = Command::new(bin);
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("WEFT_") {
                 command.env_remove(name);

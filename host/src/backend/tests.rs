@@ -157,7 +157,56 @@ on_both_backends!(
     tenants_and_registry_records_survive_a_reopen,
     a_commit_past_run_bytes_fails_the_step_run_too_large,
     an_attempt_delivered_too_often_is_marked_over_delivered,
+    a_finished_run_and_its_idempotency_key_live_for_its_own_retention,
 );
+
+async fn a_finished_run_and_its_idempotency_key_live_for_its_own_retention(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
+    let run = |id: &str, tenant: &str, retention_ms: u64| {
+        let mut new = one_step(id, Some(("k", "f")), 10);
+        let spec = Arc::get_mut(&mut new.spec).unwrap();
+        spec.tenant = tenant.into();
+        spec.defaults.retention_ms = retention_ms;
+        new
+    };
+    // Tenant t keeps its runs for 300 ms, tenant u for an hour.
+    assert_eq!(
+        b.create_run(run("run_short", "t", 300)).await.unwrap(),
+        Admission::Created
+    );
+    assert_eq!(
+        b.create_run(run("run_long", "u", 3_600_000)).await.unwrap(),
+        Admission::Created
+    );
+    b.cancel("t", "run_short", T0).await.unwrap();
+    b.cancel("u", "run_long", T0).await.unwrap();
+    // The manual clock for the embedded backend, real time for Redis's expiry.
+    h.clock.advance(Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // A run of another tenant ending now is when the embedded backend expires.
+    let mut tick = run("run_tick", "u", 3_600_000);
+    tick.idempotency = None;
+    assert_eq!(b.create_run(tick).await.unwrap(), Admission::Created);
+    b.cancel("u", "run_tick", T0 + 1_000).await.unwrap();
+    assert!(
+        b.run("t", "run_short").await.unwrap().is_none(),
+        "kept past its retention"
+    );
+    assert!(
+        b.run("u", "run_long").await.unwrap().is_some(),
+        "another tenant's run was dropped"
+    );
+    // The key went with its run: the same key makes a new run now.
+    assert_eq!(
+        b.create_run(run("run_again", "t", 300)).await.unwrap(),
+        Admission::Created
+    );
+    assert!(matches!(
+        b.create_run(run("run_dup", "u", 3_600_000)).await.unwrap(),
+        Admission::Existing { .. }
+    ));
+}
 
 async fn a_commit_past_run_bytes_fails_the_step_run_too_large(kind: Kind) {
     let h = Harness::new(kind).await;
