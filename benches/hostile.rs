@@ -125,7 +125,8 @@ fn attacks() -> Vec<(&'static str, Value)> {
     let noop = |i: usize| json!({"id": format!("s{i}"), "component": "noop@1"});
     let steps: Vec<Value> = (0..100_000).map(noop).collect();
     let dup: Vec<Value> = (0..100_000).map(|_| noop(0)).collect();
-    let needs: Vec<String> = (0..100_000).map(|i| format!("ghost{i}")).collect();
+    // Names long enough that the document is about 4 MiB.
+    let needs: Vec<String> = (0..100_000).map(|i| format!("ghost-{i:0>30}")).collect();
     vec![
         ("1 MiB input x 1,000 references", amplified(1_000)),
         ("1 MiB input x 100,000 references", amplified(100_000)),
@@ -134,10 +135,16 @@ fn attacks() -> Vec<(&'static str, Value)> {
             json!({"workflow": {"steps": [{"id": "e", "component": "echo@1"}],
                 "output": vec!["${input.big}"; 1_000]}, "input": big}),
         ),
-        ("100,000 steps", json!({"workflow": {"steps": steps}})),
-        ("100,000 duplicate ids", json!({"workflow": {"steps": dup}})),
         (
-            "100,000 unknown needs",
+            "100,000 steps (3.5 MiB)",
+            json!({"workflow": {"steps": steps}}),
+        ),
+        (
+            "100,000 duplicate ids (3.1 MiB)",
+            json!({"workflow": {"steps": dup}}),
+        ),
+        (
+            "100,000 unknown needs (3.7 MiB)",
             json!({"workflow": {"steps": [{"id": "a", "component": "noop@1", "needs": needs}]}}),
         ),
         (
@@ -233,7 +240,7 @@ async fn main_async() -> Result<()> {
     cases.extend(attacks().into_iter().map(|(n, v)| (n, Some(v))));
     cases.push(("4 MiB of nesting", Some(Value::Null)));
     for (name, attack) in cases {
-        if name == "100,000 duplicate ids" {
+        if name.starts_with("100,000 duplicate ids") {
             // Past the count check, so that the validator itself meets these shapes.
             let raised = http
                 .put(format!("{base}/v1/tenants/default/limits"))

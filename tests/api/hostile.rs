@@ -358,3 +358,44 @@ fn concurrent_creates_of_one_tenant_make_one() {
         "{answers:?}"
     );
 }
+
+#[test]
+fn distinct_error_codes_add_no_metric_series() {
+    let server = Server::start();
+    let key = key(&server);
+    set_limits(&server, "default", json!({"runs_per_second": 100_000}));
+    let series = |server: &Server| -> Vec<String> {
+        let text = get(server.addr(), "/metrics", "").body;
+        text.as_str()
+            .unwrap_or("")
+            .lines()
+            .filter(|l| l.starts_with("weft_steps_total{"))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(s, _)| s).to_string())
+            .collect()
+    };
+    let ids: Vec<String> = (0..1_000)
+        .map(|i| {
+            submit(
+                &server,
+                &key,
+                json!({"steps": [{"id": "f", "component": "fail@1",
+                                  "input": {"code": format!("own_code_{i}")}}]}),
+                json!({}),
+            )
+        })
+        .collect();
+    for id in &ids {
+        assert_eq!(finished(&server, &key, id)["status"], "failed");
+    }
+    let seen = series(&server);
+    println!(
+        "weft_steps_total series after 1,000 distinct codes: {}",
+        seen.len()
+    );
+    assert!(seen.len() <= 2, "{seen:#?}");
+    assert!(seen.iter().all(|s| !s.contains("own_code")), "{seen:#?}");
+    assert!(
+        seen.iter().any(|s| s.contains(r#"code="component""#)),
+        "{seen:#?}"
+    );
+}
