@@ -4,12 +4,13 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
+use super::server::BodyTimedOut;
 
 /// Installs the process's metrics recorder (once) and returns its handle;
 /// `None` if another recorder was installed first.
@@ -113,8 +114,15 @@ pub async fn track(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let body_timed_out = request.extensions().get::<BodyTimedOut>().cloned();
     let response = next.run(request).await;
-    let status = response.status();
+    // The server answers a body that came too slowly with 408, whatever the
+    // handler made of it.
+    let status = if body_timed_out.is_some_and(|t| t.happened()) {
+        StatusCode::REQUEST_TIMEOUT
+    } else {
+        response.status()
+    };
     metrics::counter!("weft_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.as_str().to_owned()).increment(1);
     metrics::histogram!("weft_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());

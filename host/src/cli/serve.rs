@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState, tenants};
+use crate::api::{self, AppState, server, tenants};
 use crate::backend::memory::{MemoryBackend, Retention};
 use crate::backend::redis::{RedisBackend, RedisConfig};
 use crate::backend::{BackendError, Limits, NodeInfo, Published, StateStore, WorkQueue};
@@ -59,7 +59,35 @@ pub struct ServeArgs {
     /// How long to wait for running steps when shutting down.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Time a client has to send a request's headers, from connecting or
+    /// from the first byte of its next request; then the connection is closed.
+    #[arg(long, env = "WEFT_HEADER_TIMEOUT", default_value = "10s", value_parser = timeout)]
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's whole body, from the end of its
+    /// headers; then it is answered 408 and the connection closed.
+    #[arg(long, env = "WEFT_BODY_TIMEOUT", default_value = "60s", value_parser = timeout)]
+    pub body_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "60s", value_parser = timeout)]
+    pub idle_timeout: Duration,
+    /// Connections open at once; further ones wait in the listen backlog
+    /// until one closes.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
+
+/// A duration such as `10s` or `1m`, not zero.
+fn timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// File descriptors kept for data files, Redis and the listener beyond one
+/// per connection.
+const SPARE_FILES: u64 = 1024;
 
 /// What a `weft serve` process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -88,6 +116,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             "--role api and --role worker need a shared backend (--redis URL): with the embedded backend, one process does both".into(),
         );
     }
+    open_files_limit(args.max_connections);
     let data_dir = args
         .data_dir
         .clone()
@@ -204,16 +233,17 @@ async fn run(args: ServeArgs) -> Result<(), String> {
 
     let stopping = shutdown.clone();
     let ending = state.shutdown.clone();
-    // Small answers (an event, a 202) go out at once instead of waiting for
-    // the client's delayed acknowledgement.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let limits = server::Limits {
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+    };
+    server::serve(listener, router, limits, async move {
         stopping.cancelled().await;
         ending.cancel();
-    });
-    let served = server.await;
+    })
+    .await;
     signal.abort();
     stop_worker.cancel();
     if let Some(task) = worker_task {
@@ -230,7 +260,24 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         }
     }
     shutdown.cancel();
-    served.map_err(|e| format!("the server stopped: {e}"))
+    Ok(())
+}
+
+/// Raises the open-files limit as far as allowed and says whether
+/// `max_connections` connections fit in it.
+fn open_files_limit(max_connections: u32) {
+    let wanted = u64::from(max_connections) + SPARE_FILES;
+    match server::raise_open_files_limit() {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-files limit is below --max-connections plus {SPARE_FILES} spare: once it is \
+             reached, connections wait unaccepted and files cannot be opened; raise the hard limit \
+             (ulimit -Hn) or lower --max-connections"
+        ),
+        Ok(limit) => tracing::info!(limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
 }
 
 /// Connects to Redis, waiting (with backoff) while it is unreachable.
