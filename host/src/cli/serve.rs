@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::redact::printable_redis_url;
 use crate::api::{self, AppState, server, tenants};
 use crate::backend::memory::{MemoryBackend, Retention};
 use crate::backend::redis::{RedisBackend, RedisConfig};
@@ -36,8 +37,9 @@ pub struct ServeArgs {
     #[arg(long, env = "WEFT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Redis URL of a shared backend (e.g. redis://127.0.0.1:6379). Without
-    /// it, the embedded backend keeps runs in this process.
-    #[arg(long, env = "WEFT_REDIS_URL")]
+    /// it, the embedded backend keeps runs in this process. Printed and
+    /// logged only with its password replaced by `***`.
+    #[arg(long, env = "WEFT_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
     /// Token for admin calls (`POST /v1/tenants`, ...). Without it, one is
     /// generated on first start and kept in DATA_DIR/admin-token.
@@ -116,6 +118,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             "--role api and --role worker need a shared backend (--redis URL): with the embedded backend, one process does both".into(),
         );
     }
+    let redis_shown = args.redis.as_deref().map(printable_redis_url).transpose()?;
     open_files_limit(args.max_connections);
     let data_dir = args
         .data_dir
@@ -161,7 +164,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             let mut config = RedisConfig::new(url.clone());
             config.visibility = args.visibility_timeout;
             config.retention = args.retention;
-            let backend = connect_redis(config, clock.clone(), &shutdown).await?;
+            let shown = redis_shown.as_deref().unwrap_or_default();
+            let backend = connect_redis(config, shown, clock.clone(), &shutdown).await?;
             if args.role != Role::Api {
                 backend.start_upkeep(shutdown.clone());
             }
@@ -213,9 +217,13 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         shutdown.clone(),
     );
 
+    let backend_shown = match &redis_shown {
+        Some(redis) => format!("{backend_name} backend at {redis}"),
+        None => format!("{backend_name} backend"),
+    };
     tracing::info!(%url, node = %node_id, %role, backend = backend_name, data_dir = %data_dir.display(), "weft serving");
     eprintln!(
-        "weft: serving {url} ({backend_name} backend, role {role}, data in {})",
+        "weft: serving {url} ({backend_shown}, role {role}, data in {})",
         data_dir.display()
     );
     let key_file = data_dir.join("api-key");
@@ -280,9 +288,11 @@ fn open_files_limit(max_connections: u32) {
     }
 }
 
-/// Connects to Redis, waiting (with backoff) while it is unreachable.
+/// Connects to Redis, waiting (with backoff) while it is unreachable;
+/// `shown` is its URL as it may be printed.
 async fn connect_redis(
     config: RedisConfig,
+    shown: &str,
     clock: Arc<dyn Clock>,
     shutdown: &CancellationToken,
 ) -> Result<Arc<RedisBackend>, String> {
@@ -291,9 +301,9 @@ async fn connect_redis(
         match RedisBackend::connect(config.clone(), clock.clone()).await {
             Ok(backend) => return Ok(backend),
             Err(BackendError::Unavailable(e)) => {
-                tracing::warn!(url = %config.url, error = %e, "Redis unreachable; retrying in {delay:?}");
+                tracing::warn!(url = %shown, error = %e, "Redis unreachable; retrying in {delay:?}");
             }
-            Err(e) => return Err(format!("cannot use Redis at {}: {e}", config.url)),
+            Err(e) => return Err(format!("cannot use Redis at {shown}: {e}")),
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
