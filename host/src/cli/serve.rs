@@ -288,30 +288,51 @@ fn open_files_limit(max_connections: u32) {
     }
 }
 
-/// Connects to Redis, waiting (with backoff) while it is unreachable;
-/// `shown` is its URL as it may be printed.
+/// Connects to Redis, waiting (with backoff) while it is unreachable, until
+/// `shutdown`; `shown` is its URL as it may be printed.
 async fn connect_redis(
     config: RedisConfig,
     shown: &str,
     clock: Arc<dyn Clock>,
     shutdown: &CancellationToken,
 ) -> Result<Arc<RedisBackend>, String> {
+    let stopped = || Err("stopped before Redis could be reached".to_string());
     let mut delay = Duration::from_millis(100);
     loop {
-        match RedisBackend::connect(config.clone(), clock.clone()).await {
-            Ok(backend) => return Ok(backend),
-            Err(BackendError::Unavailable(e)) => {
+        // The client may itself retry a refused connection for ever: each
+        // attempt is bounded, so that the wait is reported and can be stopped.
+        let attempt = tokio::time::timeout(
+            REDIS_ATTEMPT,
+            RedisBackend::connect(config.clone(), clock.clone()),
+        );
+        let attempt = tokio::select! {
+            attempt = attempt => attempt,
+            _ = shutdown.cancelled() => return stopped(),
+        };
+        match attempt {
+            Ok(Ok(backend)) => {
+                tracing::info!(url = %shown, "connected to Redis");
+                return Ok(backend);
+            }
+            Ok(Err(BackendError::Unavailable(e))) => {
                 tracing::warn!(url = %shown, error = %e, "Redis unreachable; retrying in {delay:?}");
             }
-            Err(e) => return Err(format!("cannot use Redis at {shown}: {e}")),
+            Ok(Err(e)) => return Err(format!("cannot use Redis at {shown}: {e}")),
+            Err(_) => tracing::warn!(
+                url = %shown,
+                "Redis unreachable: no connection within {REDIS_ATTEMPT:?}; retrying in {delay:?}"
+            ),
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return Err("stopped before Redis could be reached".into()),
+            _ = shutdown.cancelled() => return stopped(),
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
+
+/// How long one attempt to connect to Redis at start may take.
+const REDIS_ATTEMPT: Duration = Duration::from_secs(5);
 
 /// Tells the backend every 2 s that this node is alive and how busy it is.
 fn spawn_heartbeat(
