@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod hostile_http;
 mod http;
 mod resilience;
 mod server;
