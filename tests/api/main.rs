@@ -5,6 +5,7 @@ mod common;
 
 mod cli;
 mod hostile;
+mod hostile_http;
 mod http;
 mod resilience;
 mod server;

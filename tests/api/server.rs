@@ -23,24 +23,34 @@ pub struct Server {
     /// server stops first.
     redis: Option<weft::testing::RedisServer>,
     dir: tempfile::TempDir,
+    /// Extra `weft serve` arguments, given again on restart.
+    args: Vec<String>,
 }
 
 impl Server {
     /// Starts `weft serve` on the embedded backend and waits for `/healthz`.
     pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts `weft serve` with extra arguments (e.g. `--header-timeout 1s`)
+    /// and waits for `/healthz`.
+    pub fn start_with_args(args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("weft-serve-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("create server dir");
         let addr = format!("127.0.0.1:{}", free_port());
         let redis = crate::common::redis();
-        let child = spawn(dir.path(), &addr, redis.as_ref());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = spawn(dir.path(), &addr, redis.as_ref(), &args);
         let mut server = Self {
             child,
             url: format!("http://{addr}"),
             addr,
             redis,
             dir,
+            args,
         };
         server.wait_ready();
         server
@@ -79,7 +89,7 @@ impl Server {
         if self.child.try_wait().expect("poll weft serve").is_none() {
             self.stop();
         }
-        self.child = spawn(self.dir.path(), &self.addr, self.redis.as_ref());
+        self.child = spawn(self.dir.path(), &self.addr, self.redis.as_ref(), &self.args);
         self.wait_ready();
     }
 
@@ -127,7 +137,12 @@ impl Drop for Server {
 }
 
 /// Starts `weft serve` with its data directory and log under `dir`.
-fn spawn(dir: &Path, addr: &str, redis: Option<&weft::testing::RedisServer>) -> Child {
+fn spawn(
+    dir: &Path,
+    addr: &str,
+    redis: Option<&weft::testing::RedisServer>,
+    args: &[String],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -144,6 +159,7 @@ fn spawn(dir: &Path, addr: &str, redis: Option<&weft::testing::RedisServer>) -> 
         .args(["--listen", addr, "--admin-token", ADMIN_TOKEN])
         .arg("--data-dir")
         .arg(dir.join("weft"))
+        .args(args)
         // Compiled components are shared by every test process.
         .env("WEFT_CACHE_DIR", crate::common::data_dir())
         .stdin(Stdio::null())

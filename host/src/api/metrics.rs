@@ -4,12 +4,13 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
+use super::server::BodyTimedOut;
 
 /// Installs the process's metrics recorder (once) and returns its handle;
 /// `None` if another recorder was installed first.
@@ -102,18 +103,67 @@ pub async fn render(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Counts and times every request by method, route and status.
+/// Counts and times every request by method, route and status. Every label
+/// comes from a fixed set, so that clients cannot grow the series without
+/// bound: a known method or `other`, a route template or `unmatched`, and a
+/// status code.
 pub async fn track(request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let body_timed_out = request.extensions().get::<BodyTimedOut>().cloned();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("weft_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    // The server answers a body that came too slowly with 408, whatever the
+    // handler made of it.
+    let status = if body_timed_out.is_some_and(|t| t.happened()) {
+        StatusCode::REQUEST_TIMEOUT
+    } else {
+        response.status()
+    };
+    metrics::counter!("weft_http_requests_total", "method" => method, "route" => route.clone(), "status" => status.as_str().to_owned()).increment(1);
     metrics::histogram!("weft_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     response
+}
+
+/// The label of an HTTP method: the standard ones by name, any other `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_known_set_are_other() {
+        for (method, label) in [
+            ("GET", "GET"),
+            ("POST", "POST"),
+            ("PUT", "PUT"),
+            ("DELETE", "DELETE"),
+            ("PATCH", "PATCH"),
+            ("HEAD", "HEAD"),
+            ("OPTIONS", "OPTIONS"),
+            ("TRACE", "other"),
+            ("CONNECT", "other"),
+            ("BREW", "other"),
+            ("get", "other"),
+        ] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), label, "{method}");
+        }
+    }
 }

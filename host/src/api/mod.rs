@@ -11,6 +11,7 @@ mod events;
 pub mod metrics;
 mod openapi;
 mod runs;
+pub mod server;
 pub mod tenants;
 
 #[cfg(test)]

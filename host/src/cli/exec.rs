@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::redact::printable_redis_url;
 use crate::backend::memory::{MemoryBackend, Retention};
 use crate::backend::redis::{RedisBackend, RedisConfig};
 use crate::backend::{StateStore, WorkQueue};
@@ -40,8 +41,9 @@ pub struct ExecArgs {
     #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u32,
     /// Keep the run in Redis (e.g. redis://127.0.0.1:6379) instead of this
-    /// process's memory; the steps still run in this process.
-    #[arg(long, env = "WEFT_REDIS_URL")]
+    /// process's memory; the steps still run in this process. Printed only
+    /// with its password replaced by `***`.
+    #[arg(long, env = "WEFT_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
 }
 
@@ -126,13 +128,20 @@ pub async fn exec(args: ExecArgs) -> ExitCode {
             (backend.clone(), backend)
         }
         Some(url) => {
+            let shown = match printable_redis_url(url) {
+                Ok(shown) => shown,
+                Err(message) => {
+                    eprintln!("weft: {message}");
+                    return ExitCode::from(3);
+                }
+            };
             match RedisBackend::connect(RedisConfig::new(url.clone()), clock.clone()).await {
                 Ok(backend) => {
                     backend.start_upkeep(shutdown.clone());
                     (backend.clone(), backend)
                 }
                 Err(e) => {
-                    eprintln!("weft: cannot use Redis at {url}: {e}");
+                    eprintln!("weft: cannot use Redis at {shown}: {e}");
                     return ExitCode::from(3);
                 }
             }

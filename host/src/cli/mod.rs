@@ -2,6 +2,7 @@
 
 mod client;
 mod exec;
+mod redact;
 mod serve;
 
 use std::path::PathBuf;

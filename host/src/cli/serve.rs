@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState, tenants};
+use super::redact::printable_redis_url;
+use crate::api::{self, AppState, server, tenants};
 use crate::backend::memory::{MemoryBackend, Retention};
 use crate::backend::redis::{RedisBackend, RedisConfig};
 use crate::backend::{BackendError, Limits, NodeInfo, Published, StateStore, WorkQueue};
@@ -36,8 +37,9 @@ pub struct ServeArgs {
     #[arg(long, env = "WEFT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Redis URL of a shared backend (e.g. redis://127.0.0.1:6379). Without
-    /// it, the embedded backend keeps runs in this process.
-    #[arg(long, env = "WEFT_REDIS_URL")]
+    /// it, the embedded backend keeps runs in this process. Printed and
+    /// logged only with its password replaced by `***`.
+    #[arg(long, env = "WEFT_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
     /// Token for admin calls (`POST /v1/tenants`, ...). Without it, one is
     /// generated on first start and kept in DATA_DIR/admin-token.
@@ -59,7 +61,35 @@ pub struct ServeArgs {
     /// How long to wait for running steps when shutting down.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Time a client has to send a request's headers, from connecting or
+    /// from the first byte of its next request; then the connection is closed.
+    #[arg(long, env = "WEFT_HEADER_TIMEOUT", default_value = "10s", value_parser = timeout)]
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's whole body, from the end of its
+    /// headers; then it is answered 408 and the connection closed.
+    #[arg(long, env = "WEFT_BODY_TIMEOUT", default_value = "60s", value_parser = timeout)]
+    pub body_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "60s", value_parser = timeout)]
+    pub idle_timeout: Duration,
+    /// Connections open at once; further ones wait in the listen backlog
+    /// until one closes.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
+
+/// A duration such as `10s` or `1m`, not zero.
+fn timeout(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// File descriptors kept for data files, Redis and the listener beyond one
+/// per connection.
+const SPARE_FILES: u64 = 1024;
 
 /// What a `weft serve` process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -88,6 +118,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             "--role api and --role worker need a shared backend (--redis URL): with the embedded backend, one process does both".into(),
         );
     }
+    let redis_shown = args.redis.as_deref().map(printable_redis_url).transpose()?;
+    open_files_limit(args.max_connections);
     let data_dir = args
         .data_dir
         .clone()
@@ -128,7 +160,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
             let mut config = RedisConfig::new(url.clone());
             config.visibility = args.visibility_timeout;
             config.retention = args.retention;
-            let backend = connect_redis(config, clock.clone(), &shutdown).await?;
+            let shown = redis_shown.as_deref().unwrap_or_default();
+            let backend = connect_redis(config, shown, clock.clone(), &shutdown).await?;
             if args.role != Role::Api {
                 backend.start_upkeep(shutdown.clone());
             }
@@ -180,9 +213,13 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         shutdown.clone(),
     );
 
+    let backend_shown = match &redis_shown {
+        Some(redis) => format!("{backend_name} backend at {redis}"),
+        None => format!("{backend_name} backend"),
+    };
     tracing::info!(%url, node = %node_id, %role, backend = backend_name, data_dir = %data_dir.display(), "weft serving");
     eprintln!(
-        "weft: serving {url} ({backend_name} backend, role {role}, data in {})",
+        "weft: serving {url} ({backend_shown}, role {role}, data in {})",
         data_dir.display()
     );
     let key_file = data_dir.join("api-key");
@@ -200,16 +237,17 @@ async fn run(args: ServeArgs) -> Result<(), String> {
 
     let stopping = shutdown.clone();
     let ending = state.shutdown.clone();
-    // Small answers (an event, a 202) go out at once instead of waiting for
-    // the client's delayed acknowledgement.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let limits = server::Limits {
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+    };
+    server::serve(listener, router, limits, async move {
         stopping.cancelled().await;
         ending.cancel();
-    });
-    let served = server.await;
+    })
+    .await;
     signal.abort();
     stop_worker.cancel();
     if let Some(task) = worker_task {
@@ -226,31 +264,71 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         }
     }
     shutdown.cancel();
-    served.map_err(|e| format!("the server stopped: {e}"))
+    Ok(())
 }
 
-/// Connects to Redis, waiting (with backoff) while it is unreachable.
+/// Raises the open-files limit as far as allowed and says whether
+/// `max_connections` connections fit in it.
+fn open_files_limit(max_connections: u32) {
+    let wanted = u64::from(max_connections) + SPARE_FILES;
+    match server::raise_open_files_limit() {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-files limit is below --max-connections plus {SPARE_FILES} spare: once it is \
+             reached, connections wait unaccepted and files cannot be opened; raise the hard limit \
+             (ulimit -Hn) or lower --max-connections"
+        ),
+        Ok(limit) => tracing::info!(limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
+}
+
+/// Connects to Redis, waiting (with backoff) while it is unreachable, until
+/// `shutdown`; `shown` is its URL as it may be printed.
 async fn connect_redis(
     config: RedisConfig,
+    shown: &str,
     clock: Arc<dyn Clock>,
     shutdown: &CancellationToken,
 ) -> Result<Arc<RedisBackend>, String> {
+    let stopped = || Err("stopped before Redis could be reached".to_string());
     let mut delay = Duration::from_millis(100);
     loop {
-        match RedisBackend::connect(config.clone(), clock.clone()).await {
-            Ok(backend) => return Ok(backend),
-            Err(BackendError::Unavailable(e)) => {
-                tracing::warn!(url = %config.url, error = %e, "Redis unreachable; retrying in {delay:?}");
+        // The client may itself retry a refused connection for ever: each
+        // attempt is bounded, so that the wait is reported and can be stopped.
+        let attempt = tokio::time::timeout(
+            REDIS_ATTEMPT,
+            RedisBackend::connect(config.clone(), clock.clone()),
+        );
+        let attempt = tokio::select! {
+            attempt = attempt => attempt,
+            _ = shutdown.cancelled() => return stopped(),
+        };
+        match attempt {
+            Ok(Ok(backend)) => {
+                tracing::info!(url = %shown, "connected to Redis");
+                return Ok(backend);
             }
-            Err(e) => return Err(format!("cannot use Redis at {}: {e}", config.url)),
+            Ok(Err(BackendError::Unavailable(e))) => {
+                tracing::warn!(url = %shown, error = %e, "Redis unreachable; retrying in {delay:?}");
+            }
+            Ok(Err(e)) => return Err(format!("cannot use Redis at {shown}: {e}")),
+            Err(_) => tracing::warn!(
+                url = %shown,
+                "Redis unreachable: no connection within {REDIS_ATTEMPT:?}; retrying in {delay:?}"
+            ),
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return Err("stopped before Redis could be reached".into()),
+            _ = shutdown.cancelled() => return stopped(),
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
+
+/// How long one attempt to connect to Redis at start may take.
+const REDIS_ATTEMPT: Duration = Duration::from_secs(5);
 
 /// Tells the backend every 2 s that this node is alive and how busy it is.
 fn spawn_heartbeat(
