@@ -55,9 +55,6 @@ pub struct ServeArgs {
     /// renewing it (the node stopped) goes to another node.
     #[arg(long, env = "WEFT_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub visibility_timeout: Duration,
-    /// How long finished runs are kept.
-    #[arg(long, env = "WEFT_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub retention: Duration,
     /// How long to wait for running steps when shutting down.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -159,7 +156,6 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         Some(url) => {
             let mut config = RedisConfig::new(url.clone());
             config.visibility = args.visibility_timeout;
-            config.retention = args.retention;
             let shown = redis_shown.as_deref().unwrap_or_default();
             let backend = connect_redis(config, shown, clock.clone(), &shutdown).await?;
             if args.role != Role::Api {

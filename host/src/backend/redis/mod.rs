@@ -43,10 +43,6 @@ pub struct RedisConfig {
     /// Work a node has held this long without finishing or renewing it is
     /// handed to another node.
     pub visibility: Duration,
-    /// How long finished runs are kept.
-    pub retention: Duration,
-    /// How long idempotency keys are remembered.
-    pub idempotency_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -55,8 +51,6 @@ impl RedisConfig {
             url: url.into(),
             node: format!("node-{}-{:08x}", std::process::id(), rand::random::<u32>()),
             visibility: Duration::from_secs(30),
-            retention: Duration::from_secs(24 * 3600),
-            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
