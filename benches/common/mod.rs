@@ -50,10 +50,7 @@ impl Node {
     /// benchmark does not grow its memory.
     pub fn new() -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let retention = Retention {
-            max_finished: 16,
-            ..Retention::default()
-        };
+        let retention = Retention { max_finished: 16 };
         Self {
             cache: Arc::new(ComponentCache::new(engine(), None, 256)),
             backend: MemoryBackend::new(clock.clone(), None, retention),

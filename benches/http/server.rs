@@ -62,6 +62,7 @@ impl Server {
     }
 
     /// The admin token it was started with.
+    #[allow(dead_code)] // used by the hostile-input benchmark only
     pub fn admin_token(&self) -> &str {
         &self.admin_token
     }
