@@ -126,12 +126,13 @@ pub async fn publish(
         .publishes
         .check_per_minute(&tenant.name, tenant.limits.publishes_per_minute)
     {
-        return Err(ApiError::too_many(
-            "rate_limited",
-            format!(
-                "tenant {:?} may publish {} components per minute; retry after {wait} s",
-                tenant.name, tenant.limits.publishes_per_minute
-            ),
+        let rate = tenant.limits.publishes_per_minute;
+        let publish = "publish components:";
+        return Err(super::tenants::rate_limited(
+            &tenant.name,
+            rate,
+            publish,
+            "minute",
             wait,
         ));
     }

@@ -232,12 +232,13 @@ pub async fn submit(
         .rates
         .check(&tenant.name, tenant.limits.runs_per_second)
     {
-        return Err(ApiError::too_many(
-            "rate_limited",
-            format!(
-                "tenant {:?} may submit {} runs per second; retry after {wait} s",
-                tenant.name, tenant.limits.runs_per_second
-            ),
+        let rate = tenant.limits.runs_per_second;
+        let submit = "submit runs:";
+        return Err(super::tenants::rate_limited(
+            &tenant.name,
+            rate,
+            submit,
+            "second",
             wait,
         ));
     }

@@ -81,6 +81,15 @@ impl RateLimits {
     }
 }
 
+/// The 429 of a tenant over one of its rates: `rate` `things` per `per`.
+pub fn rate_limited(tenant: &str, rate: u32, things: &str, per: &str, wait: u64) -> ApiError {
+    ApiError::too_many(
+        "rate_limited",
+        format!("tenant {tenant:?} may {things} {rate} per {per}; retry after {wait} s"),
+        wait,
+    )
+}
+
 /// `POST /v1/tenants` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

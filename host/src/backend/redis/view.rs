@@ -139,65 +139,72 @@ impl RedisBackend {
         if self.listening.swap(true, Ordering::SeqCst) {
             return;
         }
-        let client = self.client.clone();
         let events = self.events.clone();
-        tokio::spawn(async move {
-            loop {
-                match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => {
-                        if pubsub.psubscribe(keys::EVENTS_PATTERN).await.is_ok() {
-                            let mut messages = pubsub.on_message();
-                            while let Some(msg) = messages.next().await {
-                                let Ok(payload) = msg.get_payload::<String>() else {
-                                    continue;
-                                };
-                                match decode_event(&payload) {
-                                    Some(event) => {
-                                        let _ = events.send(event);
-                                    }
-                                    None => tracing::warn!(%payload, "unreadable run event"),
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "event subscription failed; retrying"),
+        subscribe_forever(
+            self.client.clone(),
+            Channel::Pattern(keys::EVENTS_PATTERN),
+            move |payload| match decode_event(&payload) {
+                Some(event) => {
+                    let _ = events.send(event);
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
+                None => tracing::warn!(%payload, "unreadable run event"),
+            },
+        );
     }
-}
 
-impl RedisBackend {
     /// Subscribes (once per backend) to the runs that ended while steps of
     /// theirs ran somewhere, published by the scripts on `weft:cancel`.
     pub(super) fn watch_ended(&self) -> broadcast::Receiver<String> {
         let receiver = self.ended.subscribe();
-        if self.watching_ended.swap(true, Ordering::SeqCst) {
-            return receiver;
+        if !self.watching_ended.swap(true, Ordering::SeqCst) {
+            let ended = self.ended.clone();
+            subscribe_forever(
+                self.client.clone(),
+                Channel::Name(keys::CANCEL),
+                move |run| {
+                    let _ = ended.send(run);
+                },
+            );
         }
-        let client = self.client.clone();
-        let ended = self.ended.clone();
-        tokio::spawn(async move {
-            loop {
-                match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => {
-                        if pubsub.subscribe(keys::CANCEL).await.is_ok() {
-                            let mut messages = pubsub.on_message();
-                            while let Some(msg) = messages.next().await {
-                                if let Ok(run) = msg.get_payload::<String>() {
-                                    let _ = ended.send(run);
-                                }
+        receiver
+    }
+}
+
+/// What to subscribe to.
+enum Channel {
+    Name(&'static str),
+    Pattern(&'static str),
+}
+
+/// Hands every message on `channel` to `handle`, reconnecting whenever the
+/// subscription breaks, for as long as the process runs.
+fn subscribe_forever(
+    client: redis::Client,
+    channel: Channel,
+    mut handle: impl FnMut(String) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        loop {
+            match client.get_async_pubsub().await {
+                Ok(mut pubsub) => {
+                    let subscribed = match channel {
+                        Channel::Name(name) => pubsub.subscribe(name).await,
+                        Channel::Pattern(pattern) => pubsub.psubscribe(pattern).await,
+                    };
+                    if subscribed.is_ok() {
+                        let mut messages = pubsub.on_message();
+                        while let Some(msg) = messages.next().await {
+                            if let Ok(payload) = msg.get_payload::<String>() {
+                                handle(payload);
                             }
                         }
                     }
-                    Err(e) => tracing::debug!(error = %e, "cancel subscription failed; retrying"),
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                Err(e) => tracing::debug!(error = %e, "subscription failed; retrying"),
             }
-        });
-        receiver
-    }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
 }
 
 /// An event as the Lua scripts publish it.
