@@ -10,7 +10,10 @@
 //!   `d<i>` dependents (comma separated), `i<i>` id, `e<i>` error (JSON),
 //!   `t<i>` started at, `f<i>` finished at, `g<i>` logs (JSON), `o<i>` output (JSON),
 //!   `r<i>` when it was last claimed, `c<i>` how many times its output was
-//!   committed (never more than once: operators and tests can check).
+//!   committed (never more than once: operators and tests can check),
+//!   `v<i>` deliveries of the attempt holding it; and `b`, the bytes the run
+//!   stores (its input, outputs, errors and logs), counted against `run_bytes`.
+//! - The run hash also keeps `retention` (ms) and `idem` (its idempotency key).
 //!
 //! Events are published on `weft:events:{run:R}` as JSON with `at` in
 //! milliseconds.
@@ -96,7 +99,8 @@ local count = tonumber(redis.call('GET', active) or '0')
 if count >= tonumber(ARGV[5]) then return {'limit', tostring(count)} end
 redis.call('INCR', active)
 redis.call('HSET', run_key, 'spec', ARGV[2], 'tenant', ARGV[3], 'status', 'queued',
-  'created_at', now, 'remaining', n, 'n', n, 'leases', 0, 'retention', ARGV[8], 'bytes', ARGV[10])
+  'created_at', now, 'remaining', n, 'n', n, 'leases', 0, 'retention', ARGV[8])
+redis.call('HSET', steps, 'b', ARGV[10])
 if ARGV[6] == '1' then redis.call('HSET', run_key, 'idem', idem) end
 for i = 0, n - 1 do
   local base = 11 + 3 * i
@@ -206,26 +210,27 @@ local function commit_one(run_key, steps, active, i, lease, outcome, payload, lo
   end
   local status = redis.call('HGET', run_key, 'status')
   if not status or terminal(status) then return {0, 0, '', ack()} end
-  local sl = redis.call('HMGET', steps, 's' .. i, 'l' .. i, 'a' .. i, 'd' .. i)
+  local sl = redis.call('HMGET', steps, 's' .. i, 'l' .. i, 'a' .. i, 'd' .. i, 'b')
   if sl[1] ~= 'running' or sl[2] ~= lease then
     -- Superseded: the delivery may belong to another node now.
     return {0, 0, '', 0}
   end
   local run = string.sub(run_key, 11, -6)
   local attempt = tonumber(sl[3])
-  local used = tonumber(redis.call('HGET', run_key, 'bytes') or '0')
-  if used + tonumber(bytes) > tonumber(limit) then
+  -- The run's stored bytes live in the steps hash (`b`), read above and
+  -- written with the step's own fields below: the budget costs no call.
+  local used = tonumber(sl[5] or '0') + tonumber(bytes)
+  if used > tonumber(limit) then
+    used = used - tonumber(bytes)
     local id = redis.call('HGET', steps, 'i' .. i)
     local message = 'the run would store more than its run_bytes (' .. limit .. ' bytes)'
     outcome, logs = 'fail', '[]'
     payload = cjson.encode({code = 'run_too_large', message = message, retryable = false})
     run_error = cjson.encode({code = 'run_too_large', step = id,
       message = 'step `' .. id .. '` failed: ' .. message})
-  else
-    redis.call('HINCRBY', run_key, 'bytes', bytes)
   end
   if outcome == 'ok' then
-    redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
+    redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, payload, 'g' .. i, logs, 'f' .. i, now, 'b', used)
     redis.call('HDEL', steps, 'e' .. i)
     redis.call('HINCRBY', steps, 'c' .. i, 1)
     step_event(run, steps, i, 'succeeded', attempt, now, nil)
@@ -243,12 +248,12 @@ local function commit_one(run_key, steps, active, i, lease, outcome, payload, lo
     end
     return {1, 0, '', ack()}
   elseif outcome == 'retry' then
-    redis.call('HSET', steps, 's' .. i, 'queued', 'e' .. i, payload, 'g' .. i, logs)
+    redis.call('HSET', steps, 's' .. i, 'queued', 'e' .. i, payload, 'g' .. i, logs, 'b', used)
     redis.call('ZADD', delayed, due, run .. '|' .. i .. '|' .. (attempt + 1))
     step_event(run, steps, i, 'queued', attempt, now, payload)
     return {1, 1, '', ack()}
   end
-  redis.call('HSET', steps, 's' .. i, 'failed', 'e' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
+  redis.call('HSET', steps, 's' .. i, 'failed', 'e' .. i, payload, 'g' .. i, logs, 'f' .. i, now, 'b', used)
   step_event(run, steps, i, 'failed', attempt, now, payload)
   local stopped = end_run(run_key, steps, active, run, 'failed', now, run_error)
   local out = {1, 0, 'failed', ack()}
