@@ -69,67 +69,64 @@ fn build_view(
     run: &HashMap<String, String>,
     steps: &mut HashMap<String, String>,
 ) -> Result<RunView, BackendError> {
-    {
-        let mut views = IndexMap::with_capacity(spec.workflow.steps.len());
-        for (i, step) in spec.workflow.steps.iter().enumerate() {
-            let field = |name: &str| steps.get(&format!("{name}{i}"));
-            let record = StepRecord {
-                status: field("s").map(|s| status::<StepStatus>(s)).transpose()?,
-                attempts: field("a").and_then(|a| a.parse().ok()).unwrap_or(0),
-                // Taken as text below, not parsed.
-                output: None,
-                error: field("e")
-                    .filter(|e| !e.is_empty())
-                    .map(|e| {
-                        serde_json::from_str::<Failure>(e)
-                            .map_err(|e| corrupt(format!("step error: {e}")))
-                    })
-                    .transpose()?,
-                logs: field("g")
-                    .map(|g| {
-                        serde_json::from_str::<Vec<LogLine>>(g)
-                            .map_err(|e| corrupt(format!("step logs: {e}")))
-                    })
-                    .transpose()?
-                    .unwrap_or_default(),
-                started_at: millis(steps, &format!("t{i}")),
-                finished_at: millis(steps, &format!("f{i}")),
-            };
-            let mut view = StepView::new(spec, i, &record);
-            view.output = steps
-                .remove(&format!("o{i}"))
-                .map(|o| {
-                    serde_json::value::RawValue::from_string(o)
-                        .map(|raw| StepOutput::Text(Arc::from(raw)))
-                        .map_err(|e| corrupt(format!("step output: {e}")))
-                })
-                .transpose()?;
-            views.insert(step.id.clone(), view);
-        }
-        let run_status: RunStatus = status(run.get("status").map_or("queued", String::as_str))?;
-        Ok(RunView {
-            id: spec.id.clone(),
-            tenant: spec.tenant.clone(),
-            workflow: spec.workflow.name.clone(),
-            status: run_status,
-            input: spec.input.clone(),
-            output: match run.get("output") {
-                Some(o) => parse_json(o, "run output")?,
-                None => serde_json::Value::Null,
-            },
-            error: run
-                .get("error")
+    let mut views = IndexMap::with_capacity(spec.workflow.steps.len());
+    for (i, step) in spec.workflow.steps.iter().enumerate() {
+        let field = |name: &str| steps.get(&format!("{name}{i}"));
+        let record = StepRecord {
+            status: field("s").map(|s| status::<StepStatus>(s)).transpose()?,
+            attempts: field("a").and_then(|a| a.parse().ok()).unwrap_or(0),
+            // Taken as text below, not parsed.
+            output: None,
+            error: field("e")
+                .filter(|e| !e.is_empty())
                 .map(|e| {
-                    serde_json::from_str::<RunError>(e)
-                        .map_err(|e| corrupt(format!("run error: {e}")))
+                    serde_json::from_str::<Failure>(e)
+                        .map_err(|e| corrupt(format!("step error: {e}")))
                 })
                 .transpose()?,
-            created_at: rfc3339(spec.created_at),
-            started_at: millis(run, "started_at").map(rfc3339),
-            finished_at: millis(run, "finished_at").map(rfc3339),
-            steps: views,
-        })
+            logs: field("g")
+                .map(|g| {
+                    serde_json::from_str::<Vec<LogLine>>(g)
+                        .map_err(|e| corrupt(format!("step logs: {e}")))
+                })
+                .transpose()?
+                .unwrap_or_default(),
+            started_at: millis(steps, &format!("t{i}")),
+            finished_at: millis(steps, &format!("f{i}")),
+        };
+        let mut view = StepView::new(spec, i, &record);
+        view.output = steps
+            .remove(&format!("o{i}"))
+            .map(|o| {
+                serde_json::value::RawValue::from_string(o)
+                    .map(|raw| StepOutput::Text(Arc::from(raw)))
+                    .map_err(|e| corrupt(format!("step output: {e}")))
+            })
+            .transpose()?;
+        views.insert(step.id.clone(), view);
     }
+    let run_status: RunStatus = status(run.get("status").map_or("queued", String::as_str))?;
+    Ok(RunView {
+        id: spec.id.clone(),
+        tenant: spec.tenant.clone(),
+        workflow: spec.workflow.name.clone(),
+        status: run_status,
+        input: spec.input.clone(),
+        output: match run.get("output") {
+            Some(o) => parse_json(o, "run output")?,
+            None => serde_json::Value::Null,
+        },
+        error: run
+            .get("error")
+            .map(|e| {
+                serde_json::from_str::<RunError>(e).map_err(|e| corrupt(format!("run error: {e}")))
+            })
+            .transpose()?,
+        created_at: rfc3339(spec.created_at),
+        started_at: millis(run, "started_at").map(rfc3339),
+        finished_at: millis(run, "finished_at").map(rfc3339),
+        steps: views,
+    })
 }
 
 impl RedisBackend {
