@@ -36,8 +36,8 @@ impl Server {
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let admin_token = format!("{:032x}", rand::random::<u128>());
         // `WEFT_BENCH_BIN` measures another build (e.g. an earlier commit's).
-        let bin = std::env::var_os("WEFT_BENCH_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_weft").into());
+        let bin =
+            std::env::var_os("WEFT_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weft").into());
         let child = Command::new(bin)
             .arg("serve")
             .arg("--listen")
