@@ -39,6 +39,25 @@ pub async fn offload_if_large<T: Send + 'static>(
     }
 }
 
+/// The length of `value` as compact JSON, counted as it is written out:
+/// nothing is allocated.
+pub fn serialized_len(value: &impl serde::Serialize) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a value that does not serialise counts nothing.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// Whether `bytes`, read as JSON text, nests arrays and objects deeper than `max`.
 ///
 /// One pass over the bytes, no allocation: this runs before the text is

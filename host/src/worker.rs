@@ -233,38 +233,37 @@ async fn resolve_input(work: &StepWork) -> Result<serde_json::Value, ResolveErro
         index: usize,
         deps: &[(usize, Arc<serde_json::Value>)],
     ) -> Result<serde_json::Value, ResolveError> {
-        let lookup = |root| match root {
-            Root::Input => Some(&spec.input),
-            Root::Step(d) => deps.iter().find(|(i, _)| *i == d).map(|(_, v)| &**v),
-        };
+        let lookup = |root| root_value(spec, deps, root);
         spec.workflow.steps[index]
             .input
             .resolve_within(&lookup, spec.defaults.input_bytes)
     }
-    // What the input refers to, counted up to the size worth moving off the executor.
-    let mut left = crate::budget::SMALL_WORK_BYTES;
-    let referred = work.spec.workflow.steps[work.index]
+    // What the input refers to, counted only up to the size worth moving off the executor.
+    let large = work.spec.workflow.steps[work.index]
         .input
         .roots()
-        .map(|root| match root {
-            Root::Input => Some(&work.spec.input),
-            Root::Step(d) => work.deps.iter().find(|(i, _)| *i == d).map(|(_, v)| &**v),
-        });
-    let mut large = false;
-    for value in referred.flatten() {
-        match json_size(value, left) {
-            Some(n) => left -= n,
-            None => {
-                large = true;
-                break;
-            }
-        }
-    }
+        .filter_map(|root| root_value(&work.spec, &work.deps, root))
+        .try_fold(crate::budget::SMALL_WORK_BYTES, |left, value| {
+            json_size(value, left).map(|n| left - n)
+        })
+        .is_none();
     if !large {
         return resolve(&work.spec, work.index, &work.deps);
     }
     let (spec, index, deps) = (work.spec.clone(), work.index, work.deps.clone());
     crate::budget::offload(move || resolve(&spec, index, &deps)).await
+}
+
+/// The value a reference's root names: the run's input or a dependency's output.
+fn root_value<'a>(
+    spec: &'a RunSpec,
+    deps: &'a [(usize, Arc<serde_json::Value>)],
+    root: Root,
+) -> Option<&'a serde_json::Value> {
+    match root {
+        Root::Input => Some(&spec.input),
+        Root::Step(d) => deps.iter().find(|(i, _)| *i == d).map(|(_, v)| &**v),
+    }
 }
 
 /// Backend calls are retried while the backend is unavailable, so that no

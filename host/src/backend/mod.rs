@@ -81,20 +81,15 @@ impl Outcome {
     /// output or error and its logs, as compact JSON), counted against `run_bytes`.
     pub fn stored_bytes(&self) -> u64 {
         let (payload, logs) = match self {
-            Self::Succeeded { output, logs } => {
-                (crate::workflow::json_size(output, usize::MAX), logs)
-            }
-            Self::Retry { failure, logs, .. } | Self::Failed { failure, logs } => (
-                serde_json::to_value(failure)
-                    .ok()
-                    .and_then(|v| crate::workflow::json_size(&v, usize::MAX)),
+            Self::Succeeded { output, logs } => (
+                crate::workflow::json_size(output, usize::MAX).unwrap_or(0) as u64,
                 logs,
             ),
+            Self::Retry { failure, logs, .. } | Self::Failed { failure, logs } => {
+                (crate::budget::serialized_len(failure), logs)
+            }
         };
-        let logs = serde_json::to_value(logs)
-            .ok()
-            .and_then(|v| crate::workflow::json_size(&v, usize::MAX));
-        (payload.unwrap_or(0) + logs.unwrap_or(0)) as u64
+        payload + crate::budget::serialized_len(logs)
     }
 }
 
