@@ -22,13 +22,30 @@ pub fn request(
     key: &str,
     body: Option<(&str, &[u8])>,
 ) -> Answer {
-    let mut stream = TcpStream::connect(addr).expect("connect");
+    try_request(addr, method, path, key, &[], body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// [`request`] with extra headers, for a server that may be down: an error
+/// when it cannot be reached or hangs up before answering.
+pub fn try_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> Result<Answer, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n"
     );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some((content_type, bytes)) = body {
         head.push_str(&format!(
             "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
@@ -36,21 +53,23 @@ pub fn request(
         ));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
     if let Some((_, bytes)) = body {
-        stream.write_all(bytes).unwrap();
+        stream.write_all(bytes).map_err(|e| format!("send: {e}"))?;
     }
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {path}: no answer: {e}"));
+        .map_err(|e| format!("no answer: {e}"))?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+        .ok_or_else(|| format!("no status line in {head:?}"))?;
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
@@ -59,10 +78,10 @@ pub fn request(
     } else {
         body.to_string()
     };
-    Answer {
+    Ok(Answer {
         status,
         body: serde_json::from_str(&body).unwrap_or(Value::String(body)),
-    }
+    })
 }
 
 pub fn get(addr: &str, path: &str, key: &str) -> Answer {

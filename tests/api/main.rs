@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod durable;
 mod hostile;
 mod hostile_http;
 mod http;

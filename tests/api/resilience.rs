@@ -209,15 +209,10 @@ fn tenants_keys_and_components_survive_a_restart_and_sigterm_ends_streams() {
     let examples = get(server.addr(), "/v1/components", &default_key);
     assert_eq!(examples.status, 200);
     assert_eq!(examples.body["components"].as_array().unwrap().len(), 8);
+    // Both backends keep runs: the run is still there, and it ends.
     let after = get(server.addr(), &format!("/v1/runs/{id}"), &acme);
-    if crate::common::on_redis() {
-        // Runs live in Redis: the run is still there, and it ends.
-        assert_eq!(after.status, 200);
-        eventually("the run to end", || {
-            get(server.addr(), &format!("/v1/runs/{id}"), &acme).body["status"] == "succeeded"
-        });
-    } else {
-        // Runs of the embedded backend live in memory: gone after a restart.
-        assert_eq!(after.status, 404);
-    }
+    assert_eq!(after.status, 200);
+    eventually("the run to end", || {
+        get(server.addr(), &format!("/v1/runs/{id}"), &acme).body["status"] == "succeeded"
+    });
 }

@@ -79,6 +79,25 @@ impl Server {
         }
     }
 
+    /// Kills the server with SIGKILL, as a crash would, and waits until it
+    /// is gone; nothing of it runs on the way out.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same data directory and port, after
+    /// [`Server::kill`] or [`Server::stop`]; the answer of `/healthz` is
+    /// waited for.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.try_wait().expect("poll weft serve").is_some(),
+            "the server is still running"
+        );
+        self.child = spawn(self.dir.path(), &self.addr, self.redis.as_ref(), &self.args);
+        self.wait_ready();
+    }
+
     /// `host:port` of the server.
     pub fn addr(&self) -> &str {
         &self.addr

@@ -7,6 +7,7 @@
 
 pub mod memory;
 pub mod redis;
+mod spec;
 
 use std::sync::Arc;
 

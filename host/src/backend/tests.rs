@@ -1,5 +1,6 @@
 //! The transitions every backend must make the same way, driven by hand with
-//! a manual clock, on the embedded backend and on a real `redis-server`.
+//! a manual clock: on the in-memory backend, on the embedded backend over its
+//! file store, and on a real `redis-server`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::memory::{MemoryBackend, Retention};
+use super::memory::{Fsync, MemoryBackend, Retention};
 use super::redis::{RedisBackend, RedisConfig};
 use super::{
     Admission, Cancelled, Claim, Idempotency, Limits, NewRun, Outcome, StateStore, StepWork,
@@ -27,11 +28,15 @@ impl<T: StateStore + WorkQueue> Backend for T {}
 
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
+    /// In memory only, as `weft exec` uses it.
     Memory,
+    /// The embedded backend over a data directory, as `weft serve` uses it.
+    File,
     Redis,
 }
 
 struct Harness {
+    kind: Kind,
     backend: Arc<dyn Backend>,
     clock: Arc<ManualClock>,
     dir: tempfile::TempDir,
@@ -50,10 +55,11 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(T0));
         let dir = tempfile::tempdir().unwrap();
         let redis = match kind {
-            Kind::Memory => None,
+            Kind::Memory | Kind::File => None,
             Kind::Redis => Some(RedisServer::start()),
         };
         let mut h = Self {
+            kind,
             backend: MemoryBackend::new(clock.clone(), None, Retention::default()),
             clock,
             dir,
@@ -65,10 +71,17 @@ impl Harness {
     }
 
     async fn open(&self) -> Arc<dyn Backend> {
-        match &self.redis {
-            None => MemoryBackend::open(self.clock.clone(), self.dir.path(), Retention::default())
-                .unwrap(),
-            Some(server) => {
+        match (self.kind, &self.redis) {
+            (Kind::Memory, _) => MemoryBackend::new(self.clock.clone(), None, Retention::default()),
+            (Kind::File, _) => MemoryBackend::open(
+                self.clock.clone(),
+                self.dir.path(),
+                Retention::default(),
+                Fsync::Normal,
+            )
+            .unwrap(),
+            (Kind::Redis, None) => unreachable!("a Redis harness has a server"),
+            (Kind::Redis, Some(server)) => {
                 let mut config = RedisConfig::new(server.url());
                 config.visibility = Duration::from_millis(500);
                 let backend = RedisBackend::connect(config, self.clock.clone())
@@ -80,8 +93,31 @@ impl Harness {
         }
     }
 
-    /// The same store opened again, as by another process or a restart.
+    /// The same store opened again, as by another process or a restart. The
+    /// embedded backend is closed first, as a process that ended; nothing it
+    /// did not store yet is written on the way out.
     async fn reopen(&mut self) -> Arc<dyn Backend> {
+        if let Kind::File = self.kind {
+            let closed = std::mem::replace(
+                &mut self.backend,
+                MemoryBackend::new(self.clock.clone(), None, Retention::default()),
+            );
+            let weak = Arc::downgrade(&closed);
+            drop(closed);
+            let closed = weak;
+            // The store's writer thread may hold it a moment longer.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while closed.strong_count() > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the backend is still held"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        // The old Redis node stops renewing what it holds.
+        self.upkeep.cancel();
+        self.upkeep = CancellationToken::new();
         self.backend = self.open().await;
         self.backend.clone()
     }
@@ -129,14 +165,18 @@ async fn status(b: &dyn Backend, step: &str) -> StepStatus {
     b.run("t", "run_1").await.unwrap().unwrap().steps[step].status
 }
 
-/// Runs each test on both backends.
-macro_rules! on_both_backends {
+/// Runs each test on every backend.
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn memory() {
                     super::$name(super::Kind::Memory).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn file() {
+                    super::$name(super::Kind::File).await
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis() {
@@ -147,14 +187,31 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(
+/// Runs each test on the backends that outlive a process: the file store and Redis.
+macro_rules! on_durable_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn file() {
+                    super::$name(super::Kind::File).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    super::$name(super::Kind::Redis).await
+                }
+            }
+        )*
+    };
+}
+
+on_every_backend!(
     a_join_is_ready_only_when_every_dependency_succeeded,
     a_retry_waits_for_the_clock_not_for_real_time,
     a_superseded_attempt_cannot_commit,
     a_failure_skips_waiting_steps_and_cancels_running_ones,
     runs_are_invisible_to_other_tenants,
     admission_honours_idempotency_keys_and_the_active_run_limit,
-    tenants_and_registry_records_survive_a_reopen,
     a_commit_past_run_bytes_fails_the_step_run_too_large,
     an_attempt_delivered_too_often_is_marked_over_delivered,
     a_finished_run_and_its_idempotency_key_live_for_its_own_retention,
@@ -528,4 +585,161 @@ async fn tenants_and_registry_records_survive_a_reopen(kind: Kind) {
     assert_eq!(b.component_names("acme").await.unwrap(), vec!["echo"]);
     assert!(b.component_names("other").await.unwrap().is_empty());
     assert!(b.tenant_by_key("nope").await.unwrap().is_none());
+}
+
+on_durable_backends!(
+    tenants_and_registry_records_survive_a_reopen,
+    an_unfinished_run_goes_on_after_a_reopen,
+);
+
+/// A process that stopped at any point: what it stored is read back, a step
+/// it was running is delivered again, a retry keeps its due time, and a
+/// finished run and its idempotency key are kept as they were.
+async fn an_unfinished_run_goes_on_after_a_reopen(kind: Kind) {
+    let mut h = Harness::new(kind).await;
+    let chain = || {
+        let mut new = NewRun::new(spec(json!({ "steps": [
+            { "id": "a", "component": "x@1" },
+            { "id": "b", "component": "x@1", "input": "${steps.a.output}" },
+            { "id": "c", "component": "x@1", "needs": ["b"] }
+        ] })));
+        new.idempotency = Some(Idempotency {
+            key: "order-7".into(),
+            fingerprint: "f".into(),
+        });
+        new
+    };
+    let b = h.backend.clone();
+    assert_eq!(b.create_run(chain()).await.unwrap(), Admission::Created);
+    let a = claim_next(&*b).await;
+    assert!(
+        b.commit("run_1", a.index, a.lease, ok(json!("A")), T0)
+            .await
+            .unwrap()
+            .applied
+    );
+    // Claimed and never acknowledged: the process stops while it runs.
+    let d = tokio::time::timeout(Duration::from_secs(5), b.next(1))
+        .await
+        .expect("b is ready")
+        .unwrap()
+        .pop()
+        .unwrap();
+    let Claim::Step(running) = b.claim(&d, T0).await.unwrap() else {
+        panic!("expected step b")
+    };
+    assert_eq!((running.index, running.attempt), (1, 1));
+    drop(b);
+
+    // Stopped while `b` ran: it is delivered again, as the same attempt.
+    let b = h.reopen().await;
+    assert_eq!(status(&*b, "a").await, StepStatus::Succeeded);
+    let again = claim_next(&*b).await;
+    assert_eq!((again.index, again.attempt), (1, 1));
+    assert!(again.lease > running.lease, "the old holder is superseded");
+    assert_eq!(again.deps[0].1.as_ref(), &json!("A"));
+    assert!(
+        !b.commit("run_1", 1, running.lease, ok(json!("old")), T0)
+            .await
+            .unwrap()
+            .applied,
+        "the attempt of the stopped process cannot commit"
+    );
+    assert!(
+        b.commit("run_1", 1, again.lease, ok(json!("B")), T0)
+            .await
+            .unwrap()
+            .applied
+    );
+    let c = claim_next(&*b).await;
+    let retry = Outcome::Retry {
+        failure: Failure::host("trap", "boom"),
+        logs: vec![],
+        due: T0 + 5_000,
+    };
+    assert!(
+        b.commit("run_1", 2, c.lease, retry, T0)
+            .await
+            .unwrap()
+            .retrying
+    );
+    drop(b);
+
+    // Stopped while `c` waited for its retry: it keeps its due time.
+    let b = h.reopen().await;
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.next(1).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the retry came before its due time");
+    h.clock.advance(Duration::from_secs(5));
+    let d = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the retry is delivered once due")
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        d.task.kind,
+        TaskKind::Step {
+            index: 2,
+            attempt: 2
+        }
+    );
+    let Claim::Step(c) = b.claim(&d, T0).await.unwrap() else {
+        panic!("expected step c")
+    };
+    b.ack(&[d]).await.unwrap();
+    assert!(
+        b.commit("run_1", 2, c.lease, ok(json!("C")), T0)
+            .await
+            .unwrap()
+            .applied
+    );
+    let d = tokio::time::timeout(Duration::from_secs(5), b.next(1))
+        .await
+        .expect("finalisation is queued")
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(matches!(
+        b.claim(&d, T0).await.unwrap(),
+        Claim::Finalize { .. }
+    ));
+    b.ack(&[d]).await.unwrap();
+    assert!(
+        b.finish("run_1", Ok(json!({ "done": true })), T0)
+            .await
+            .unwrap()
+    );
+    drop(b);
+
+    // Finished: kept as it was, and its key still names it.
+    let b = h.reopen().await;
+    let run = b.run("t", "run_1").await.unwrap().expect("the run is kept");
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.output, json!({ "done": true }));
+    let outputs: Vec<Value> = run
+        .steps
+        .values()
+        .map(|s| s.output.as_ref().unwrap().to_value())
+        .collect();
+    assert_eq!(outputs, vec![json!("A"), json!("B"), json!("C")]);
+    assert_eq!(run.steps["b"].attempts, 1);
+    assert_eq!(run.steps["c"].attempts, 2);
+    assert_eq!(
+        b.create_run(chain()).await.unwrap(),
+        Admission::Existing {
+            run: "run_1".into(),
+            same_request: true
+        }
+    );
+    // Nothing is left to do.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), b.next(1))
+            .await
+            .is_err(),
+        "a finished run was queued again"
+    );
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::redact::printable_redis_url;
 use crate::api::{self, AppState, server, tenants};
-use crate::backend::memory::{MemoryBackend, Retention};
+use crate::backend::memory::{Fsync, MemoryBackend, Retention, store};
 use crate::backend::redis::{RedisBackend, RedisConfig};
 use crate::backend::{BackendError, Limits, NodeInfo, Published, StateStore, WorkQueue};
 use crate::bundled;
@@ -73,6 +73,18 @@ pub struct ServeArgs {
     /// until one closes.
     #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Embedded backend: `normal` writes every commit to the operating
+    /// system before answering, which survives the process being killed;
+    /// `always` also flushes it to the disk, which survives power loss and
+    /// costs a disk flush per group commit (see BENCHMARKS.md).
+    #[arg(long, env = "WEFT_FSYNC", value_enum, default_value = "normal")]
+    pub fsync: Fsync,
+    /// Embedded backend: `file` keeps runs, tenants and the registry in
+    /// DATA_DIR/weft.db, so that they survive a restart or a crash; `memory`
+    /// keeps them in this process only (lost when it stops), for trying
+    /// things out and for comparing.
+    #[arg(long, env = "WEFT_STORE", value_enum, default_value = "file")]
+    pub store: StoreKind,
 }
 
 /// A duration such as `10s` or `1m`, not zero.
@@ -87,6 +99,13 @@ fn timeout(text: &str) -> Result<Duration, String> {
 /// File descriptors kept for data files, Redis and the listener beyond one
 /// per connection.
 const SPARE_FILES: u64 = 1024;
+
+/// Where the embedded backend keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    File,
+    Memory,
+}
 
 /// What a `weft serve` process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -149,8 +168,34 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         &str,
     ) = match &args.redis {
         None => {
-            let backend = MemoryBackend::open(clock.clone(), &data_dir, Retention::default())
-                .map_err(|e| format!("cannot open the data directory: {e}"))?;
+            let backend = match args.store {
+                StoreKind::Memory => MemoryBackend::new(
+                    clock.clone(),
+                    Some(data_dir.join("blobs")),
+                    Retention::default(),
+                ),
+                StoreKind::File => {
+                    let opening = std::time::Instant::now();
+                    let backend = MemoryBackend::open(
+                        clock.clone(),
+                        &data_dir,
+                        Retention::default(),
+                        args.fsync,
+                    )
+                    .map_err(|e| match e {
+                        BackendError::Corrupt(m) | BackendError::Unavailable(m) => {
+                            format!("cannot open the data directory: {m}")
+                        }
+                    })?;
+                    tracing::info!(
+                        store = %data_dir.join(store::FILE_NAME).display(),
+                        bytes = backend.store_bytes(),
+                        took_ms = opening.elapsed().as_millis() as u64,
+                        "opened the store"
+                    );
+                    backend
+                }
+            };
             (backend.clone(), backend, "embedded".to_string(), "embedded")
         }
         Some(url) => {
@@ -375,14 +420,18 @@ async fn first_start(store: &dyn StateStore, dir: &Path, now: u64) -> Result<boo
         return Ok(false);
     }
     let (record, key) = tenants::new_tenant("default", Limits::default(), now);
+    // The key is on disk before the tenant exists, so that a process killed
+    // in between never leaves a tenant nobody has the key of.
+    let key_file = dir.join("api-key");
+    write_secret(&key_file, &key)?;
     let created = store
         .create_tenant(record)
         .await
         .map_err(|e| format!("cannot create tenant \"default\": {e}"))?;
-    if created {
-        // Another node of the cluster may have created it first: then its
-        // key is in that node's data directory.
-        write_secret(&dir.join("api-key"), &key)?;
+    if !created {
+        // Another node of the cluster created it first: its key is in that
+        // node's data directory.
+        let _ = std::fs::remove_file(&key_file);
     }
     Ok(created)
 }

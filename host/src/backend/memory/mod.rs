@@ -1,9 +1,14 @@
 //! The embedded backend: every run and the queue in this process's memory,
-//! behind one lock so that each transition is atomic; component blobs go to the
-//! data directory when there is one.
+//! behind one lock so that each transition is atomic. Over a data directory
+//! (`weft serve`) it is durable: every change is written to the file store
+//! (`store`) in group commits (`journal`) before anyone relies on it, and read
+//! back at start; component blobs go to their own files. Without one
+//! (`weft exec`, unit tests) nothing outlives the process.
 
+mod journal;
 mod registry;
 mod runs;
+pub mod store;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -11,14 +16,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
+
+pub use store::Fsync;
 
 use super::{
     Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Delivery, Limits, NewRun,
     NodeInfo, Outcome, Published, QueueInfo, StateStore, TenantRecord, VersionRecord, WorkQueue,
 };
 use crate::scheduler::clock::{Clock, Millis};
-use crate::scheduler::model::{RunError, RunEvent, RunView, Task};
+use crate::scheduler::model::{RunError, RunEvent, RunView};
 
 /// How many finished runs the in-memory backend keeps per tenant at most;
 /// each run is kept for its tenant's `retention_hours` unless the count
@@ -43,10 +50,15 @@ pub struct MemoryBackend {
     events: broadcast::Sender<RunEvent>,
     clock: Arc<dyn Clock>,
     blob_dir: Option<PathBuf>,
-    /// Where tenants and registry records are kept across restarts, if anywhere.
-    state_file: Option<PathBuf>,
-    /// Serialises writes of `state_file`.
+    /// The file store, when there is one.
+    store: Option<Arc<Mutex<store::Store>>>,
+    /// Serialises changes of tenants and registry records, so that the store
+    /// and memory apply them in the same order.
     persisting: tokio::sync::Mutex<()>,
+    /// Wakes the store's writer thread.
+    writer: Arc<journal::Signal>,
+    /// The last write to the store that is stored.
+    written: watch::Sender<u64>,
     retention: Retention,
 }
 
@@ -56,9 +68,7 @@ struct Inner {
     expiry: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
     /// Each tenant's finished runs, oldest first.
     finished: HashMap<String, VecDeque<Arc<str>>>,
-    queue: VecDeque<Task>,
-    delayed: BinaryHeap<Reverse<Delayed>>,
-    seq: u64,
+    work: journal::Work,
     next_tag: u64,
     blobs: HashMap<String, Bytes>,
     registry: registry::Registry,
@@ -70,21 +80,6 @@ struct Inner {
     node: Option<NodeInfo>,
 }
 
-/// A retry waiting for its due time; ordered by time, then by insertion.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Delayed {
-    due: Millis,
-    seq: u64,
-    task: TaskKey,
-}
-
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct TaskKey {
-    run: Arc<str>,
-    index: u32,
-    attempt: u32,
-}
-
 impl MemoryBackend {
     /// A backend keeping everything in memory but blobs, which go to
     /// `blob_dir` if given.
@@ -93,63 +88,51 @@ impl MemoryBackend {
         blob_dir: Option<PathBuf>,
         retention: Retention,
     ) -> Arc<Self> {
-        Self::build(
-            clock,
-            blob_dir,
-            None,
-            registry::Registry::default(),
-            retention,
-        )
+        Self::build(clock, blob_dir, None, retention)
     }
 
-    /// A backend over the data directory `dir`: blobs in `dir/blobs`, tenants
-    /// and registry records in `dir/state/registry.json` (read back here), runs
-    /// in memory.
+    /// The durable backend of the data directory `dir`: the file store
+    /// `dir/weft.db` (created when missing, read back when present) and blobs
+    /// in `dir/blobs`. Unfinished runs go on where they were: steps that were
+    /// running are delivered again, retries keep their due times.
     pub fn open(
         clock: Arc<dyn Clock>,
         dir: &std::path::Path,
         retention: Retention,
+        fsync: Fsync,
     ) -> Result<Arc<Self>, BackendError> {
-        let state_file = dir.join("state").join("registry.json");
-        let registry = match std::fs::read(&state_file) {
-            Ok(bytes) => registry::Registry::from_json(&bytes)
-                .map_err(|e| BackendError::Corrupt(format!("{}: {e}", state_file.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => registry::Registry::default(),
-            Err(e) => {
-                return Err(BackendError::Unavailable(format!(
-                    "{}: {e}",
-                    state_file.display()
-                )));
-            }
-        };
-        Ok(Self::build(
+        let store = store::Store::open(dir, fsync)?;
+        let loaded = store.load()?;
+        let store = Arc::new(Mutex::new(store));
+        let backend = Self::build(
             clock,
             Some(dir.join("blobs")),
-            Some(state_file),
-            registry,
+            Some(store.clone()),
             retention,
-        ))
+        );
+        backend.restore(loaded);
+        journal::spawn_writer(Arc::downgrade(&backend), backend.writer.clone(), store);
+        Ok(backend)
     }
 
     fn build(
         clock: Arc<dyn Clock>,
         blob_dir: Option<PathBuf>,
-        state_file: Option<PathBuf>,
-        registry: registry::Registry,
+        store: Option<Arc<Mutex<store::Store>>>,
         retention: Retention,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(4096);
+        let mut work = journal::Work::default();
+        work.journal = store.is_some().then(journal::Journal::new);
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 runs: HashMap::new(),
                 expiry: BinaryHeap::new(),
                 finished: HashMap::new(),
-                queue: VecDeque::new(),
-                delayed: BinaryHeap::new(),
-                seq: 0,
+                work,
                 next_tag: 0,
                 blobs: HashMap::new(),
-                registry,
+                registry: registry::Registry::default(),
                 active: HashMap::new(),
                 idempotency: HashMap::new(),
                 node: None,
@@ -158,10 +141,46 @@ impl MemoryBackend {
             events,
             clock,
             blob_dir,
-            state_file,
+            store,
             persisting: tokio::sync::Mutex::new(()),
+            writer: Arc::new(journal::Signal::default()),
+            written: watch::Sender::new(0),
             retention,
         })
+    }
+
+    /// The size of the file store on disk, in bytes; 0 without one.
+    pub fn store_bytes(&self) -> u64 {
+        self.store
+            .as_ref()
+            .map_or(0, |s| s.lock().unwrap_or_else(|e| e.into_inner()).size())
+    }
+
+    /// Waits until what this backend changed so far is stored (at once
+    /// without a file store, or when nothing is left to write).
+    async fn stored(&self, point: Option<u64>) {
+        let Some(point) = point else {
+            return;
+        };
+        self.writer.want();
+        let mut written = self.written.subscribe();
+        // The sender lives as long as `self`.
+        let _ = written.wait_for(|w| *w >= point).await;
+    }
+
+    /// Runs a write of tenants or registry records on the store, off the
+    /// async executor; `Ok(None)` without a file store.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut store::Store) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<Option<T>, BackendError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .map_err(|e| BackendError::Unavailable(format!("store write: {e}")))?
+            .map(Some)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -180,15 +199,20 @@ impl MemoryBackend {
 #[async_trait::async_trait]
 impl StateStore for MemoryBackend {
     async fn create_run(&self, new: NewRun) -> Result<Admission, BackendError> {
-        let (admission, pushed) = self.create_run_now(new);
+        let (admission, pushed, point) = self.create_run_now(new);
         if pushed {
             self.ready.notify_one();
         }
+        self.stored(point).await;
         Ok(admission)
     }
 
     async fn claim(&self, delivery: &Delivery, now: Millis) -> Result<Claim, BackendError> {
-        Ok(self.claim_now(&delivery.task, now))
+        // The delivery is counted in the store before the attempt runs, so
+        // that a step which kills the process is not delivered without end.
+        let (claim, point) = self.claim_now(&delivery.task, now);
+        self.stored(point).await;
+        Ok(claim)
     }
 
     async fn commit(
@@ -199,10 +223,11 @@ impl StateStore for MemoryBackend {
         outcome: Outcome,
         now: Millis,
     ) -> Result<Committed, BackendError> {
-        let (committed, pushed) = self.commit_now(run, index, lease, outcome, now);
+        let (committed, pushed, point) = self.commit_now(run, index, lease, outcome, now);
         if pushed {
             self.ready.notify_one();
         }
+        self.stored(point).await;
         Ok(committed)
     }
 
@@ -212,7 +237,9 @@ impl StateStore for MemoryBackend {
         result: Result<serde_json::Value, RunError>,
         now: Millis,
     ) -> Result<bool, BackendError> {
-        Ok(self.finish_now(run, result, now))
+        let (finished, point) = self.finish_now(run, result, now);
+        self.stored(point).await;
+        Ok(finished)
     }
 
     async fn cancel(
@@ -221,7 +248,9 @@ impl StateStore for MemoryBackend {
         run: &str,
         now: Millis,
     ) -> Result<Option<Cancelled>, BackendError> {
-        Ok(self.cancel_now(tenant, run, now))
+        let (cancelled, point) = self.cancel_now(tenant, run, now);
+        self.stored(point).await;
+        Ok(cancelled)
     }
 
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError> {
@@ -245,11 +274,15 @@ impl StateStore for MemoryBackend {
         tenant: &str,
         record: VersionRecord,
     ) -> Result<Published, BackendError> {
-        let published = self.lock().registry.publish(tenant, record);
-        if matches!(published, Published::Created(_)) {
-            self.persist().await?;
+        let _order = self.persisting.lock().await;
+        if let Some(existing) = self.lock().registry.existing(tenant, &record) {
+            return Ok(existing);
         }
-        Ok(published)
+        let owner = tenant.to_string();
+        let stored = record.clone();
+        self.with_store(move |s| s.insert_version(&owner, &stored))
+            .await?;
+        Ok(self.lock().registry.publish(tenant, record))
     }
 
     async fn versions(&self, tenant: &str, name: &str) -> Result<Vec<VersionRecord>, BackendError> {
@@ -261,11 +294,15 @@ impl StateStore for MemoryBackend {
     }
 
     async fn create_tenant(&self, tenant: TenantRecord) -> Result<bool, BackendError> {
-        let created = self.lock().registry.create_tenant(tenant);
-        if created {
-            self.persist().await?;
+        let _order = self.persisting.lock().await;
+        if self.lock().registry.tenant(&tenant.name).is_some() {
+            return Ok(false);
         }
-        Ok(created)
+        let stored = tenant.clone();
+        if self.with_store(move |s| s.insert_tenant(&stored)).await? == Some(false) {
+            return Ok(false);
+        }
+        Ok(self.lock().registry.create_tenant(tenant))
     }
 
     async fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, BackendError> {
@@ -288,19 +325,21 @@ impl StateStore for MemoryBackend {
             nodes: inner.node.iter().cloned().collect(),
             queues: vec![QueueInfo {
                 name: "ready".into(),
-                depth: inner.queue.len() as u64,
+                depth: inner.work.queue.len() as u64,
                 pending: inner.runs.values().map(|r| r.running() as u64).sum(),
-                delayed: inner.delayed.len() as u64,
+                delayed: inner.work.delayed.len() as u64,
             }],
         })
     }
 
     async fn set_limits(&self, name: &str, limits: Limits) -> Result<bool, BackendError> {
-        let changed = self.lock().registry.set_limits(name, limits);
-        if changed {
-            self.persist().await?;
-        }
-        Ok(changed)
+        let _order = self.persisting.lock().await;
+        let Some(mut tenant) = self.lock().registry.tenant(name) else {
+            return Ok(false);
+        };
+        tenant.limits = limits;
+        self.with_store(move |s| s.update_tenant(&tenant)).await?;
+        Ok(self.lock().registry.set_limits(name, limits))
     }
 }
 
@@ -313,24 +352,24 @@ impl WorkQueue for MemoryBackend {
             ready.as_mut().enable();
             let next_due = {
                 let mut inner = self.lock();
-                inner.promote_due(self.clock.now());
-                let take = max.min(inner.queue.len());
+                inner.work.promote_due(self.clock.now());
+                let take = max.min(inner.work.queue.len());
                 if take > 0 {
                     let mut out = Vec::with_capacity(take);
-                    for task in inner.queue.drain(..take) {
+                    for task in inner.work.queue.drain(..take) {
                         out.push(Delivery { task, tag: 0 });
                     }
                     for d in &mut out {
                         inner.next_tag += 1;
                         d.tag = inner.next_tag;
                     }
-                    if !inner.queue.is_empty() {
+                    if !inner.work.queue.is_empty() {
                         // Someone else may take the rest.
                         self.ready.notify_one();
                     }
                     return Ok(out);
                 }
-                inner.delayed.peek().map(|Reverse(d)| d.due)
+                inner.work.delayed.peek().map(|Reverse(d)| d.due)
             };
             match next_due {
                 Some(due) => {
@@ -350,7 +389,7 @@ impl WorkQueue for MemoryBackend {
     }
 
     async fn depth(&self) -> Result<u64, BackendError> {
-        Ok(self.lock().queue.len() as u64)
+        Ok(self.lock().work.queue.len() as u64)
     }
 }
 
@@ -367,33 +406,10 @@ impl Inner {
             *n = n.saturating_sub(1);
         }
     }
+}
 
-    fn push_delayed(&mut self, due: Millis, run: Arc<str>, index: u32, attempt: u32) {
-        self.seq += 1;
-        self.delayed.push(Reverse(Delayed {
-            due,
-            seq: self.seq,
-            task: TaskKey {
-                run,
-                index,
-                attempt,
-            },
-        }));
-    }
-
-    fn promote_due(&mut self, now: Millis) {
-        while let Some(Reverse(d)) = self.delayed.peek() {
-            if d.due > now {
-                break;
-            }
-            let Reverse(d) = self.delayed.pop().expect("peeked");
-            self.queue.push_back(Task {
-                run: d.task.run,
-                kind: crate::scheduler::model::TaskKind::Step {
-                    index: d.task.index,
-                    attempt: d.task.attempt,
-                },
-            });
-        }
+impl Drop for MemoryBackend {
+    fn drop(&mut self) {
+        self.writer.stop();
     }
 }

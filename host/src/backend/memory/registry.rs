@@ -1,11 +1,11 @@
 //! Tenants, registry records and component blobs of the embedded backend.
-//! Tenants and records are written to one JSON file after every change, so
-//! that they survive a restart; blobs go to their own files.
+//! Tenants and records are kept in memory and, with a file store, written to
+//! it before they change here; blobs go to their own files, named by digest,
+//! before the record naming them is written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
 use super::MemoryBackend;
 use crate::backend::{BackendError, Limits, Published, TenantRecord, VersionRecord};
@@ -17,47 +17,35 @@ pub(super) struct Registry {
     tenants: HashMap<String, TenantRecord>,
     /// API key hash -> tenant name.
     keys: HashMap<String, String>,
-    /// Bumped by every change, so that a slow write never replaces a newer one.
-    revision: u64,
-}
-
-/// The file form of [`Registry`].
-#[derive(Serialize, Deserialize)]
-struct Saved {
-    tenants: Vec<TenantRecord>,
-    /// tenant -> name -> versions
-    components: BTreeMap<String, BTreeMap<String, Vec<VersionRecord>>>,
 }
 
 impl Registry {
-    pub(super) fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        let saved: Saved = serde_json::from_slice(bytes)?;
+    /// The registry holding these tenants and versions (oldest first).
+    pub(super) fn from_records(
+        tenants: Vec<TenantRecord>,
+        versions: Vec<(String, VersionRecord)>,
+    ) -> Self {
         let mut registry = Self::default();
-        for tenant in saved.tenants {
+        for tenant in tenants {
             registry.create_tenant(tenant);
         }
-        for (tenant, names) in saved.components {
-            for (name, versions) in names {
-                registry.components.insert((tenant.clone(), name), versions);
-            }
+        for (tenant, record) in versions {
+            registry.publish(&tenant, record);
         }
-        Ok(registry)
+        registry
     }
 
-    fn to_json(&self) -> Vec<u8> {
-        let mut saved = Saved {
-            tenants: self.tenants.values().cloned().collect(),
-            components: BTreeMap::new(),
-        };
-        saved.tenants.sort_by(|a, b| a.name.cmp(&b.name));
-        for ((tenant, name), versions) in &self.components {
-            saved
-                .components
-                .entry(tenant.clone())
-                .or_default()
-                .insert(name.clone(), versions.clone());
-        }
-        serde_json::to_vec_pretty(&saved).expect("registry serialises")
+    /// What publishing `record` would answer when its version exists.
+    pub(super) fn existing(&self, tenant: &str, record: &VersionRecord) -> Option<Published> {
+        let versions = self
+            .components
+            .get(&(tenant.to_string(), record.name.clone()))?;
+        let existing = versions.iter().find(|v| v.version == record.version)?;
+        Some(if existing.digest == record.digest {
+            Published::Unchanged(existing.clone())
+        } else {
+            Published::Conflict(existing.clone())
+        })
     }
 
     pub(super) fn publish(&mut self, tenant: &str, record: VersionRecord) -> Published {
@@ -73,7 +61,6 @@ impl Registry {
             };
         }
         versions.push(record.clone());
-        self.revision += 1;
         Published::Created(record)
     }
 
@@ -103,7 +90,6 @@ impl Registry {
             self.keys.insert(hash.clone(), tenant.name.clone());
         }
         self.tenants.insert(tenant.name.clone(), tenant);
-        self.revision += 1;
         true
     }
 
@@ -123,33 +109,11 @@ impl Registry {
             return false;
         };
         tenant.limits = limits;
-        self.revision += 1;
         true
     }
 }
 
 impl MemoryBackend {
-    /// Writes tenants and registry records to the state file, whole or not at all.
-    pub(super) async fn persist(&self) -> Result<(), BackendError> {
-        let Some(path) = &self.state_file else {
-            return Ok(());
-        };
-        let _writing = self.persisting.lock().await;
-        let (revision, bytes) = {
-            let inner = self.lock();
-            (inner.registry.revision, inner.registry.to_json())
-        };
-        let io = |e: std::io::Error| BackendError::Unavailable(format!("{}: {e}", path.display()));
-        let dir = path.parent().expect("the state file is in a directory");
-        tokio::fs::create_dir_all(dir).await.map_err(io)?;
-        let tmp = path.with_extension(format!("tmp-{revision}"));
-        tokio::fs::write(&tmp, &bytes).await.map_err(io)?;
-        let file = tokio::fs::File::open(&tmp).await.map_err(io)?;
-        file.sync_all().await.map_err(io)?;
-        tokio::fs::rename(&tmp, path).await.map_err(io)?;
-        Ok(())
-    }
-
     pub(super) async fn put_blob_now(
         &self,
         digest: &str,
@@ -174,6 +138,13 @@ impl MemoryBackend {
         };
         tokio::fs::create_dir_all(dir).await.map_err(io)?;
         tokio::fs::write(&tmp, &bytes).await.map_err(io)?;
+        // On the disk before the record naming it is stored.
+        tokio::fs::File::open(&tmp)
+            .await
+            .map_err(io)?
+            .sync_all()
+            .await
+            .map_err(io)?;
         tokio::fs::rename(&tmp, &path).await.map_err(io)?;
         Ok(())
     }

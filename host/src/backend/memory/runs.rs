@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use super::{Inner, MemoryBackend};
+use super::store::{Batch, Loaded, RunRow, StepRow};
+use super::{Inner, MemoryBackend, journal};
 use crate::backend::{Admission, Cancelled, Claim, Committed, NewRun, Outcome, StepWork};
 use crate::engine::Failure;
 use crate::scheduler::clock::{Millis, rfc3339};
@@ -39,6 +40,8 @@ struct StepState {
     lease: u64,
     /// Deliveries of the attempt now holding the step.
     deliveries: u32,
+    /// When the next attempt is due, while the step waits for a retry.
+    retry_due: Option<Millis>,
 }
 
 impl RunState {
@@ -61,8 +64,9 @@ impl StepState {
 }
 
 impl MemoryBackend {
-    /// Admits and stores a run; true in the second place when tasks were queued.
-    pub(super) fn create_run_now(&self, new: NewRun) -> (Admission, bool) {
+    /// Admits and stores a run; true in the second place when tasks were
+    /// queued; in the third, the store write to wait for.
+    pub(super) fn create_run_now(&self, new: NewRun) -> (Admission, bool, Option<u64>) {
         let NewRun {
             spec,
             idempotency,
@@ -78,11 +82,12 @@ impl MemoryBackend {
                 run: run.to_string(),
                 same_request: *fingerprint == idem.fingerprint,
             };
-            return (existing, false);
+            // The run may have been created a moment ago, not stored yet.
+            return (existing, false, inner.work.wait_point());
         }
         let active = inner.active.get(&tenant).copied().unwrap_or(0);
         if active >= max_active {
-            return (Admission::AtLimit { active }, false);
+            return (Admission::AtLimit { active }, false, None);
         }
         *inner.active.entry(tenant.clone()).or_default() += 1;
         let run: Arc<str> = Arc::from(spec.id.as_str());
@@ -108,12 +113,13 @@ impl MemoryBackend {
                 waiting_on: s.deps.len() as u32,
                 lease: 0,
                 deliveries: 0,
+                retry_due: None,
             })
             .collect();
         let mut pushed = false;
         for (index, s) in steps.iter().enumerate() {
             if s.waiting_on == 0 {
-                inner.queue.push_back(Task {
+                inner.work.enqueue(Task {
                     run: run.clone(),
                     kind: TaskKind::Step {
                         index: index as u32,
@@ -125,6 +131,7 @@ impl MemoryBackend {
         }
         let remaining = steps.len();
         let bytes = policy::stored_input_bytes(&spec);
+        inner.work.created(&run);
         inner.runs.insert(
             run,
             RunState {
@@ -140,29 +147,34 @@ impl MemoryBackend {
                 bytes,
             },
         );
-        (Admission::Created, pushed)
+        let point = inner.work.wait_point();
+        (Admission::Created, pushed, point)
     }
 
-    pub(super) fn claim_now(&self, task: &Task, now: Millis) -> Claim {
+    /// Claims a task; in the second place, the store write to wait for.
+    pub(super) fn claim_now(&self, task: &Task, now: Millis) -> (Claim, Option<u64>) {
         let mut inner = self.lock();
-        let Some(run) = inner.runs.get_mut(&task.run) else {
-            return Claim::Stale;
+        let inner = &mut *inner;
+        let Some(run_key) = inner.runs.get_key_value(&task.run).map(|(k, _)| k.clone()) else {
+            return (Claim::Stale, None);
         };
+        let run = inner.runs.get_mut(&task.run).expect("present");
         if run.status.is_terminal() {
-            return Claim::Stale;
+            return (Claim::Stale, None);
         }
         let (index, attempt) = match task.kind {
             TaskKind::Finalize if run.remaining == 0 => {
-                return Claim::Finalize {
+                let claim = Claim::Finalize {
                     spec: run.spec.clone(),
                     outputs: run.steps.iter().map(|s| s.rec.output.clone()).collect(),
                 };
+                return (claim, None);
             }
-            TaskKind::Finalize => return Claim::Stale,
+            TaskKind::Finalize => return (Claim::Stale, None),
             TaskKind::Step { index, attempt } => (index as usize, attempt),
         };
         let Some(step) = run.steps.get_mut(index) else {
-            return Claim::Stale;
+            return (Claim::Stale, None);
         };
         match step.status() {
             StepStatus::Queued if attempt == step.rec.attempts + 1 => {
@@ -170,10 +182,11 @@ impl MemoryBackend {
                 step.rec.attempts = attempt;
                 step.rec.started_at.get_or_insert(now);
                 step.deliveries = 1;
+                step.retry_due = None;
             }
             // Delivered again while running: the new holder supersedes the old one.
             StepStatus::Running if attempt == step.rec.attempts => step.deliveries += 1,
-            _ => return Claim::Stale,
+            _ => return (Claim::Stale, None),
         }
         let over_delivered = step.deliveries > run.spec.defaults.max_deliveries;
         step.lease += 1;
@@ -192,19 +205,21 @@ impl MemoryBackend {
                 Root::Input => None,
             })
             .collect();
-        drop(inner);
+        inner.work.touch_step(&run_key, index);
+        let point = inner.work.wait_point();
         if run_started {
             self.emit(|| run_event(&spec.id, RunStatus::Running, now));
         }
         self.emit(|| step_event(&spec, index, StepStatus::Running, attempt, None, now));
-        Claim::Step(StepWork {
+        let claim = Claim::Step(StepWork {
             spec,
             index,
             attempt,
             lease,
             deps,
             over_delivered,
-        })
+        });
+        (claim, point)
     }
 
     pub(super) fn commit_now(
@@ -214,22 +229,23 @@ impl MemoryBackend {
         lease: u64,
         outcome: Outcome,
         now: Millis,
-    ) -> (Committed, bool) {
+    ) -> (Committed, bool, Option<u64>) {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let Some(run_key) = inner.runs.get_key_value(run_id).map(|(k, _)| k.clone()) else {
-            return (Committed::default(), false);
+            return (Committed::default(), false, None);
         };
         let run = inner.runs.get_mut(run_id).expect("present");
         if run.status.is_terminal() {
-            return (Committed::default(), false);
+            return (Committed::default(), false, None);
         }
         let Some(step) = run.steps.get_mut(index) else {
-            return (Committed::default(), false);
+            return (Committed::default(), false, None);
         };
         if step.status() != StepStatus::Running || step.lease != lease {
-            return (Committed::default(), false);
+            return (Committed::default(), false, None);
         }
+        inner.work.touch_step(&run_key, index);
         let spec = run.spec.clone();
         let attempt = step.rec.attempts;
         let mut committed = Committed {
@@ -261,7 +277,8 @@ impl MemoryBackend {
                     dep.waiting_on -= 1;
                     if dep.waiting_on == 0 && dep.status() == StepStatus::Pending {
                         dep.rec.status = Some(StepStatus::Queued);
-                        inner.queue.push_back(Task {
+                        inner.work.touch_step(&run_key, d);
+                        inner.work.enqueue(Task {
                             run: run_key.clone(),
                             kind: TaskKind::Step {
                                 index: d as u32,
@@ -273,7 +290,7 @@ impl MemoryBackend {
                     }
                 }
                 if run.remaining == 0 {
-                    inner.queue.push_back(Task {
+                    inner.work.enqueue(Task {
                         run: run_key,
                         kind: TaskKind::Finalize,
                     });
@@ -285,7 +302,8 @@ impl MemoryBackend {
                 step.rec.logs = logs;
                 let shown = failure.clone();
                 step.rec.error = Some(failure);
-                inner.push_delayed(due, run_key, index as u32, attempt + 1);
+                step.retry_due = Some(due);
+                inner.work.delay(due, run_key, index as u32, attempt + 1);
                 pushed = true;
                 committed.retrying = true;
                 self.emit(|| {
@@ -311,11 +329,13 @@ impl MemoryBackend {
                 });
                 committed.cancelled = self.end_run(run, RunStatus::Failed, Some(error), now);
                 committed.run_ended = Some(RunStatus::Failed);
+                inner.work.touch_all(&run_key);
                 inner.ended(now, run_key, &spec);
                 self.expire(inner, now);
             }
         }
-        (committed, pushed)
+        let point = inner.work.wait_point();
+        (committed, pushed, point)
     }
 
     pub(super) fn finish_now(
@@ -323,15 +343,18 @@ impl MemoryBackend {
         run_id: &str,
         result: Result<serde_json::Value, RunError>,
         now: Millis,
-    ) -> bool {
+    ) -> (bool, Option<u64>) {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let Some(run) = inner.runs.get_mut(run_id) else {
-            return false;
+        let Some(run_key) = inner.runs.get_key_value(run_id).map(|(k, _)| k.clone()) else {
+            return (false, None);
         };
+        let run = inner.runs.get_mut(run_id).expect("present");
         if run.status.is_terminal() || run.remaining != 0 {
-            return false;
+            return (false, None);
         }
+        // Every step has succeeded: only the run's record changes.
+        inner.work.touch_run(&run_key);
         match result {
             Ok(output) => {
                 run.output = output;
@@ -342,26 +365,38 @@ impl MemoryBackend {
             }
         }
         let spec = run.spec.clone();
-        inner.ended(now, Arc::from(run_id), &spec);
+        inner.ended(now, run_key, &spec);
         self.expire(inner, now);
-        true
+        (true, inner.work.wait_point())
     }
 
-    pub(super) fn cancel_now(&self, tenant: &str, run_id: &str, now: Millis) -> Option<Cancelled> {
+    pub(super) fn cancel_now(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        now: Millis,
+    ) -> (Option<Cancelled>, Option<u64>) {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let run = inner
+        let Some((run_key, run)) = inner
             .runs
-            .get_mut(run_id)
-            .filter(|r| r.spec.tenant == tenant)?;
+            .get_key_value(run_id)
+            .filter(|(_, r)| r.spec.tenant == tenant)
+        else {
+            return (None, None);
+        };
+        let run_key = run_key.clone();
         if run.status.is_terminal() {
-            return Some(Cancelled::AlreadyEnded(run.status));
+            let ended = Cancelled::AlreadyEnded(run.status);
+            return (Some(ended), inner.work.wait_point());
         }
+        let run = inner.runs.get_mut(run_id).expect("present");
         let stopped = self.end_run(run, RunStatus::Cancelled, None, now);
         let spec = run.spec.clone();
-        inner.ended(now, Arc::from(run_id), &spec);
+        inner.work.touch_all(&run_key);
+        inner.ended(now, run_key, &spec);
         self.expire(inner, now);
-        Some(Cancelled::Now { stopped })
+        (Some(Cancelled::Now { stopped }), inner.work.wait_point())
     }
 
     /// Ends a run: steps not started are skipped, running ones cancelled.
@@ -420,6 +455,7 @@ impl MemoryBackend {
             {
                 inner.idempotency.remove(&(run.spec.tenant.clone(), key));
             }
+            inner.work.forget(id);
         }
     }
 
@@ -477,5 +513,193 @@ fn step_event(
         attempt,
         error,
         at: rfc3339(now),
+    }
+}
+
+impl Inner {
+    /// Takes what changed since the last write, as one batch to write, with
+    /// the work it holds back; `None` without a file store or when nothing
+    /// changed.
+    pub(super) fn take_batch(&mut self) -> Option<journal::TakenBatch> {
+        let journal = self.work.journal.as_mut()?;
+        if journal.touched.is_empty() && journal.gone.is_empty() {
+            return None;
+        }
+        let generation = journal.generation;
+        journal.generation += 1;
+        let touched = std::mem::take(&mut journal.touched);
+        let held = std::mem::take(&mut journal.held);
+        let mut batch = Batch {
+            gone: std::mem::take(&mut journal.gone),
+            ..Batch::default()
+        };
+        for (id, mut touched) in touched {
+            let Some(run) = self.runs.get(&id) else {
+                continue;
+            };
+            let created = touched.created;
+            let idempotency = if created {
+                run.idempotency_key.as_ref().and_then(|key| {
+                    let (fingerprint, _) = self
+                        .idempotency
+                        .get(&(run.spec.tenant.clone(), key.clone()))?;
+                    Some((key.clone(), fingerprint.clone()))
+                })
+            } else {
+                None
+            };
+            batch.runs.push(RunRow {
+                id: id.clone(),
+                spec: created.then(|| run.spec.clone()),
+                status: run.status,
+                output: (!run.output.is_null()).then(|| run.output.clone()),
+                error: run.error.clone(),
+                started_at: run.started_at,
+                finished_at: run.finished_at,
+                bytes: run.bytes,
+                idempotency,
+            });
+            let step_row = |index: usize| {
+                let s = &run.steps[index];
+                StepRow {
+                    run: id.clone(),
+                    index: index as u32,
+                    rec: s.rec.clone(),
+                    lease: s.lease,
+                    deliveries: s.deliveries,
+                    retry_due: s.retry_due,
+                }
+            };
+            if created || touched.all_steps {
+                batch.steps.extend((0..run.steps.len()).map(step_row));
+            } else {
+                touched.steps.sort_unstable();
+                touched.steps.dedup();
+                batch
+                    .steps
+                    .extend(touched.steps.iter().map(|&i| step_row(i as usize)));
+            }
+        }
+        Some((generation, batch, held))
+    }
+}
+
+impl MemoryBackend {
+    /// Rebuilds the runs read back from the file store: finished ones as
+    /// they were, unfinished ones with their work queued again.
+    pub(super) fn restore(&self, loaded: Loaded) {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner.registry = super::registry::Registry::from_records(loaded.tenants, loaded.versions);
+        // What is read back is stored already: the work it implies is not held.
+        let journal = inner.work.journal.take();
+        let mut ended = Vec::new();
+        for (row, rows) in loaded.runs {
+            let Some(spec) = row.spec else { continue };
+            let mut steps: Vec<StepState> = spec
+                .workflow
+                .steps
+                .iter()
+                .map(|_| StepState {
+                    rec: StepRecord {
+                        status: Some(StepStatus::Pending),
+                        ..StepRecord::default()
+                    },
+                    waiting_on: 0,
+                    lease: 0,
+                    deliveries: 0,
+                    retry_due: None,
+                })
+                .collect();
+            for r in rows {
+                if let Some(step) = steps.get_mut(r.index as usize) {
+                    step.rec = r.rec;
+                    step.lease = r.lease;
+                    step.deliveries = r.deliveries;
+                    step.retry_due = r.retry_due;
+                }
+            }
+            let succeeded: Vec<bool> = steps
+                .iter()
+                .map(|s| s.status() == StepStatus::Succeeded)
+                .collect();
+            for (step, def) in steps.iter_mut().zip(&spec.workflow.steps) {
+                step.waiting_on = def.deps.iter().filter(|&&d| !succeeded[d]).count() as u32;
+            }
+            let remaining = succeeded.iter().filter(|s| !**s).count();
+            let id = row.id;
+            let tenant = spec.tenant.clone();
+            if let Some((key, fingerprint)) = &row.idempotency {
+                inner.idempotency.insert(
+                    (tenant.clone(), key.clone()),
+                    (fingerprint.clone(), id.clone()),
+                );
+            }
+            if row.status.is_terminal() {
+                ended.push((row.finished_at.unwrap_or(now), id.clone(), spec.clone()));
+            } else {
+                *inner.active.entry(tenant).or_default() += 1;
+                for (index, step) in steps.iter().enumerate() {
+                    let index = index as u32;
+                    match step.status() {
+                        StepStatus::Queued if step.rec.attempts == 0 => inner.work.enqueue(Task {
+                            run: id.clone(),
+                            kind: TaskKind::Step { index, attempt: 1 },
+                        }),
+                        StepStatus::Queued => inner.work.delay(
+                            step.retry_due.unwrap_or(now),
+                            id.clone(),
+                            index,
+                            step.rec.attempts + 1,
+                        ),
+                        // Its process is gone: delivered again at once.
+                        StepStatus::Running => inner.work.enqueue(Task {
+                            run: id.clone(),
+                            kind: TaskKind::Step {
+                                index,
+                                attempt: step.rec.attempts,
+                            },
+                        }),
+                        _ => {}
+                    }
+                }
+                if remaining == 0 {
+                    inner.work.enqueue(Task {
+                        run: id.clone(),
+                        kind: TaskKind::Finalize,
+                    });
+                }
+            }
+            inner.runs.insert(
+                id,
+                RunState {
+                    idempotency_key: row.idempotency.map(|(key, _)| key),
+                    spec,
+                    status: row.status,
+                    output: row.output.unwrap_or(serde_json::Value::Null),
+                    error: row.error,
+                    started_at: row.started_at,
+                    finished_at: row.finished_at,
+                    steps,
+                    remaining,
+                    bytes: row.bytes,
+                },
+            );
+        }
+        ended.sort_by_key(|(at, _, _)| *at);
+        for (at, id, spec) in ended {
+            let due = at.saturating_add(spec.defaults.retention_ms);
+            inner.expiry.push(std::cmp::Reverse((due, id.clone())));
+            inner
+                .finished
+                .entry(spec.tenant.clone())
+                .or_default()
+                .push_back(id);
+        }
+        inner.work.journal = journal;
+        // Runs whose retention ended while the node was down are forgotten now.
+        self.expire(inner, now);
+        self.ready.notify_one();
     }
 }

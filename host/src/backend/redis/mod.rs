@@ -9,11 +9,10 @@ mod queue;
 mod registry;
 mod requests;
 mod scripts;
-mod spec;
 mod view;
 
+use super::spec::{parse_json, parse_spec, store_spec};
 use requests::{ClaimRequest, CommitRequest, claim_batcher, commit_batcher};
-use spec::{parse_json, parse_spec, store_spec};
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;

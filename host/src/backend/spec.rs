@@ -1,14 +1,14 @@
-//! How a run's spec is kept in its run hash, and read back.
+//! How a run's spec is kept by a backend that stores it as text (Redis,
+//! the embedded file store), and read back.
 
 use serde::{Deserialize, Serialize};
 
-use super::corrupt;
 use crate::backend::BackendError;
 use crate::scheduler::clock::Millis;
 use crate::scheduler::model::{RunSpec, StepDefaults};
 use crate::workflow;
 
-/// What the run hash keeps of a spec.
+/// What a store keeps of a spec.
 #[derive(Serialize, Deserialize)]
 struct StoredSpec {
     id: String,
@@ -20,7 +20,7 @@ struct StoredSpec {
     created_at: Millis,
 }
 
-pub(super) fn store_spec(spec: &RunSpec) -> String {
+pub(crate) fn store_spec(spec: &RunSpec) -> String {
     serde_json::to_string(&StoredSpec {
         id: spec.id.clone(),
         tenant: spec.tenant.clone(),
@@ -35,7 +35,7 @@ pub(super) fn store_spec(spec: &RunSpec) -> String {
 
 /// Rebuilds a spec: the document was valid when the run was submitted; its
 /// pins are the stored ones.
-pub(super) fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
+pub(crate) fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
     let stored: StoredSpec =
         serde_json::from_str(stored).map_err(|e| corrupt(format!("run spec: {e}")))?;
     let any = |_: &str, _: &semver::VersionReq| Ok::<_, String>(String::new());
@@ -57,6 +57,10 @@ pub(super) fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
     })
 }
 
-pub(super) fn parse_json(s: &str, what: &str) -> Result<serde_json::Value, BackendError> {
+pub(crate) fn parse_json(s: &str, what: &str) -> Result<serde_json::Value, BackendError> {
     serde_json::from_str(s).map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
+fn corrupt(what: impl std::fmt::Display) -> BackendError {
+    BackendError::Corrupt(what.to_string())
 }

@@ -1,0 +1,265 @@
+//! The ready work of the embedded backend and, when it has a file store, what
+//! changed since the last write and the thread that writes it.
+//!
+//! Group commit: every transition marks what it changed; one writer thread
+//! takes all the marks at once, writes them in one transaction (one sync),
+//! and only then lets the tasks those transitions made ready reach the queue
+//! and the callers waiting on them return. So a `202` means the run is
+//! stored, and a step's output is stored before any step it made ready starts.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+use super::MemoryBackend;
+use super::store::Store;
+use crate::scheduler::clock::Millis;
+use crate::scheduler::model::{Task, TaskKind};
+
+/// A retry waiting for its due time; ordered by time, then by insertion.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Delayed {
+    pub due: Millis,
+    seq: u64,
+    run: Arc<str>,
+    index: u32,
+    attempt: u32,
+}
+
+/// Ready steps and retries waiting for their time.
+#[derive(Default)]
+pub(super) struct Work {
+    pub queue: VecDeque<Task>,
+    pub delayed: BinaryHeap<Reverse<Delayed>>,
+    seq: u64,
+    /// Present when the backend has a file store.
+    pub journal: Option<Journal>,
+}
+
+/// What changed since the last write to the file store.
+pub(super) struct Journal {
+    /// Runs changed, with which of their steps.
+    pub touched: HashMap<Arc<str>, Touched>,
+    /// Runs forgotten (past their retention).
+    pub gone: Vec<Arc<str>>,
+    /// Work made ready by the changes not yet written.
+    pub held: Held,
+    /// The number of the write that will carry the changes made now; the
+    /// writes before it are stored or being stored.
+    pub generation: u64,
+}
+
+/// What changed in one run.
+#[derive(Default)]
+pub(super) struct Touched {
+    /// The run is new: its spec and every step are written.
+    pub created: bool,
+    /// Every step changed (the run ended).
+    pub all_steps: bool,
+    pub steps: Vec<u32>,
+}
+
+/// Work waiting for the write that makes it safe to start.
+#[derive(Default)]
+pub(super) struct Held {
+    tasks: Vec<Task>,
+    delayed: Vec<Delayed>,
+}
+
+impl Journal {
+    pub fn new() -> Self {
+        Self {
+            touched: HashMap::new(),
+            gone: Vec::new(),
+            held: Held::default(),
+            generation: 1,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.touched.is_empty() && self.gone.is_empty()
+    }
+}
+
+impl Work {
+    /// Queues a task, or holds it until the change that made it ready is stored.
+    pub fn enqueue(&mut self, task: Task) {
+        match &mut self.journal {
+            Some(journal) => journal.held.tasks.push(task),
+            None => self.queue.push_back(task),
+        }
+    }
+
+    /// Schedules attempt `attempt` of step `index` for `due`.
+    pub fn delay(&mut self, due: Millis, run: Arc<str>, index: u32, attempt: u32) {
+        self.seq += 1;
+        let delayed = Delayed {
+            due,
+            seq: self.seq,
+            run,
+            index,
+            attempt,
+        };
+        match &mut self.journal {
+            Some(journal) => journal.held.delayed.push(delayed),
+            None => self.delayed.push(Reverse(delayed)),
+        }
+    }
+
+    /// Moves the retries that are due to the queue.
+    pub fn promote_due(&mut self, now: Millis) {
+        while let Some(Reverse(d)) = self.delayed.peek() {
+            if d.due > now {
+                break;
+            }
+            let Reverse(d) = self.delayed.pop().expect("peeked");
+            self.queue.push_back(Task {
+                run: d.run,
+                kind: TaskKind::Step {
+                    index: d.index,
+                    attempt: d.attempt,
+                },
+            });
+        }
+    }
+
+    /// Lets held work go once the write carrying its changes is stored.
+    pub fn release(&mut self, held: Held) {
+        self.queue.extend(held.tasks);
+        self.delayed.extend(held.delayed.into_iter().map(Reverse));
+    }
+
+    fn touched(&mut self, run: &Arc<str>) -> Option<&mut Touched> {
+        let journal = self.journal.as_mut()?;
+        Some(journal.touched.entry(run.clone()).or_default())
+    }
+
+    /// Marks the run's own record as changed.
+    pub fn touch_run(&mut self, run: &Arc<str>) {
+        self.touched(run);
+    }
+
+    /// Marks step `index` of the run (and the run) as changed.
+    pub fn touch_step(&mut self, run: &Arc<str>, index: usize) {
+        if let Some(t) = self.touched(run) {
+            t.steps.push(index as u32);
+        }
+    }
+
+    /// Marks every step of the run as changed.
+    pub fn touch_all(&mut self, run: &Arc<str>) {
+        if let Some(t) = self.touched(run) {
+            t.all_steps = true;
+        }
+    }
+
+    /// Marks the run as new.
+    pub fn created(&mut self, run: &Arc<str>) {
+        if let Some(t) = self.touched(run) {
+            t.created = true;
+        }
+    }
+
+    /// Marks the run as forgotten.
+    pub fn forget(&mut self, run: Arc<str>) {
+        if let Some(journal) = &mut self.journal {
+            journal.touched.remove(&run);
+            journal.gone.push(run);
+        }
+    }
+
+    /// The write a caller must wait for to see its changes stored: `None`
+    /// without a file store.
+    pub fn wait_point(&self) -> Option<u64> {
+        let journal = self.journal.as_ref()?;
+        Some(if journal.is_empty() {
+            journal.generation - 1
+        } else {
+            journal.generation
+        })
+    }
+}
+
+/// Wakes the writer thread, and tells it to stop.
+#[derive(Default)]
+pub(super) struct Signal {
+    wanted: Mutex<bool>,
+    cv: Condvar,
+    stop: AtomicBool,
+}
+
+impl Signal {
+    /// There are changes to write.
+    pub fn want(&self) {
+        let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        if !*wanted {
+            *wanted = true;
+            self.cv.notify_one();
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.want();
+    }
+
+    /// Waits for changes; false when the writer is to stop.
+    fn wait(&self) -> bool {
+        let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        while !*wanted {
+            wanted = self.cv.wait(wanted).unwrap_or_else(|e| e.into_inner());
+        }
+        *wanted = false;
+        !self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts the thread that writes the backend's changes to `store`, as long as
+/// the backend lives.
+pub(super) fn spawn_writer(
+    backend: Weak<MemoryBackend>,
+    signal: Arc<Signal>,
+    store: Arc<Mutex<Store>>,
+) {
+    std::thread::Builder::new()
+        .name("weft-store".into())
+        .spawn(move || {
+            while signal.wait() {
+                let Some(backend) = backend.upgrade() else {
+                    return;
+                };
+                let Some((generation, batch, held)) = backend.lock().take_batch() else {
+                    continue;
+                };
+                let mut backoff = Duration::from_millis(10);
+                loop {
+                    let written = store
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .write(&batch);
+                    match written {
+                        Ok(()) => break,
+                        Err(e) => {
+                            // Nothing waiting on this write goes on until it
+                            // is stored; it is tried again as it is.
+                            tracing::error!(error = %e, "cannot write to the store; retrying");
+                            if signal.stop.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                        }
+                    }
+                }
+                backend.lock().work.release(held);
+                backend.ready.notify_one();
+                backend.written.send_replace(generation);
+            }
+        })
+        .expect("the store writer thread starts");
+}
+
+/// What one write carries, as taken from the journal.
+pub(super) type TakenBatch = (u64, super::store::Batch, Held);
