@@ -122,6 +122,7 @@ fn shapes(
         let body = json!({"workflow": client::workflow(shape, size), "input": {}});
         let body = Bytes::from(serde_json::to_vec(&body)?);
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); STORES.len()];
+        let mut server_times: Vec<Vec<f64>> = vec![Vec::new(); STORES.len()];
         for round in 0..=runs {
             for (i, (store, client)) in STORES.iter().zip(&clients).enumerate() {
                 let cpu_before = machine::process_cpu(servers[i].pid());
@@ -144,19 +145,27 @@ fn shapes(
                 );
                 if round > 0 {
                     times[i].push(seconds);
+                    server_times[i].push(server_time.as_secs_f64());
                 }
             }
         }
-        println!("\n{} of {steps} steps, median of {runs}:", shape.name());
+        println!(
+            "\n{} of {steps} steps, median of {runs}: client (POST to final event), then server (created_at to finished_at):",
+            shape.name()
+        );
         let base = median(&times[0]);
-        for (store, runs) in STORES.iter().zip(&times) {
-            let m = median(runs);
+        let server_base = median(&server_times[0]);
+        for ((store, runs), server) in STORES.iter().zip(&times).zip(&server_times) {
+            let (m, sm) = (median(runs), median(server));
             println!(
-                "  {:<22} {:>8.3} s  {:>18}  {:>5.2}x the memory store's time",
+                "  {:<22} client {:>7.3} s {:>16} {:>5.2}x | server {:>7.3} s {:>16} {:>5.2}x the memory store's",
                 store.name,
                 m,
                 rate(shape, steps, m),
-                m / base
+                m / base,
+                sm,
+                rate(shape, steps, sm),
+                sm / server_base,
             );
         }
         println!();

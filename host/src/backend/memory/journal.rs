@@ -185,17 +185,38 @@ impl Work {
 /// Wakes the writer thread, and tells it to stop.
 #[derive(Default)]
 pub(super) struct Signal {
-    wanted: Mutex<bool>,
+    state: Mutex<Wanted>,
     cv: Condvar,
     stop: AtomicBool,
 }
 
+#[derive(Default)]
+struct Wanted {
+    /// Someone waits for the next write.
+    now: bool,
+    /// Changes nobody waits for (claims) are to be written within [`SOON`].
+    soon: bool,
+}
+
+/// How long a change nobody waits for may stay unwritten; it usually goes
+/// with the next write somebody waits for, sooner.
+const SOON: Duration = Duration::from_millis(2);
+
 impl Signal {
-    /// There are changes to write.
+    /// Somebody waits for the changes to be written.
     pub fn want(&self) {
-        let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
-        if !*wanted {
-            *wanted = true;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.now {
+            state.now = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// There are changes to write, and nobody waits for them.
+    pub fn want_soon(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.now && !state.soon {
+            state.soon = true;
             self.cv.notify_one();
         }
     }
@@ -205,13 +226,27 @@ impl Signal {
         self.want();
     }
 
-    /// Waits for changes; false when the writer is to stop.
+    /// Waits until there is something to write; false when the writer is to stop.
     fn wait(&self) -> bool {
-        let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
-        while !*wanted {
-            wanted = self.cv.wait(wanted).unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if state.now {
+                break;
+            }
+            if state.soon {
+                let (next, timeout) = self
+                    .cv
+                    .wait_timeout(state, SOON)
+                    .unwrap_or_else(|e| e.into_inner());
+                state = next;
+                if timeout.timed_out() {
+                    break;
+                }
+            } else {
+                state = self.cv.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
         }
-        *wanted = false;
+        *state = Wanted::default();
         !self.stop.load(Ordering::SeqCst)
     }
 }

@@ -208,10 +208,14 @@ impl StateStore for MemoryBackend {
     }
 
     async fn claim(&self, delivery: &Delivery, now: Millis) -> Result<Claim, BackendError> {
-        // The delivery is counted in the store before the attempt runs, so
-        // that a step which kills the process is not delivered without end.
+        // The delivery is written while the attempt runs, within a few
+        // milliseconds or with the next commit (so that a step which keeps
+        // killing the process is not delivered without end); the attempt's
+        // own commit is written with it or after it.
         let (claim, point) = self.claim_now(&delivery.task, now);
-        self.stored(point).await;
+        if point.is_some() {
+            self.writer.want_soon();
+        }
         Ok(claim)
     }
 

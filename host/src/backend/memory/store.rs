@@ -43,7 +43,6 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
         tenant TEXT NOT NULL,
-        spec TEXT NOT NULL,
         status TEXT NOT NULL,
         output TEXT,
         error TEXT,
@@ -53,6 +52,12 @@ const MIGRATIONS: &[&str] = &[
         idem_key TEXT,
         idem_fingerprint TEXT
     ) WITHOUT ROWID;
+    -- Apart from `runs`, whose rows change at every transition: a spec is
+    -- written once, and rewriting it with each change would cost its size.
+    CREATE TABLE specs (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL
+    );
     CREATE TABLE steps (
         run TEXT NOT NULL,
         idx INTEGER NOT NULL,
@@ -191,7 +196,8 @@ impl Store {
         };
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-             PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536;"
+             PRAGMA foreign_keys = OFF; PRAGMA cache_size = -65536; \
+             PRAGMA mmap_size = 268435456;"
         ))
         .map_err(not_ours)?;
         let mut store = Self {
@@ -232,10 +238,13 @@ impl Store {
         {
             let mut insert_run = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO runs (id, tenant, spec, status, output, error, \
+                    "INSERT OR REPLACE INTO runs (id, tenant, status, output, error, \
                      started_at, finished_at, bytes, idem_key, idem_fingerprint) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
+                .map_err(e)?;
+            let mut insert_spec = tx
+                .prepare_cached("INSERT OR REPLACE INTO specs (id, spec) VALUES (?1, ?2)")
                 .map_err(e)?;
             let mut update_run = tx
                 .prepare_cached(
@@ -249,11 +258,13 @@ impl Store {
                 match &run.spec {
                     Some(spec) => {
                         let (key, fingerprint) = run.idempotency.clone().unzip();
+                        insert_spec
+                            .execute(params![&*run.id, super::super::spec::store_spec(spec)])
+                            .map_err(e)?;
                         insert_run
                             .execute(params![
                                 &*run.id,
                                 spec.tenant,
-                                super::super::spec::store_spec(spec),
                                 run.status.as_str(),
                                 output,
                                 error,
@@ -309,11 +320,15 @@ impl Store {
             let mut delete_run = tx
                 .prepare_cached("DELETE FROM runs WHERE id = ?1")
                 .map_err(e)?;
+            let mut delete_spec = tx
+                .prepare_cached("DELETE FROM specs WHERE id = ?1")
+                .map_err(e)?;
             let mut delete_steps = tx
                 .prepare_cached("DELETE FROM steps WHERE run = ?1")
                 .map_err(e)?;
             for id in &batch.gone {
                 delete_run.execute([&**id]).map_err(e)?;
+                delete_spec.execute([&**id]).map_err(e)?;
                 delete_steps.execute([&**id]).map_err(e)?;
             }
         }
@@ -445,8 +460,8 @@ impl Store {
         let mut query = self
             .conn
             .prepare(
-                "SELECT id, spec, status, output, error, started_at, finished_at, bytes, \
-                 idem_key, idem_fingerprint FROM runs",
+                "SELECT runs.id, specs.spec, status, output, error, started_at, finished_at, \
+                 bytes, idem_key, idem_fingerprint FROM runs JOIN specs ON specs.id = runs.id",
             )
             .map_err(e)?;
         let mut rows = query.query([]).map_err(e)?;
