@@ -270,19 +270,26 @@ impl StepView {
 
 /// A step's output in a [`StepView`]: shared with the store, so that reading
 /// a run copies no output, or the JSON text a store keeps, so that a large
-/// output is not parsed only to be written out again.
+/// output is neither parsed nor checked only to be written out again.
 #[derive(Debug, Clone)]
 pub enum StepOutput {
     Value(Arc<serde_json::Value>),
-    Text(Arc<serde_json::value::RawValue>),
+    /// JSON text this Weft wrote itself (serialised from a value when the
+    /// output was committed), written out as it is.
+    Text(Arc<str>),
 }
+
+/// The struct name by which `serde_json` serialisers recognise text to
+/// write out verbatim; it is how `serde_json::value::RawValue` serialises
+/// itself, without the check `RawValue::from_string` makes of every byte.
+const RAW_JSON: &str = "$serde_json::private::RawValue";
 
 impl StepOutput {
     /// The output as a JSON value.
     pub fn to_value(&self) -> serde_json::Value {
         match self {
             Self::Value(v) => (**v).clone(),
-            Self::Text(t) => serde_json::from_str(t.get()).unwrap_or(serde_json::Value::Null),
+            Self::Text(t) => serde_json::from_str(t).unwrap_or(serde_json::Value::Null),
         }
     }
 }
@@ -297,7 +304,12 @@ impl Serialize for StepOutput {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Value(v) => v.serialize(serializer),
-            Self::Text(t) => t.serialize(serializer),
+            Self::Text(t) => {
+                use serde::ser::SerializeStruct;
+                let mut raw = serializer.serialize_struct(RAW_JSON, 1)?;
+                raw.serialize_field(RAW_JSON, &**t)?;
+                raw.end()
+            }
         }
     }
 }
@@ -334,5 +346,23 @@ impl RunEvent {
         match self {
             Self::Run { run, .. } | Self::Step { run, .. } => run,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_kept_as_text_is_written_out_verbatim() {
+        let text = r#"{"b":[1,2.50,"x\u00e9"],"a":null}"#;
+        let output = StepOutput::Text(Arc::from(text));
+        assert_eq!(serde_json::to_string(&output).unwrap(), text);
+        let nested = serde_json::json!({ "output": serde_json::to_value(&output).unwrap() });
+        assert_eq!(nested["output"]["b"][1], serde_json::json!(2.5));
+        assert_eq!(
+            serde_json::to_string(&vec![output.clone(), output]).unwrap(),
+            format!("[{text},{text}]")
+        );
     }
 }

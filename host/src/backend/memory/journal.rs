@@ -257,7 +257,7 @@ pub(super) fn spawn_writer(
     backend: Weak<MemoryBackend>,
     signal: Arc<Signal>,
     store: Arc<Mutex<Store>>,
-) {
+) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name("weft-store".into())
         .spawn(move || {
@@ -293,7 +293,7 @@ pub(super) fn spawn_writer(
                 backend.written.send_replace(generation);
             }
         })
-        .expect("the store writer thread starts");
+        .expect("the store writer thread starts")
 }
 
 /// What one write carries, as taken from the journal.

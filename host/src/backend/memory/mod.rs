@@ -59,6 +59,9 @@ pub struct MemoryBackend {
     writer: Arc<journal::Signal>,
     /// The last write to the store that is stored.
     written: watch::Sender<u64>,
+    /// The writer thread, joined when the backend is dropped so that the
+    /// store (and its lock) is closed when the drop returns.
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     retention: Retention,
 }
 
@@ -111,7 +114,8 @@ impl MemoryBackend {
             retention,
         );
         backend.restore(loaded);
-        journal::spawn_writer(Arc::downgrade(&backend), backend.writer.clone(), store);
+        let thread = journal::spawn_writer(Arc::downgrade(&backend), backend.writer.clone(), store);
+        *backend.writer_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok(backend)
     }
 
@@ -145,6 +149,7 @@ impl MemoryBackend {
             persisting: tokio::sync::Mutex::new(()),
             writer: Arc::new(journal::Signal::default()),
             written: watch::Sender::new(0),
+            writer_thread: Mutex::new(None),
             retention,
         })
     }
@@ -415,5 +420,16 @@ impl Inner {
 impl Drop for MemoryBackend {
     fn drop(&mut self) {
         self.writer.stop();
+        let thread = self
+            .writer_thread
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // The writer thread itself may hold the last handle; it ends by itself.
+        if let Some(thread) = thread
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
     }
 }
