@@ -334,3 +334,67 @@ fn a_publish_or_tenant_creation_cut_by_a_kill_is_whole_or_absent() {
     }
     server.stop();
 }
+
+/// `weft serve` on `dir` (embedded backend), waited for: it must refuse.
+fn refused_start(dir: &std::path::Path) -> String {
+    let out = crate::common::weft()
+        .args(["serve", "--listen"])
+        .arg(format!("127.0.0.1:{}", crate::server::free_port()))
+        .arg("--data-dir")
+        .arg(dir)
+        .env("WEFT_LOG", "warn")
+        .output()
+        .expect("run weft serve");
+    assert!(
+        !out.status.success(),
+        "a second weft serve started on {}",
+        dir.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_second_server_on_one_data_directory_refuses_to_start() {
+    let server = Server::start_embedded();
+    let stderr = refused_start(&server.data_dir());
+    assert!(stderr.contains("is in use by process"), "{stderr}");
+    // The first one goes on unharmed.
+    let health = get(server.addr(), "/healthz", "");
+    assert_eq!(health.status, 200);
+}
+
+#[test]
+fn a_store_of_a_newer_weft_is_refused_naming_both_versions_and_left_alone() {
+    let mut server = Server::start_embedded();
+    let key = key(&server);
+    let run = crate::http::post_json(
+        server.addr(),
+        "/v1/runs",
+        &key,
+        &json!({ "workflow": { "steps": [ { "id": "a", "component": "echo@1", "input": { "x": 1 } } ] } }),
+    );
+    assert_eq!(run.status, 202);
+    server.stop();
+    let file = server.data_dir().join("weft.db");
+    {
+        let conn = rusqlite::Connection::open(&file).unwrap();
+        // Everything in the main file, so that comparing it compares it all.
+        conn.execute_batch("PRAGMA journal_mode = DELETE; PRAGMA user_version = 99;")
+            .unwrap();
+    }
+    let before = std::fs::read(&file).unwrap();
+    let stderr = refused_start(&server.data_dir());
+    assert!(stderr.contains("schema version 99"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "up to {}",
+            weft::backend::memory::store::SCHEMA_VERSION
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the newer file was changed"
+    );
+}

@@ -36,12 +36,21 @@ impl Server {
     /// Starts `weft serve` with extra arguments (e.g. `--header-timeout 1s`)
     /// and waits for `/healthz`.
     pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_on(crate::common::redis(), args)
+    }
+
+    /// Starts `weft serve` on the embedded backend whichever backend the
+    /// suites run on: for what only the embedded backend has (its file store).
+    pub fn start_embedded() -> Self {
+        Self::start_on(None, &[])
+    }
+
+    fn start_on(redis: Option<weft::testing::RedisServer>, args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("weft-serve-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("create server dir");
         let addr = format!("127.0.0.1:{}", free_port());
-        let redis = crate::common::redis();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let child = spawn(dir.path(), &addr, redis.as_ref(), &args);
         let mut server = Self {

@@ -115,7 +115,10 @@ impl MemoryBackend {
         );
         backend.restore(loaded);
         let thread = journal::spawn_writer(Arc::downgrade(&backend), backend.writer.clone(), store);
-        *backend.writer_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        *backend
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok(backend)
     }
 
