@@ -33,7 +33,7 @@ fn workflow(n: usize) -> Value {
         json!({ "id": id, "component": "sleep@1", "needs": needs,
                 "input": { "ms": 150, "value": value } })
     };
-    let steps = if n % 2 == 0 {
+    let steps = if n.is_multiple_of(2) {
         vec![
             sleep("a", &[], json!("${input.n}")),
             sleep("b", &[], json!("${input.n}")),
