@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::json;
 
 use client::{Client, Shape, Wait};
@@ -296,8 +297,6 @@ async fn read_all(
     results.into_iter().collect()
 }
 
-use futures::StreamExt;
-
 fn report_latencies(what: &str, latencies: &[Duration]) {
     let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
@@ -370,11 +369,7 @@ impl Server {
         let bin =
             std::env::var_os("WEFT_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weft").into());
         let mut command = Command::new(bin);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("WEFT_") {
-                command.env_remove(name);
-            }
-        }
+        weft::testing::clear_weft_env(&mut command);
         let child = command
             .args(["serve", "--listen", &self.addr, "--admin-token", ADMIN])
             .arg("--data-dir")
@@ -419,7 +414,7 @@ impl Server {
     fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if healthy(&self.addr) {
+            if client::healthy(&self.addr) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -449,19 +444,4 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// `GET /healthz` answered 200.
-fn healthy(addr: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = [0u8; 12];
-    stream.read_exact(&mut answer).is_ok() && answer.ends_with(b" 200")
 }

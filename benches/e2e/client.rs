@@ -192,3 +192,18 @@ impl Client {
         bail!("the event stream of {id} ended before the run")
     }
 }
+
+/// `GET /healthz` answered 200, by hand so that no runtime is needed.
+pub fn healthy(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).is_ok() && answer.ends_with(b" 200")
+}

@@ -115,11 +115,7 @@ impl Node {
         let bin =
             std::env::var_os("WEFT_E2E_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weft").into());
         let mut command = Command::new(bin);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("WEFT_") {
-                command.env_remove(name);
-            }
-        }
+        weft::testing::clear_weft_env(&mut command);
         let child = command
             .args(["serve", "--listen", &addr, "--admin-token", admin_token])
             .args(["--redis", &redis.url(), "--role", role])
@@ -152,7 +148,7 @@ impl Node {
     fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if healthy(&self.addr) {
+            if crate::client::healthy(&self.addr) {
                 return Ok(());
             }
             let log = || std::fs::read_to_string(self._dir.path().join("serve.log"));
@@ -169,21 +165,6 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `GET /healthz` answered 200, by hand so that no runtime is needed.
-fn healthy(addr: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = [0u8; 12];
-    stream.read_exact(&mut answer).is_ok() && answer.ends_with(b" 200")
 }
 
 /// Lifts the rate and concurrency limits of the tenant `default`.

@@ -25,6 +25,19 @@ fn key(server: &Server) -> String {
         .to_string()
 }
 
+/// Replaces the limits of tenant `default` (those not given take their defaults).
+fn set_default_limits(addr: &str, limits: Value) {
+    let body = limits.to_string();
+    let set = crate::http::request(
+        addr,
+        "PUT",
+        "/v1/tenants/default/limits",
+        ADMIN_TOKEN,
+        Some(("application/json", body.as_bytes())),
+    );
+    assert_eq!(set.status, 200, "{:?}", set.body);
+}
+
 /// Run `n`: a fan-out of three sleeps and a join, or a chain of three
 /// sleeps; every output follows from `n`, so a result recorded twice or
 /// mixed up shows.
@@ -107,17 +120,10 @@ fn accepted_runs_survive_five_kills_of_the_node() {
     let mut server = Server::start();
     let addr = server.addr().to_string();
     let key = key(&server);
-    let raised = crate::http::request(
+    set_default_limits(
         &addr,
-        "PUT",
-        "/v1/tenants/default/limits",
-        ADMIN_TOKEN,
-        Some((
-            "application/json",
-            br#"{"runs_per_second": 10000, "concurrent_runs": 10000}"#,
-        )),
+        json!({ "runs_per_second": 10000, "concurrent_runs": 10000 }),
     );
-    assert_eq!(raised.status, 200, "{:?}", raised.body);
 
     // Submitted at a steady pace while the node is killed and started again.
     let accepted: Arc<Mutex<HashMap<usize, String>>> = Arc::default();
@@ -220,14 +226,7 @@ fn a_publish_or_tenant_creation_cut_by_a_kill_is_whole_or_absent() {
     let mut server = Server::start();
     let addr = server.addr().to_string();
     let key = key(&server);
-    let raised = crate::http::request(
-        &addr,
-        "PUT",
-        "/v1/tenants/default/limits",
-        ADMIN_TOKEN,
-        Some(("application/json", br#"{"publishes_per_minute": 100000}"#)),
-    );
-    assert_eq!(raised.status, 200, "{:?}", raised.body);
+    set_default_limits(&addr, json!({ "publishes_per_minute": 100000 }));
     let bytes = std::fs::read(paths::TEXT).unwrap();
     let digest = {
         use sha2::Digest;

@@ -117,8 +117,7 @@ impl Server {
         if self.child.try_wait().expect("poll weft serve").is_none() {
             self.stop();
         }
-        self.child = spawn(self.dir.path(), &self.addr, self.redis.as_ref(), &self.args);
-        self.wait_ready();
+        self.start_again();
     }
 
     /// The server's data directory, `<scratch>/weft` (it holds `api-key`, the

@@ -408,15 +408,20 @@ impl WorkQueue for MemoryBackend {
 impl Inner {
     /// Books a run that just ended: retention and the tenant's active count.
     fn ended(&mut self, now: Millis, run: Arc<str>, spec: &crate::scheduler::model::RunSpec) {
-        let due = now.saturating_add(spec.defaults.retention_ms);
+        self.retain(now, run, spec);
+        if let Some(n) = self.active.get_mut(&spec.tenant) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Keeps a run that ended at `at` for its retention.
+    fn retain(&mut self, at: Millis, run: Arc<str>, spec: &crate::scheduler::model::RunSpec) {
+        let due = at.saturating_add(spec.defaults.retention_ms);
         self.expiry.push(Reverse((due, run.clone())));
         self.finished
             .entry(spec.tenant.clone())
             .or_default()
             .push_back(run);
-        if let Some(n) = self.active.get_mut(&spec.tenant) {
-            *n = n.saturating_sub(1);
-        }
     }
 }
 

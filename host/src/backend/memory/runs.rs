@@ -689,13 +689,7 @@ impl MemoryBackend {
         }
         ended.sort_by_key(|(at, _, _)| *at);
         for (at, id, spec) in ended {
-            let due = at.saturating_add(spec.defaults.retention_ms);
-            inner.expiry.push(std::cmp::Reverse((due, id.clone())));
-            inner
-                .finished
-                .entry(spec.tenant.clone())
-                .or_default()
-                .push_back(id);
+            inner.retain(at, id, &spec);
         }
         inner.work.journal = journal;
         // Runs whose retention ended while the node was down are forgotten now.

@@ -232,9 +232,9 @@ impl Store {
 
     /// Writes one batch in one transaction.
     pub fn write(&mut self, batch: &Batch) -> Result<(), BackendError> {
-        let path = self.path.clone();
-        let e = |e: rusqlite::Error| failed(&path, e);
-        let tx = self.conn.transaction().map_err(e)?;
+        let Self { conn, path, .. } = self;
+        let e = |e: rusqlite::Error| failed(path, e);
+        let tx = conn.transaction().map_err(e)?;
         {
             let mut insert_run = tx
                 .prepare_cached(
@@ -337,14 +337,7 @@ impl Store {
 
     /// Stores a new tenant; false when the name is taken.
     pub fn insert_tenant(&mut self, tenant: &TenantRecord) -> Result<bool, BackendError> {
-        let n = self
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO tenants (name, record) VALUES (?1, ?2)",
-                params![tenant.name, json(tenant)],
-            )
-            .map_err(|e| failed(&self.path, e))?;
-        Ok(n == 1)
+        insert_tenant(&self.conn, tenant).map_err(|e| failed(&self.path, e))
     }
 
     /// Replaces a stored tenant.
@@ -364,15 +357,7 @@ impl Store {
         tenant: &str,
         record: &VersionRecord,
     ) -> Result<bool, BackendError> {
-        let n = self
-            .conn
-            .execute(
-                "INSERT OR IGNORE INTO versions (tenant, name, version, record) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![tenant, record.name, record.version, json(record)],
-            )
-            .map_err(|e| failed(&self.path, e))?;
-        Ok(n == 1)
+        insert_version(&self.conn, tenant, record).map_err(|e| failed(&self.path, e))
     }
 
     /// Reads back everything the store holds.
@@ -561,25 +546,36 @@ fn import_registry_json(tx: &rusqlite::Transaction<'_>, dir: &Path) -> Result<()
         .map_err(|e| BackendError::Corrupt(format!("{}: {e}", path.display())))?;
     let e = |e: rusqlite::Error| failed(&path, e);
     for tenant in &saved.tenants {
-        tx.execute(
-            "INSERT OR IGNORE INTO tenants (name, record) VALUES (?1, ?2)",
-            params![tenant.name, json(tenant)],
-        )
-        .map_err(e)?;
+        insert_tenant(tx, tenant).map_err(e)?;
     }
     for (tenant, names) in &saved.components {
-        for versions in names.values() {
-            for record in versions {
-                tx.execute(
-                    "INSERT OR IGNORE INTO versions (tenant, name, version, record) \
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![tenant, record.name, record.version, json(record)],
-                )
-                .map_err(e)?;
-            }
+        for record in names.values().flatten() {
+            insert_version(tx, tenant, record).map_err(e)?;
         }
     }
     Ok(())
+}
+
+/// Stores a new tenant; false when the name is taken.
+fn insert_tenant(conn: &Connection, tenant: &TenantRecord) -> rusqlite::Result<bool> {
+    conn.execute(
+        "INSERT OR IGNORE INTO tenants (name, record) VALUES (?1, ?2)",
+        params![tenant.name, json(tenant)],
+    )
+    .map(|n| n == 1)
+}
+
+/// Stores a new component version; false when the version exists.
+fn insert_version(
+    conn: &Connection,
+    tenant: &str,
+    record: &VersionRecord,
+) -> rusqlite::Result<bool> {
+    conn.execute(
+        "INSERT OR IGNORE INTO versions (tenant, name, version, record) VALUES (?1, ?2, ?3, ?4)",
+        params![tenant, record.name, record.version, json(record)],
+    )
+    .map(|n| n == 1)
 }
 
 fn json<T: Serialize + ?Sized>(value: &T) -> String {
@@ -607,14 +603,19 @@ mod tests {
         std::fs::read(path).unwrap()
     }
 
+    /// Opening `dir` must fail: the error.
+    fn refused(dir: &Path, what: &str) -> BackendError {
+        match Store::open(dir, Fsync::Normal) {
+            Ok(_) => panic!("{what} was opened"),
+            Err(e) => e,
+        }
+    }
+
     #[test]
     fn a_second_open_of_one_directory_is_refused_until_the_first_closes() {
         let dir = tempfile::tempdir().unwrap();
         let first = Store::open(dir.path(), Fsync::Normal).unwrap();
-        let Err(e) = Store::open(dir.path(), Fsync::Normal) else {
-            panic!("two stores opened one directory");
-        };
-        let message = e.to_string();
+        let message = refused(dir.path(), "a directory open already").to_string();
         assert!(message.contains("in use by process"), "{message}");
         assert!(
             message.contains(&std::process::id().to_string()),
@@ -635,10 +636,7 @@ mod tests {
                 .unwrap();
         }
         let before = digest(&path);
-        let Err(e) = Store::open(dir.path(), Fsync::Normal) else {
-            panic!("a newer schema was opened");
-        };
-        let message = e.to_string();
+        let message = refused(dir.path(), "a newer schema").to_string();
         assert!(message.contains("schema version 7"), "{message}");
         assert!(
             message.contains(&format!("up to {SCHEMA_VERSION}")),
@@ -653,9 +651,7 @@ mod tests {
         let path = dir.path().join(FILE_NAME);
         let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&path, &garbage).unwrap();
-        let Err(e) = Store::open(dir.path(), Fsync::Normal) else {
-            panic!("garbage was opened as a store");
-        };
+        let e = refused(dir.path(), "garbage");
         assert!(matches!(e, BackendError::Corrupt(_)), "{e}");
         assert!(e.to_string().contains("is not a Weft store"), "{e}");
         assert_eq!(digest(&path), garbage, "the file was changed");
@@ -668,9 +664,7 @@ mod tests {
                 .unwrap();
         }
         let before = digest(&path);
-        let Err(e) = Store::open(dir.path(), Fsync::Normal) else {
-            panic!("another program's file was opened");
-        };
+        let e = refused(dir.path(), "another program's file");
         assert!(e.to_string().contains("another program"), "{e}");
         assert_eq!(digest(&path), before);
     }
