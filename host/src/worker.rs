@@ -10,13 +10,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::backend::{BackendError, Claim, Delivery, StepWork};
+use crate::backend::{BackendError, Claim, Delivery, Outcome, StepWork};
 use crate::cache::ComponentCache;
 use crate::engine::{Failure, Invocation};
 use crate::scheduler::Scheduler;
-use crate::scheduler::model::RunSpec;
+use crate::scheduler::model::{RunSpec, Target};
 use crate::scheduler::policy::{self, resolve_failure};
-use crate::workflow::{ResolveError, Root, json_size};
+use crate::scheduler::rules::{self, Gate};
+use crate::workflow::{ABSENT, ConditionInput, ResolveError, Root, Template, json_size};
 
 /// Runs steps of any run on this node, up to `concurrency` at once.
 pub struct Worker {
@@ -133,6 +134,14 @@ impl Worker {
     /// Runs one attempt and commits its result; false when the commit could
     /// not be made (the task is then left to be delivered again).
     async fn step(&self, work: StepWork) -> bool {
+        if let Target::Step(_) = work.target
+            && !work.over_delivered
+            && let Some(outcome) = decide_without_running(&work).await
+        {
+            let committed =
+                retry_backend("commit", || self.scheduler.commit(&work, outcome.clone())).await;
+            return committed.is_ok();
+        }
         let (run, index, lease) = (&work.spec.id, work.index, work.lease);
         let token = self.scheduler.track(run, index, lease);
         let started = Instant::now();
@@ -192,7 +201,11 @@ impl Worker {
             Ok(v) => v,
             Err(e) => return (Err(resolve_failure("the step's input", e)), Vec::new()),
         };
-        let digest = &spec.pins[work.index];
+        let compensation = matches!(work.target, Target::Compensation(_));
+        let digest = match work.target {
+            Target::Compensation(i) => spec.compensation_pin(i).unwrap_or_default(),
+            _ => &spec.pins[work.index],
+        };
         let store = self.scheduler.store().clone();
         let linked = match self.cache.get(digest, store.blob(digest)).await {
             Ok(l) => l,
@@ -204,10 +217,15 @@ impl Worker {
             }
         };
         let input = serde_json::to_string(&input).expect("a JSON value serialises");
+        let step_id = match work.target {
+            Target::Step(_) => step.id.clone(),
+            Target::Item(_, k) => format!("{}[{k}]", step.id),
+            Target::Compensation(_) => format!("{}.compensate", step.id),
+        };
         let invocation = Invocation {
             tenant: spec.tenant.clone(),
             run_id: spec.id.clone(),
-            step_id: step.id.clone(),
+            step_id,
             attempt: work.attempt,
         };
         let execution = self
@@ -217,7 +235,7 @@ impl Worker {
                 &linked,
                 invocation,
                 &input,
-                &spec.limits(work.index),
+                &spec.limits(work.index, compensation),
                 cancel,
             )
             .await;
@@ -225,44 +243,116 @@ impl Worker {
     }
 }
 
-/// The step's input with its references resolved, within the run's `input_bytes`.
-/// When what it refers to is large, the work goes to the blocking pool.
-async fn resolve_input(work: &StepWork) -> Result<serde_json::Value, ResolveError> {
-    fn resolve(
-        spec: &RunSpec,
-        index: usize,
-        deps: &[(usize, Arc<serde_json::Value>)],
-    ) -> Result<serde_json::Value, ResolveError> {
-        let lookup = |root| root_value(spec, deps, root);
-        spec.workflow.steps[index]
-            .input
-            .resolve_within(&lookup, spec.defaults.input_bytes)
+/// What a step's first attempt decides without running anything: skipped
+/// by its gate, or, for a for_each step, its list (or why it has none).
+async fn decide_without_running(work: &StepWork) -> Option<Outcome> {
+    let spec = &work.spec;
+    let step = &spec.workflow.steps[work.index];
+    if work.attempt == 1 {
+        let statuses: Vec<_> = work.facts.iter().map(|(_, s, _)| *s).collect();
+        let gate = rules::gate(step, &statuses, |condition| {
+            let steps = condition
+                .steps()
+                .iter()
+                .filter_map(|&d| {
+                    let (_, status, error) = work.facts.iter().find(|(i, _, _)| *i == d)?;
+                    let facts = crate::workflow::StepFacts {
+                        output: root_value(spec, &work.deps, None, Root::Step(d))?,
+                        status: status.as_str(),
+                        error: error.as_ref().and_then(|e| serde_json::to_value(e).ok()),
+                    };
+                    Some((spec.workflow.steps[d].id.as_str(), facts))
+                })
+                .collect();
+            condition.evaluate(&ConditionInput {
+                input: &spec.input,
+                steps,
+            })
+        });
+        if let Gate::Skip { reason, error } = gate {
+            return Some(Outcome::Skipped { reason, error });
+        }
     }
+    let list = &step.for_each.as_ref()?.list;
+    let resolved = resolve(work, list, usize::MAX).await;
+    Some(match resolved {
+        Ok(serde_json::Value::Array(items)) => Outcome::Expand { items },
+        Ok(other) => Outcome::Failed {
+            failure: rules::not_a_list(&other),
+            logs: Vec::new(),
+            continues: rules::continues(step),
+        },
+        Err(e) => Outcome::Failed {
+            failure: resolve_failure("the step's for_each", e),
+            logs: Vec::new(),
+            continues: rules::continues(step),
+        },
+    })
+}
+
+/// The input of the attempt with its references resolved, within the run's
+/// `input_bytes`.
+async fn resolve_input(work: &StepWork) -> Result<serde_json::Value, ResolveError> {
+    let step = &work.spec.workflow.steps[work.index];
+    let template = match (&work.target, &step.compensate) {
+        (Target::Compensation(_), Some(c)) => &c.input,
+        _ => &step.input,
+    };
+    resolve(work, template, work.spec.defaults.input_bytes).await
+}
+
+/// `template` resolved for the attempt, within `limit` bytes. When what it
+/// refers to is large, the work goes to the blocking pool.
+async fn resolve(
+    work: &StepWork,
+    template: &Template,
+    limit: usize,
+) -> Result<serde_json::Value, ResolveError> {
+    let index = match work.target {
+        Target::Item(_, k) => Some(serde_json::Value::from(k)),
+        _ => None,
+    };
+    let item = work.item.as_deref().zip(index.as_ref());
     // What the input refers to, counted only up to the size worth moving off the executor.
-    let large = work.spec.workflow.steps[work.index]
-        .input
+    let large = template
         .roots()
-        .filter_map(|root| root_value(&work.spec, &work.deps, root))
+        .filter_map(|root| root_value(&work.spec, &work.deps, item, root))
         .try_fold(crate::budget::SMALL_WORK_BYTES, |left, value| {
             json_size(value, left).map(|n| left - n)
         })
         .is_none();
     if !large {
-        return resolve(&work.spec, work.index, &work.deps);
+        let lookup = |root| root_value(&work.spec, &work.deps, item, root);
+        return template.resolve_within(&lookup, limit);
     }
-    let (spec, index, deps) = (work.spec.clone(), work.index, work.deps.clone());
-    crate::budget::offload(move || resolve(&spec, index, &deps)).await
+    let (spec, deps, template) = (work.spec.clone(), work.deps.clone(), template.clone());
+    let owned = work.item.clone().zip(index);
+    crate::budget::offload(move || {
+        let item = owned.as_ref().map(|(i, k)| (&**i, k));
+        let lookup = |root| root_value(&spec, &deps, item, root);
+        template.resolve_within(&lookup, limit)
+    })
+    .await
 }
 
-/// The value a reference's root names: the run's input or a dependency's output.
+/// The value a reference's root names: the run's input, a dependency's
+/// output (`null` for one that ended without an output), or the item and
+/// its index.
 fn root_value<'a>(
     spec: &'a RunSpec,
     deps: &'a [(usize, Arc<serde_json::Value>)],
+    item: Option<(&'a serde_json::Value, &'a serde_json::Value)>,
     root: Root,
 ) -> Option<&'a serde_json::Value> {
     match root {
         Root::Input => Some(&spec.input),
-        Root::Step(d) => deps.iter().find(|(i, _)| *i == d).map(|(_, v)| &**v),
+        Root::Step(d) => Some(
+            deps.iter()
+                .find(|(i, _)| *i == d)
+                .map_or(&ABSENT, |(_, v)| &**v),
+        ),
+        Root::Item => item.map(|(i, _)| i),
+        Root::Index => item.map(|(_, k)| k),
     }
 }
 

@@ -110,6 +110,8 @@ fn to_sse(event: &RunEvent) -> Event {
     let name = match event {
         RunEvent::Run { .. } => "run",
         RunEvent::Step { .. } => "step",
+        RunEvent::Items { .. } => "items",
+        RunEvent::Compensation { .. } => "compensation",
     };
     Event::default()
         .event(name)
@@ -215,6 +217,7 @@ impl Follow {
                 }
                 self.status = Some(*status);
             }
+            RunEvent::Items { .. } | RunEvent::Compensation { .. } => {}
         }
         self.pending.push_back(event);
     }

@@ -102,6 +102,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::get))
         .routes(routes!(events::stream))
         .routes(routes!(runs::cancel))
+        .routes(routes!(runs::items))
+        .routes(routes!(runs::schema))
         .routes(routes!(cluster::get))
         .routes(routes!(health))
         .routes(routes!(ready))

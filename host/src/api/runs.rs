@@ -14,7 +14,7 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::backend::{Admission, Cancelled, Idempotency, Limits, NewRun, TenantRecord};
 use crate::registry::referenced_names;
-use crate::scheduler::model::{RunSpec, RunStatus, RunView};
+use crate::scheduler::model::{ItemsPage, RunSpec, RunStatus, RunView};
 use crate::scheduler::new_run_id;
 use crate::workflow::{self, Problem, Validated};
 
@@ -351,12 +351,71 @@ pub async fn cancel(
             "run_finished",
             format!("run {id:?} has already ended ({})", status.as_str()),
         )),
-        Some(Cancelled::Now { .. }) => Ok((
-            StatusCode::ACCEPTED,
-            Json(RunRef {
-                id,
-                status: RunStatus::Cancelled,
-            }),
-        )),
+        Some(Cancelled::Now { status, .. }) => {
+            Ok((StatusCode::ACCEPTED, Json(RunRef { id, status })))
+        }
     }
+}
+
+/// `GET /v1/runs/{id}/steps/{step}/items` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ItemsQuery {
+    /// Where the page starts: `next_cursor` of the page before; the first page without it.
+    pub cursor: Option<String>,
+    /// Items per page, 1 to 1000; 100 when left out.
+    pub limit: Option<u32>,
+}
+
+/// Most items in one page.
+const MAX_ITEMS_PAGE: u32 = 1_000;
+
+/// The items of a for_each step, in item order: status, attempts, output or
+/// error, times.
+#[utoipa::path(get, path = "/v1/runs/{id}/steps/{step}/items", tag = "runs", operation_id = "list_items",
+    params(
+        ("id" = String, Path, description = "Run id"),
+        ("step" = String, Path, description = "Step id"),
+        ItemsQuery,
+    ),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of items", body = ItemsPage),
+        (status = 400, description = "Bad cursor or limit", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such run or step", body = ErrorBody),
+    ))]
+pub async fn items(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path((id, step)): Path<(String, String)>,
+    query: Result<axum::extract::Query<ItemsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ItemsPage>, ApiError> {
+    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message);
+    let axum::extract::Query(query) = query.map_err(|e| bad(e.body_text()))?;
+    let cursor = match query.cursor.as_deref() {
+        None | Some("") => 0,
+        Some(c) => c
+            .parse::<u32>()
+            .map_err(|_| bad(format!("cursor {c:?} is not one this API gave")))?,
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_ITEMS_PAGE).contains(&limit) {
+        return Err(bad(format!(
+            "limit must be 1 to {MAX_ITEMS_PAGE}, not {limit}"
+        )));
+    }
+    state
+        .store()
+        .items(&tenant.name, &id, &step, cursor, limit)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format_args!("step {step:?} of run {id:?}")))
+}
+
+/// The JSON Schema (Draft 2020-12) of the workflow document.
+#[utoipa::path(get, path = "/v1/workflows/schema", tag = "workflows", operation_id = "workflow_schema",
+    responses((status = 200, description = "The schema", body = Object)))]
+pub async fn schema() -> Json<serde_json::Value> {
+    Json(workflow::document_schema().clone())
 }

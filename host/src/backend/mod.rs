@@ -17,7 +17,9 @@ use tokio::sync::broadcast;
 
 use crate::engine::{Failure, LogLine};
 use crate::scheduler::clock::Millis;
-use crate::scheduler::model::{RunError, RunSpec, RunStatus, RunView, StepDefaults, Task};
+use crate::scheduler::model::{
+    ItemsPage, RunError, RunSpec, RunStatus, RunView, StepDefaults, StepStatus, Target, Task,
+};
 
 /// A backend could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,7 +36,8 @@ pub enum BackendError {
 pub enum Claim {
     /// Run this attempt. `lease` must accompany the commit.
     Step(StepWork),
-    /// Every step succeeded: resolve the output from `outputs` and finish the run.
+    /// Every step ended: resolve the output from `outputs` (None for a step
+    /// that ended without one) and finish the run.
     Finalize {
         spec: Arc<RunSpec>,
         outputs: Vec<Option<Arc<serde_json::Value>>>,
@@ -43,14 +46,23 @@ pub enum Claim {
     Stale,
 }
 
-/// One claimed step attempt.
+/// One claimed attempt: of a step, of an item of a for_each step, or of a
+/// step's compensation.
 pub struct StepWork {
     pub spec: Arc<RunSpec>,
+    /// The step (`target.step()`).
     pub index: usize,
+    pub target: Target,
     pub attempt: u32,
     pub lease: u64,
-    /// The outputs of the steps this one depends on, by step index.
+    /// The outputs of the steps this attempt reads, by step index; a step
+    /// that ended without an output is left out (it reads as `null`).
     pub deps: Vec<(usize, Arc<serde_json::Value>)>,
+    /// How each dependency of the step ended, with its error: what the gate
+    /// of a step's first attempt decides on (empty for other attempts).
+    pub facts: Vec<(usize, StepStatus, Option<Failure>)>,
+    /// The item an item's attempt runs for.
+    pub item: Option<Arc<serde_json::Value>>,
     /// This attempt was delivered more often than the run's `max_deliveries`
     /// (the nodes holding it kept dying): it is not run again but fails
     /// `delivery_limit`.
@@ -70,11 +82,20 @@ pub enum Outcome {
         logs: Vec<LogLine>,
         due: Millis,
     },
-    /// Failed for good: the run fails with it.
+    /// Failed for good: the run fails with it, unless `continues`
+    /// (`on_error: continue`).
     Failed {
         failure: Failure,
         logs: Vec<LogLine>,
+        continues: bool,
     },
+    /// The step's gate skipped it (a step's first attempt only).
+    Skipped {
+        reason: String,
+        error: Option<Failure>,
+    },
+    /// A for_each step's list: its items start, `max_concurrency` at a time.
+    Expand { items: Vec<serde_json::Value> },
 }
 
 impl Outcome {
@@ -86,8 +107,18 @@ impl Outcome {
                 crate::workflow::json_size(output, usize::MAX).unwrap_or(0) as u64,
                 logs,
             ),
-            Self::Retry { failure, logs, .. } | Self::Failed { failure, logs } => {
+            Self::Retry { failure, logs, .. } | Self::Failed { failure, logs, .. } => {
                 (crate::budget::serialized_len(failure), logs)
+            }
+            Self::Skipped { reason, error } => {
+                let error = error.as_ref().map_or(0, crate::budget::serialized_len);
+                return reason.len() as u64 + error;
+            }
+            Self::Expand { items } => {
+                return items
+                    .iter()
+                    .map(|i| crate::workflow::json_size(i, usize::MAX).unwrap_or(0) as u64 + 1)
+                    .sum();
             }
         };
         payload + crate::budget::serialized_len(logs)
@@ -172,8 +203,12 @@ pub enum Admission {
 /// What cancelling did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancelled {
-    /// The run is now cancelled; these steps were running and must be stopped.
-    Now { stopped: Vec<usize> },
+    /// The run is now cancelled, or `compensating` first; these steps were
+    /// running and must be stopped.
+    Now {
+        stopped: Vec<usize>,
+        status: RunStatus,
+    },
     /// The run had already ended with this status.
     AlreadyEnded(RunStatus),
 }
@@ -248,6 +283,7 @@ impl Limits {
             run_bytes: self.run_bytes,
             max_deliveries: self.max_deliveries,
             retention_ms: u64::from(self.retention_hours) * 3_600_000,
+            steps_per_run: self.steps_per_run,
         }
     }
 }
@@ -324,11 +360,22 @@ pub trait StateStore: Send + Sync + 'static {
     async fn commit(
         &self,
         run: &str,
-        index: usize,
+        target: Target,
         lease: u64,
         outcome: Outcome,
         now: Millis,
     ) -> Result<Committed, BackendError>;
+
+    /// A page of the items of the tenant's for_each step `step`, from item
+    /// `cursor`, at most `limit`; `None` when there is no such run or step.
+    async fn items(
+        &self,
+        tenant: &str,
+        run: &str,
+        step: &str,
+        cursor: u32,
+        limit: u32,
+    ) -> Result<Option<ItemsPage>, BackendError>;
 
     /// Ends a run whose steps all succeeded, with its output or an error.
     async fn finish(

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BackendError;
 use crate::scheduler::clock::Millis;
+use crate::scheduler::model::Target;
 use crate::scheduler::model::{RunSpec, StepDefaults};
-use crate::workflow;
+use crate::workflow::{self, Root, Template};
 
 /// What a store keeps of a spec.
 #[derive(Serialize, Deserialize)]
@@ -63,4 +64,32 @@ pub(crate) fn parse_json(s: &str, what: &str) -> Result<serde_json::Value, Backe
 
 fn corrupt(what: impl std::fmt::Display) -> BackendError {
     BackendError::Corrupt(what.to_string())
+}
+
+/// The steps a template refers to.
+pub(crate) fn step_roots(template: &Template) -> Vec<usize> {
+    template
+        .roots()
+        .filter_map(|root| match root {
+            Root::Step(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The steps whose outputs an attempt of `target` reads: its input's; for a
+/// step, also its list's, and for its first attempt its condition's.
+pub(crate) fn reads_of(step: &crate::workflow::Step, target: Target, attempt: u32) -> Vec<usize> {
+    let mut reads = step_roots(&step.input);
+    if let Target::Step(_) = target {
+        if let Some(f) = &step.for_each {
+            reads.extend(step_roots(&f.list));
+        }
+        if let Some(when) = step.when.as_ref().filter(|_| attempt == 1) {
+            reads.extend(when.steps().iter().copied());
+        }
+    }
+    reads.sort_unstable();
+    reads.dedup();
+    reads
 }

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::engine::Failure;
 use crate::scheduler::clock::ManualClock;
-use crate::scheduler::model::{RunSpec, RunStatus, StepDefaults, StepStatus, TaskKind};
+use crate::scheduler::model::{RunSpec, RunStatus, StepDefaults, StepStatus, Target, TaskKind};
 use crate::testing::RedisServer;
 use crate::workflow;
 
@@ -302,12 +302,18 @@ async fn a_commit_past_run_bytes_fails_the_step_run_too_large(kind: Kind) {
     let c = claim_next(b).await;
     let forty = json!("x".repeat(40));
     let first = b
-        .commit("run_1", a.index, a.lease, ok(forty.clone()), T0)
+        .commit(
+            "run_1",
+            Target::Step(a.index),
+            a.lease,
+            ok(forty.clone()),
+            T0,
+        )
         .await
         .unwrap();
     assert!(first.applied && first.run_ended.is_none());
     let second = b
-        .commit("run_1", bw.index, bw.lease, ok(forty), T0)
+        .commit("run_1", Target::Step(bw.index), bw.lease, ok(forty), T0)
         .await
         .unwrap();
     assert!(second.applied);
@@ -353,20 +359,26 @@ async fn a_join_is_ready_only_when_every_dependency_succeeded(kind: Kind) {
     .unwrap();
     let a = claim_next(b).await;
     let bw = claim_next(b).await;
-    b.commit("run_1", a.index, a.lease, ok(json!(1)), T0)
+    b.commit("run_1", Target::Step(a.index), a.lease, ok(json!(1)), T0)
         .await
         .unwrap();
     assert_eq!(status(b, "join").await, StepStatus::Pending);
     assert_eq!(b.depth().await.unwrap(), 0);
-    b.commit("run_1", bw.index, bw.lease, ok(json!(2)), T0)
+    b.commit("run_1", Target::Step(bw.index), bw.lease, ok(json!(2)), T0)
         .await
         .unwrap();
     assert_eq!(status(b, "join").await, StepStatus::Queued);
     let join = claim_next(b).await;
     assert_eq!(join.index, 2);
-    b.commit("run_1", join.index, join.lease, ok(json!(3)), T0)
-        .await
-        .unwrap();
+    b.commit(
+        "run_1",
+        Target::Step(join.index),
+        join.lease,
+        ok(json!(3)),
+        T0,
+    )
+    .await
+    .unwrap();
     // The last success enqueues finalisation, not another step.
     let d = b.next(1).await.unwrap().pop().unwrap();
     assert_eq!(d.task.kind, TaskKind::Finalize);
@@ -394,7 +406,10 @@ async fn a_retry_waits_for_the_clock_not_for_real_time(kind: Kind) {
         logs: vec![],
         due: T0 + 5_000,
     };
-    let committed = b.commit("run_1", 0, a.lease, retry, T0).await.unwrap();
+    let committed = b
+        .commit("run_1", Target::Step(0), a.lease, retry, T0)
+        .await
+        .unwrap();
     assert!(committed.applied && committed.retrying);
     assert_eq!(status(b, "a").await, StepStatus::Queued);
 
@@ -437,22 +452,34 @@ async fn a_superseded_attempt_cannot_commit(kind: Kind) {
     };
     assert!(second.lease > first.lease);
     assert!(
-        !b.commit("run_1", 0, first.lease, ok(json!("late")), T0)
+        !b.commit("run_1", Target::Step(0), first.lease, ok(json!("late")), T0)
             .await
             .unwrap()
             .applied
     );
     assert!(
-        b.commit("run_1", 0, second.lease, ok(json!("mine")), T0)
-            .await
-            .unwrap()
-            .applied
+        b.commit(
+            "run_1",
+            Target::Step(0),
+            second.lease,
+            ok(json!("mine")),
+            T0
+        )
+        .await
+        .unwrap()
+        .applied
     );
     assert!(
-        !b.commit("run_1", 0, second.lease, ok(json!("twice")), T0)
-            .await
-            .unwrap()
-            .applied
+        !b.commit(
+            "run_1",
+            Target::Step(0),
+            second.lease,
+            ok(json!("twice")),
+            T0
+        )
+        .await
+        .unwrap()
+        .applied
     );
     let run = b.run("t", "run_1").await.unwrap().unwrap();
     assert_eq!(
@@ -477,9 +504,10 @@ async fn a_failure_skips_waiting_steps_and_cancels_running_ones(kind: Kind) {
     let failed = Outcome::Failed {
         failure: Failure::host("trap", "boom"),
         logs: vec![],
+        continues: false,
     };
     let committed = b
-        .commit("run_1", bad.index, bad.lease, failed, T0)
+        .commit("run_1", Target::Step(bad.index), bad.lease, failed, T0)
         .await
         .unwrap();
     assert_eq!(committed.cancelled, vec![busy.index]);
@@ -488,10 +516,16 @@ async fn a_failure_skips_waiting_steps_and_cancels_running_ones(kind: Kind) {
     assert_eq!(status(b, "busy").await, StepStatus::Cancelled);
     // The cancelled step's late result changes nothing.
     assert!(
-        !b.commit("run_1", busy.index, busy.lease, ok(json!(1)), T0)
-            .await
-            .unwrap()
-            .applied
+        !b.commit(
+            "run_1",
+            Target::Step(busy.index),
+            busy.lease,
+            ok(json!(1)),
+            T0
+        )
+        .await
+        .unwrap()
+        .applied
     );
     let run = b.run("t", "run_1").await.unwrap().unwrap();
     assert_eq!(run.error.unwrap().step.as_deref(), Some("bad"));
@@ -510,7 +544,10 @@ async fn runs_are_invisible_to_other_tenants(kind: Kind) {
     assert!(b.cancel("other", "run_1", T0).await.unwrap().is_none());
     assert_eq!(
         b.cancel("t", "run_1", T0).await.unwrap(),
-        Some(Cancelled::Now { stopped: vec![] })
+        Some(Cancelled::Now {
+            stopped: vec![],
+            status: RunStatus::Cancelled
+        })
     );
     assert_eq!(
         b.cancel("t", "run_1", T0).await.unwrap(),
@@ -633,7 +670,7 @@ async fn an_unfinished_run_goes_on_after_a_reopen(kind: Kind) {
     assert_eq!(b.create_run(chain()).await.unwrap(), Admission::Created);
     let a = claim_next(&*b).await;
     assert!(
-        b.commit("run_1", a.index, a.lease, ok(json!("A")), T0)
+        b.commit("run_1", Target::Step(a.index), a.lease, ok(json!("A")), T0)
             .await
             .unwrap()
             .applied
@@ -661,14 +698,20 @@ async fn an_unfinished_run_goes_on_after_a_reopen(kind: Kind) {
     assert!(again.lease > running.lease, "the old holder is superseded");
     assert_eq!(again.deps[0].1.as_ref(), &json!("A"));
     assert!(
-        !b.commit("run_1", 1, running.lease, ok(json!("old")), T0)
-            .await
-            .unwrap()
-            .applied,
+        !b.commit(
+            "run_1",
+            Target::Step(1),
+            running.lease,
+            ok(json!("old")),
+            T0
+        )
+        .await
+        .unwrap()
+        .applied,
         "the attempt of the stopped process cannot commit"
     );
     assert!(
-        b.commit("run_1", 1, again.lease, ok(json!("B")), T0)
+        b.commit("run_1", Target::Step(1), again.lease, ok(json!("B")), T0)
             .await
             .unwrap()
             .applied
@@ -681,7 +724,7 @@ async fn an_unfinished_run_goes_on_after_a_reopen(kind: Kind) {
         due: T0 + 5_000,
     };
     assert!(
-        b.commit("run_1", 2, c.lease, retry, T0)
+        b.commit("run_1", Target::Step(2), c.lease, retry, T0)
             .await
             .unwrap()
             .retrying
@@ -715,7 +758,7 @@ async fn an_unfinished_run_goes_on_after_a_reopen(kind: Kind) {
     };
     b.ack(&[d]).await.unwrap();
     assert!(
-        b.commit("run_1", 2, c.lease, ok(json!("C")), T0)
+        b.commit("run_1", Target::Step(2), c.lease, ok(json!("C")), T0)
             .await
             .unwrap()
             .applied

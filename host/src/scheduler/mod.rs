@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod model;
 pub mod policy;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use crate::backend::{
 use crate::engine::{Failure, LogLine};
 use crate::workflow::Root;
 use clock::Clock;
-use model::{RunError, RunEvent, RunSpec, RunStatus, RunView};
+use model::{RunError, RunEvent, RunSpec, RunStatus, RunView, Target};
 use policy::Decision;
 
 /// The scheduler of one node.
@@ -80,9 +81,11 @@ impl Scheduler {
     /// their next epoch tick. `None` when the tenant has no such run.
     pub async fn cancel(&self, tenant: &str, run: &str) -> Result<Option<Cancelled>, BackendError> {
         let cancelled = self.store.cancel(tenant, run, self.clock.now()).await?;
-        if let Some(Cancelled::Now { stopped }) = &cancelled {
+        if let Some(Cancelled::Now { stopped, status }) = &cancelled {
             self.stop_local(run, stopped);
-            run_finished(RunStatus::Cancelled);
+            if status.is_terminal() {
+                run_finished(*status);
+            }
             tracing::info!(%run, %tenant, "run cancelled");
         }
         Ok(cancelled)
@@ -193,18 +196,37 @@ impl Scheduler {
     ) -> Result<Committed, BackendError> {
         let step = &work.spec.workflow.steps[work.index];
         let now = self.clock.now();
-        let outcome = match policy::decide(result, work.attempt, &step.retry, &mut rand::rng()) {
+        let (retry, continues) = match (work.target, &step.compensate) {
+            (Target::Compensation(_), Some(c)) => (c.retry, false),
+            _ => (step.retry, rules::continues(step)),
+        };
+        let outcome = match policy::decide(result, work.attempt, &retry, &mut rand::rng()) {
             Decision::Succeed(output) => Outcome::Succeeded { output, logs },
             Decision::Retry { failure, delay_ms } => Outcome::Retry {
                 failure,
                 logs,
                 due: now.saturating_add(delay_ms),
             },
-            Decision::Fail(failure) => Outcome::Failed { failure, logs },
+            Decision::Fail(failure) => Outcome::Failed {
+                failure,
+                logs,
+                continues,
+            },
         };
+        self.commit(work, outcome).await
+    }
+
+    /// Commits an outcome the scheduler decided for an attempt (a gate's
+    /// skip, a for_each list) or that [`Scheduler::record`] decided.
+    pub async fn commit(
+        &self,
+        work: &StepWork,
+        outcome: Outcome,
+    ) -> Result<Committed, BackendError> {
+        let now = self.clock.now();
         let committed = self
             .store
-            .commit(&work.spec.id, work.index, work.lease, outcome, now)
+            .commit(&work.spec.id, work.target, work.lease, outcome, now)
             .await?;
         if !committed.cancelled.is_empty() {
             self.stop_local(&work.spec.id, &committed.cancelled);
@@ -230,9 +252,16 @@ impl Scheduler {
                 .unwrap_or_default());
         }
         let resolve = move || {
+            // Every step has ended: one without an output reads as null.
             let lookup = |root| match root {
                 Root::Input => Some(&spec.input),
-                Root::Step(i) => outputs.get(i).and_then(Option::as_deref),
+                Root::Step(i) => Some(
+                    outputs
+                        .get(i)
+                        .and_then(Option::as_deref)
+                        .unwrap_or(&crate::workflow::ABSENT),
+                ),
+                Root::Item | Root::Index => None,
             };
             let template = spec.workflow.output.as_ref().expect("checked above");
             template
@@ -249,7 +278,7 @@ impl Scheduler {
         crate::budget::offload(resolve).await
     }
 
-    /// Ends a run whose steps all succeeded, with its resolved output or the
+    /// Ends a run whose steps all ended, with its resolved output or the
     /// error that resolving it gave.
     pub async fn finalize(
         &self,

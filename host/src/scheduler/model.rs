@@ -10,12 +10,15 @@ use super::clock::{Millis, rfc3339};
 use crate::engine::{Failure, LogLine};
 use crate::workflow::Workflow;
 
-/// Status of a run: `queued` -> `running` -> `succeeded | failed | cancelled`.
+/// Status of a run: `queued` -> `running` -> `succeeded | failed | cancelled`;
+/// a run that fails or is cancelled with compensations to run is
+/// `compensating` until they end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
     Running,
+    Compensating,
     Succeeded,
     Failed,
     Cancelled,
@@ -32,6 +35,7 @@ impl RunStatus {
         match self {
             Self::Queued => "queued",
             Self::Running => "running",
+            Self::Compensating => "compensating",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
@@ -100,6 +104,9 @@ pub struct StepDefaults {
     /// How long the run is kept once it has ended.
     #[serde(default = "defaults::retention_ms")]
     pub retention_ms: u64,
+    /// Steps and for_each items of the run together.
+    #[serde(default = "defaults::steps_per_run")]
+    pub steps_per_run: u32,
 }
 
 /// The defaults of the budgets, also for runs stored before they existed.
@@ -116,6 +123,9 @@ mod defaults {
     pub fn retention_ms() -> u64 {
         24 * 3_600_000
     }
+    pub fn steps_per_run() -> u32 {
+        10_000
+    }
 }
 
 impl Default for StepDefaults {
@@ -129,6 +139,7 @@ impl Default for StepDefaults {
             run_bytes: defaults::run_bytes(),
             max_deliveries: defaults::max_deliveries(),
             retention_ms: defaults::retention_ms(),
+            steps_per_run: defaults::steps_per_run(),
         }
     }
 }
@@ -149,18 +160,31 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// The limits of one attempt of step `index`.
-    pub fn limits(&self, index: usize) -> crate::engine::StepLimits {
+    /// The limits of one attempt of step `index` (or of its compensation).
+    pub fn limits(&self, index: usize, compensation: bool) -> crate::engine::StepLimits {
         let step = &self.workflow.steps[index];
-        let memory_mb = step.limits.memory_mb.unwrap_or(self.defaults.memory_mb);
+        let (limits, timeout_ms) = match (&step.compensate, compensation) {
+            (Some(c), true) => (&c.limits, c.timeout_ms),
+            _ => (&step.limits, step.timeout_ms),
+        };
+        let memory_mb = limits.memory_mb.unwrap_or(self.defaults.memory_mb);
         crate::engine::StepLimits {
-            fuel: step.limits.fuel.unwrap_or(self.defaults.fuel),
+            fuel: limits.fuel.unwrap_or(self.defaults.fuel),
             memory_bytes: (memory_mb as usize) << 20,
             timeout: std::time::Duration::from_millis(
-                step.timeout_ms.unwrap_or(self.defaults.timeout_ms),
+                timeout_ms.unwrap_or(self.defaults.timeout_ms),
             ),
             output_bytes: self.defaults.output_bytes,
         }
+    }
+
+    /// The digest of the component that compensates step `index`, if it has one.
+    pub fn compensation_pin(&self, index: usize) -> Option<&str> {
+        let n = self.workflow.steps.len();
+        self.pins
+            .get(n + index)
+            .map(String::as_str)
+            .filter(|p| !p.is_empty())
     }
 }
 
@@ -176,8 +200,31 @@ pub struct Task {
 pub enum TaskKind {
     /// Run attempt `attempt` (1-based) of step `index`.
     Step { index: u32, attempt: u32 },
-    /// Every step succeeded: resolve the run's output and end it.
+    /// Every step ended: resolve the run's output and end it.
     Finalize,
+    /// Run attempt `attempt` of item `item` of the for_each step `index`.
+    Item { index: u32, item: u32, attempt: u32 },
+    /// Run attempt `attempt` of the compensation of step `index`.
+    Compensate { index: u32, attempt: u32 },
+}
+
+/// What a claimed attempt belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    Step(usize),
+    /// Item `.1` of the for_each step `.0`.
+    Item(usize, u32),
+    /// The compensation of step `.0`.
+    Compensation(usize),
+}
+
+impl Target {
+    /// The step this target belongs to.
+    pub fn step(self) -> usize {
+        match self {
+            Self::Step(i) | Self::Item(i, _) | Self::Compensation(i) => i,
+        }
+    }
 }
 
 /// Why a run failed, when it did.
@@ -200,6 +247,126 @@ pub struct StepRecord {
     pub logs: Vec<LogLine>,
     pub started_at: Option<Millis>,
     pub finished_at: Option<Millis>,
+    /// Why a skipped step was skipped.
+    pub reason: Option<String>,
+}
+
+/// How the items of a for_each step stand, in the run JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ItemsView {
+    /// Items in the list.
+    pub total: u32,
+    /// Items by status; `pending` ones have not started.
+    pub counts: ItemCounts,
+    /// The items that failed, by index, with their errors (the first
+    /// [`MAX_FAILED_SHOWN`]; the items endpoint pages through all).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub failed: Vec<FailedItem>,
+}
+
+/// Failed items a run JSON shows at most for one step.
+pub const MAX_FAILED_SHOWN: usize = 100;
+
+/// Items of a for_each step by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ItemCounts {
+    pub pending: u32,
+    pub queued: u32,
+    pub running: u32,
+    pub succeeded: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+}
+
+impl ItemCounts {
+    /// Counts one more item of `status`.
+    pub fn add(&mut self, status: StepStatus) {
+        match status {
+            StepStatus::Pending => self.pending += 1,
+            StepStatus::Queued => self.queued += 1,
+            StepStatus::Running => self.running += 1,
+            StepStatus::Succeeded => self.succeeded += 1,
+            StepStatus::Failed => self.failed += 1,
+            StepStatus::Skipped | StepStatus::Cancelled => self.cancelled += 1,
+        }
+    }
+}
+
+/// One failed item in an [`ItemsView`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FailedItem {
+    pub index: u32,
+    pub error: Failure,
+}
+
+/// One item of a for_each step, as `GET /v1/runs/{id}/steps/{step}/items` pages it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ItemView {
+    pub index: u32,
+    pub status: StepStatus,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub output: Option<StepOutput>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<Failure>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub finished_at: Option<String>,
+}
+
+impl ItemView {
+    /// The view of item `index` from its record.
+    pub fn new(index: u32, rec: &StepRecord) -> Self {
+        Self {
+            index,
+            status: rec.status.unwrap_or(StepStatus::Pending),
+            attempts: rec.attempts,
+            output: rec.output.clone().map(StepOutput::Value),
+            error: rec.error.clone(),
+            started_at: rec.started_at.map(rfc3339),
+            finished_at: rec.finished_at.map(rfc3339),
+        }
+    }
+}
+
+/// A page of items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ItemsPage {
+    pub items: Vec<ItemView>,
+    /// Where the next page starts; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_cursor: Option<String>,
+}
+
+/// How a step's compensation went, in the run JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CompensationView {
+    pub status: StepStatus,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub output: Option<StepOutput>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<Failure>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub finished_at: Option<String>,
+}
+
+impl CompensationView {
+    pub fn new(rec: &StepRecord) -> Self {
+        Self {
+            status: rec.status.unwrap_or(StepStatus::Pending),
+            attempts: rec.attempts,
+            output: rec.output.clone().map(StepOutput::Value),
+            error: rec.error.clone(),
+            started_at: rec.started_at.map(rfc3339),
+            finished_at: rec.finished_at.map(rfc3339),
+        }
+    }
 }
 
 /// A run as clients see it: `GET /v1/runs/{id}` and `weft exec` print this.
@@ -244,6 +411,15 @@ pub struct StepView {
     pub duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub logs: Vec<LogLine>,
+    /// Why the step was skipped, when it was.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+    /// A for_each step's items.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub items: Option<ItemsView>,
+    /// The step's compensation, once it started.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub compensation: Option<CompensationView>,
 }
 
 impl StepView {
@@ -264,6 +440,9 @@ impl StepView {
                 _ => None,
             },
             logs: rec.logs.clone(),
+            reason: rec.reason.clone(),
+            items: None,
+            compensation: None,
         }
     }
 }
@@ -338,13 +517,39 @@ pub enum RunEvent {
         error: Option<Failure>,
         at: String,
     },
+    /// How the items of a for_each step stand: at most one per step per
+    /// [`ITEM_EVENT_MS`] while they run.
+    Items {
+        run: String,
+        step: String,
+        total: u32,
+        succeeded: u32,
+        failed: u32,
+        at: String,
+    },
+    /// A compensation changed status.
+    Compensation {
+        run: String,
+        step: String,
+        status: StepStatus,
+        attempt: u32,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        error: Option<Failure>,
+        at: String,
+    },
 }
+
+/// The least time between two item progress events of one step, in milliseconds.
+pub const ITEM_EVENT_MS: Millis = 100;
 
 impl RunEvent {
     /// The run this event belongs to.
     pub fn run_id(&self) -> &str {
         match self {
-            Self::Run { run, .. } | Self::Step { run, .. } => run,
+            Self::Run { run, .. }
+            | Self::Step { run, .. }
+            | Self::Items { run, .. }
+            | Self::Compensation { run, .. } => run,
         }
     }
 }

@@ -5,10 +5,14 @@ use std::fmt;
 use semver::VersionReq;
 use serde_json::Value;
 
+use super::condition::Condition;
 use super::template::Template;
 
 /// How long a step attempt may run when its document says nothing (ARCHITECTURE.md section 4).
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+/// Items of a `for_each` step that run at once when it says nothing (section 14).
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 10;
 
 /// A validated workflow: steps in document order, templates compiled, dependencies computed.
 #[derive(Debug, Clone)]
@@ -73,6 +77,50 @@ pub struct Step {
     pub timeout_ms: Option<u64>,
     /// Per-step resource limits; what is None comes from the tenant's limits.
     pub limits: StepLimits,
+    /// Run once per item of a list, when set.
+    pub for_each: Option<ForEach>,
+    /// Run only when this holds once the dependencies have ended.
+    pub when: Option<Condition>,
+    /// What the step's failure (after its retries) does to the run.
+    pub on_error: OnError,
+    /// What undoes the step when the run fails or is cancelled after it succeeded.
+    pub compensate: Option<Compensation>,
+}
+
+/// A step's `for_each`: the list it runs over and how many items at once.
+#[derive(Debug, Clone)]
+pub struct ForEach {
+    /// Exactly one reference, to an array.
+    pub list: Template,
+    /// Items running at once, at most.
+    pub max_concurrency: u32,
+}
+
+/// A step's `on_error`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnError {
+    /// The step's failure fails the run (the default).
+    #[default]
+    Fail,
+    /// The run goes on; the step stays `failed` and its output reads as `null`.
+    Continue,
+}
+
+/// A step's `compensate`: the component that undoes it.
+#[derive(Debug, Clone)]
+pub struct Compensation {
+    pub component: ComponentRef,
+    /// May refer to the input and to any step's output (`null` when it has none).
+    pub input: Template,
+    /// Three attempts unless it says otherwise.
+    pub retry: RetryPolicy,
+    pub timeout_ms: Option<u64>,
+    pub limits: StepLimits,
+}
+
+impl Compensation {
+    /// Attempts of a compensation that sets no `retry.max_attempts`.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 }
 
 impl Step {

@@ -4,6 +4,7 @@
 //! `weft exec` all go through [`validate`] once per submitted document, then resolve the
 //! compiled [`Template`]s of a [`Workflow`] many times while the run goes on.
 
+mod condition;
 mod dag;
 mod document;
 mod reference;
@@ -18,10 +19,14 @@ mod tests;
 use std::cmp::Ordering;
 use std::fmt;
 
-pub use document::{ComponentRef, DEFAULT_TIMEOUT_MS, RetryPolicy, Step, StepLimits, Workflow};
+pub use condition::{Condition, ConditionInput, StepFacts};
+pub use document::{
+    Compensation, ComponentRef, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_MS, ForEach, OnError,
+    RetryPolicy, Step, StepLimits, Workflow,
+};
 pub use requirement::{is_valid_name, parse_requirement};
 pub use schema::document_schema;
-pub use template::{BadReference, ResolveError, Root, Template, json_size};
+pub use template::{ABSENT, BadReference, ResolveError, Root, Template, json_size};
 pub use validate::validate;
 
 /// One problem found while validating a document or a run's input.

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! path    := "input" segment* | "steps" "." step-id ".output" segment*
+//!          | "item" segment* | "index"
 //! segment := "." key | "[" digits "]"
 //! key     := one or more characters other than . [ ] { }
 //! ```
@@ -18,6 +19,10 @@ pub(super) enum Segment {
 pub(super) enum PathRoot<'a> {
     Input,
     Step(&'a str),
+    /// `${item...}`: the item of a `for_each` step.
+    Item,
+    /// `${index}`: the item's position in its list.
+    Index,
 }
 
 /// A parsed path.
@@ -89,6 +94,9 @@ pub(super) fn parse_path(text: &str) -> Result<Path<'_>, String> {
     let (head, rest) = text.split_at(head_end);
     let (root, rest) = match head {
         "input" => (PathRoot::Input, rest),
+        "item" => (PathRoot::Item, rest),
+        "index" if rest.is_empty() => (PathRoot::Index, rest),
+        "index" => return Err("\"index\" is a number: nothing can follow it".to_owned()),
         "steps" => {
             let Some(after_dot) = rest.strip_prefix('.') else {
                 return Err("\"steps\" must be followed by \".<id>.output\"".to_owned());

@@ -14,7 +14,17 @@ pub enum Root {
     Input,
     /// `${steps.<id>.output...}`: the output of the step at this index of `Workflow::steps`.
     Step(usize),
+    /// `${item...}`: the item a `for_each` step runs for.
+    Item,
+    /// `${index}`: that item's position in its list, from 0.
+    Index,
 }
+
+/// What a lookup gives for a step that ended without an output (skipped, or
+/// failed with `on_error: continue`): a reference to it, or to any path
+/// below it, resolves to `null`. Recognised by address, so a real `null`
+/// output keeps its meaning.
+pub static ABSENT: Value = Value::Null;
 
 /// A reference whose path does not exist at run time (the step fails with `bad_reference`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +203,11 @@ impl Template {
         self.roots.iter().copied()
     }
 
+    /// Whether the template is a string that is exactly one reference.
+    pub fn is_reference(&self) -> bool {
+        matches!(self.node, Node::Exact(_))
+    }
+
     /// Whether the template has no references, so that it resolves to the same value every time.
     pub fn is_literal(&self) -> bool {
         self.node.is_literal()
@@ -209,8 +224,21 @@ impl Template {
         step_index: &dyn Fn(&str) -> Option<usize>,
         problems: &mut Vec<Problem>,
     ) -> Template {
+        Self::compile_in(value, pointer, step_index, false, problems)
+    }
+
+    /// [`Template::compile`] where `${item}` and `${index}` may be used
+    /// when `items` is true (the input of a `for_each` step).
+    pub(super) fn compile_in(
+        value: &Value,
+        pointer: &str,
+        step_index: &dyn Fn(&str) -> Option<usize>,
+        items: bool,
+        problems: &mut Vec<Problem>,
+    ) -> Template {
         let mut compiler = Compiler {
             step_index,
+            items,
             problems,
             roots: Vec::new(),
             pointer: pointer.to_owned(),
@@ -228,6 +256,8 @@ impl Template {
 
 struct Compiler<'c> {
     step_index: &'c dyn Fn(&str) -> Option<usize>,
+    /// Whether `${item}` and `${index}` have a meaning here.
+    items: bool,
     problems: &'c mut Vec<Problem>,
     roots: Vec<Root>,
     /// The pointer of the value being compiled; pushed and truncated while walking.
@@ -325,6 +355,17 @@ impl Compiler<'_> {
     fn bind(&mut self, text: &str, path: Path<'_>) -> Option<Ref> {
         let root = match path.root {
             PathRoot::Input => Root::Input,
+            PathRoot::Item | PathRoot::Index if !self.items => {
+                let message = format!(
+                    "${{{}}} is only known in the input of a step with for_each",
+                    cut(text)
+                );
+                self.problems
+                    .push(Problem::new(self.pointer.clone(), message));
+                return None;
+            }
+            PathRoot::Item => Root::Item,
+            PathRoot::Index => Root::Index,
             PathRoot::Step(id) => match (self.step_index)(id) {
                 Some(i) => Root::Step(i),
                 None => {
@@ -434,6 +475,9 @@ impl Ref {
             path: self.text.to_string(),
         };
         let mut value = lookup(self.root).ok_or_else(missing)?;
+        if std::ptr::eq(value, &ABSENT) {
+            return Ok(&ABSENT);
+        }
         for segment in &self.segments {
             value = match segment {
                 Segment::Key(k) => value.as_object().and_then(|o| o.get(&**k)),

@@ -5,7 +5,11 @@ use std::collections::hash_map::Entry;
 
 use serde_json::{Map, Value};
 
-use super::document::{ComponentRef, RetryPolicy, Step, StepLimits, Workflow};
+use super::condition::Condition;
+use super::document::{
+    Compensation, ComponentRef, DEFAULT_MAX_CONCURRENCY, ForEach, OnError, RetryPolicy, Step,
+    StepLimits, Workflow,
+};
 use super::template::{Root, Template};
 use super::{ComponentResolver, Problem, Validated, cut, dag, quoted, schema, sort_problems};
 
@@ -49,12 +53,56 @@ pub fn validate(doc: &Value, resolver: &dyn ComponentResolver) -> Result<Validat
         }
     });
 
-    let pins = resolve_components(&drafts, resolver, &mut problems);
+    let wanted: Vec<(String, Option<&ComponentRef>)> = drafts
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("/steps/{i}/component"), d.component.as_ref()))
+        .collect();
+    let pins = resolve_components(&wanted, resolver, &mut problems);
+    let compensations: Vec<(String, Option<&ComponentRef>)> = drafts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let c = d.compensate.as_ref()?;
+            Some((
+                format!("/steps/{i}/compensate/component"),
+                c.component.as_ref(),
+            ))
+        })
+        .collect();
+    let mut compensation_pins = resolve_components(&compensations, resolver, &mut problems)
+        .into_iter()
+        .map(Option::unwrap_or_default);
+    let any_compensation = drafts.iter().any(|d| d.compensate.is_some());
+    let compensation_pins: Vec<String> = if any_compensation {
+        drafts
+            .iter()
+            .map(|d| match d.compensate {
+                Some(_) => compensation_pins.next().unwrap_or_default(),
+                None => String::new(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     let mut steps = Vec::with_capacity(drafts.len());
     for (i, (draft, pin)) in drafts.into_iter().zip(&pins).enumerate() {
+        let compensate = draft.compensate.and_then(|c| {
+            Some(Compensation {
+                component: c.component?,
+                input: c.input,
+                retry: c.retry,
+                timeout_ms: c.timeout_ms,
+                limits: c.limits,
+            })
+        });
         match (draft.id, draft.component, pin) {
             (Some(id), Some(component), Some(_)) => steps.push(Step {
+                for_each: draft.for_each,
+                when: draft.when,
+                on_error: draft.on_error,
+                compensate,
                 id: id.to_owned(),
                 component,
                 input: draft.input,
@@ -92,10 +140,9 @@ pub fn validate(doc: &Value, resolver: &dyn ComponentResolver) -> Result<Validat
         dependents,
         input_validator,
     };
-    Ok(Validated {
-        workflow,
-        pins: pins.into_iter().flatten().collect(),
-    })
+    let mut pins: Vec<String> = pins.into_iter().flatten().collect();
+    pins.extend(compensation_pins);
+    Ok(Validated { workflow, pins })
 }
 
 /// Map each id to the first step that has it, reporting every later duplicate.
@@ -167,6 +214,19 @@ struct Draft<'d> {
     retry: RetryPolicy,
     timeout_ms: Option<u64>,
     limits: StepLimits,
+    for_each: Option<ForEach>,
+    when: Option<Condition>,
+    on_error: OnError,
+    compensate: Option<CompensationDraft>,
+}
+
+/// What could be read of a step's `compensate`.
+struct CompensationDraft {
+    component: Option<ComponentRef>,
+    input: Template,
+    retry: RetryPolicy,
+    timeout_ms: Option<u64>,
+    limits: StepLimits,
 }
 
 fn draft_step<'d>(
@@ -178,17 +238,7 @@ fn draft_step<'d>(
     let base = format!("/steps/{i}");
     let get = |key: &str| raw.as_object().and_then(|o| o.get(key));
 
-    let component = match get("component")
-        .and_then(Value::as_str)
-        .and_then(ComponentRef::parse)
-    {
-        Some(Ok(component)) => Some(component),
-        Some(Err(message)) => {
-            problems.push(Problem::new(format!("{base}/component"), message));
-            None
-        }
-        None => None,
-    };
+    let component = component_ref(get("component"), &format!("{base}/component"), problems);
 
     let mut needs = Vec::new();
     let mut deps = Vec::new();
@@ -209,48 +259,170 @@ fn draft_step<'d>(
         }
     }
 
+    let for_each = for_each(raw, &base, step_index, problems);
     let empty = Value::Object(Map::new());
-    let input = Template::compile(
+    let input = Template::compile_in(
         get("input").unwrap_or(&empty),
         &format!("{base}/input"),
         step_index,
+        for_each.is_some() || get("for_each").is_some(),
         problems,
     );
-    deps.extend(input.roots().filter_map(|root| match root {
-        Root::Step(j) => Some(j),
-        Root::Input => None,
-    }));
+    let when = get("when").and_then(Value::as_str).and_then(|source| {
+        Condition::compile(source, &format!("{base}/when"), step_index, problems)
+    });
+    let step_roots = |t: &Template| -> Vec<usize> {
+        t.roots()
+            .filter_map(|root| match root {
+                Root::Step(j) => Some(j),
+                _ => None,
+            })
+            .collect()
+    };
+    deps.extend(step_roots(&input));
+    if let Some(f) = &for_each {
+        deps.extend(step_roots(&f.list));
+    }
+    if let Some(w) = &when {
+        deps.extend(w.steps().iter().copied());
+    }
     deps.sort_unstable();
     deps.dedup();
 
-    let retry = retry_policy(get("retry"), &base, problems);
-    let limits = get("limits").and_then(Value::as_object);
-    let limits = StepLimits {
-        fuel: limits.and_then(|l| {
-            unbounded_uint(l.get("fuel"), || format!("{base}/limits/fuel"), problems)
-        }),
-        memory_mb: limits
-            .and_then(|l| uint(l.get("memory_mb")))
-            .and_then(|n| u32::try_from(n).ok()),
+    let on_error = match get("on_error").and_then(Value::as_str) {
+        Some("continue") => OnError::Continue,
+        _ => OnError::Fail,
     };
+    let compensate = get("compensate")
+        .and_then(Value::as_object)
+        .map(|c| CompensationDraft {
+            component: component_ref(
+                c.get("component"),
+                &format!("{base}/compensate/component"),
+                problems,
+            ),
+            input: Template::compile(
+                c.get("input").unwrap_or(&empty),
+                &format!("{base}/compensate/input"),
+                step_index,
+                problems,
+            ),
+            retry: retry_policy_or(
+                c.get("retry"),
+                &format!("{base}/compensate"),
+                Compensation::DEFAULT_MAX_ATTEMPTS,
+                problems,
+            ),
+            timeout_ms: uint(c.get("timeout_ms")),
+            limits: step_limits(c.get("limits"), &format!("{base}/compensate"), problems),
+        });
     Draft {
         id: get("id").and_then(Value::as_str),
         component,
         input,
         needs,
         deps,
-        retry,
+        retry: retry_policy(get("retry"), &base, problems),
         timeout_ms: uint(get("timeout_ms")),
-        limits,
+        limits: step_limits(get("limits"), &base, problems),
+        for_each,
+        when,
+        on_error,
+        compensate,
     }
+}
+
+/// A `name@requirement` field; None when it is absent or wrong (a wrong
+/// shape is the schema's to report, a bad requirement is reported here).
+fn component_ref(
+    value: Option<&Value>,
+    pointer: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<ComponentRef> {
+    match value.and_then(Value::as_str).and_then(ComponentRef::parse) {
+        Some(Ok(component)) => Some(component),
+        Some(Err(message)) => {
+            problems.push(Problem::new(pointer, message));
+            None
+        }
+        None => None,
+    }
+}
+
+/// The `limits` object under `base`.
+fn step_limits(value: Option<&Value>, base: &str, problems: &mut Vec<Problem>) -> StepLimits {
+    let limits = value.and_then(Value::as_object);
+    StepLimits {
+        fuel: limits.and_then(|l| {
+            unbounded_uint(l.get("fuel"), || format!("{base}/limits/fuel"), problems)
+        }),
+        memory_mb: limits
+            .and_then(|l| uint(l.get("memory_mb")))
+            .and_then(|n| u32::try_from(n).ok()),
+    }
+}
+
+/// The step's `for_each` and `max_concurrency`: the list must be exactly one
+/// reference (`"${steps.list.output.items}"`), read when the step starts.
+fn for_each(
+    raw: &Value,
+    base: &str,
+    step_index: &dyn Fn(&str) -> Option<usize>,
+    problems: &mut Vec<Problem>,
+) -> Option<ForEach> {
+    let get = |key: &str| raw.as_object().and_then(|o| o.get(key));
+    let max_concurrency = uint(get("max_concurrency")).and_then(|n| u32::try_from(n).ok());
+    let Some(list) = get("for_each") else {
+        if get("max_concurrency").is_some() {
+            problems.push(Problem::new(
+                format!("{base}/max_concurrency"),
+                "max_concurrency needs for_each",
+            ));
+        }
+        return None;
+    };
+    let pointer = format!("{base}/for_each");
+    let text = list.as_str()?;
+    let before = problems.len();
+    let list = Template::compile(list, &pointer, step_index, problems);
+    if problems.len() > before {
+        return None;
+    }
+    if !list.is_reference() {
+        problems.push(Problem::new(
+            pointer,
+            format!(
+                "for_each must be one reference to an array, like \"${{steps.list.output.items}}\" or \"${{input.items}}\"; got {}",
+                quoted(text)
+            ),
+        ));
+        return None;
+    }
+    Some(ForEach {
+        list,
+        max_concurrency: max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY),
+    })
 }
 
 /// The step's retry policy. A bound the document leaves out is kept consistent with the one it
 /// gives (`initial_backoff_ms` alone above 10 000 raises the maximum to match), so that only a
 /// contradiction actually written down is a problem.
 fn retry_policy(value: Option<&Value>, base: &str, problems: &mut Vec<Problem>) -> RetryPolicy {
+    retry_policy_or(value, base, RetryPolicy::DEFAULT_MAX_ATTEMPTS, problems)
+}
+
+/// [`retry_policy`] with `attempts` when `max_attempts` is not given.
+fn retry_policy_or(
+    value: Option<&Value>,
+    base: &str,
+    attempts: u32,
+    problems: &mut Vec<Problem>,
+) -> RetryPolicy {
     let Some(retry) = value.and_then(Value::as_object) else {
-        return RetryPolicy::default();
+        return RetryPolicy {
+            max_attempts: attempts,
+            ..RetryPolicy::default()
+        };
     };
     let at = |key: &str| format!("{base}/retry/{key}");
     let max_attempts = uint(retry.get("max_attempts")).and_then(|n| u32::try_from(n).ok());
@@ -275,7 +447,7 @@ fn retry_policy(value: Option<&Value>, base: &str, problems: &mut Vec<Problem>) 
     let initial_backoff_ms =
         initial.unwrap_or(RetryPolicy::DEFAULT_INITIAL_BACKOFF_MS.min(max.unwrap_or(u64::MAX)));
     RetryPolicy {
-        max_attempts: max_attempts.unwrap_or(RetryPolicy::DEFAULT_MAX_ATTEMPTS),
+        max_attempts: max_attempts.unwrap_or(attempts),
         initial_backoff_ms,
         max_backoff_ms: max.unwrap_or(RetryPolicy::DEFAULT_MAX_BACKOFF_MS.max(initial_backoff_ms)),
     }
@@ -314,28 +486,25 @@ fn unbounded_uint(
     parsed
 }
 
-/// Resolve every well-formed component reference, once per distinct reference.
-fn resolve_components(
-    drafts: &[Draft<'_>],
+/// Resolve every well-formed component reference, once per distinct
+/// reference; each is given with the pointer a problem with it names.
+fn resolve_components<'r>(
+    wanted: &[(String, Option<&'r ComponentRef>)],
     resolver: &dyn ComponentResolver,
     problems: &mut Vec<Problem>,
 ) -> Vec<Option<String>> {
-    let mut seen: HashMap<&str, Result<String, String>> = HashMap::new();
-    drafts
+    let mut seen: HashMap<&'r str, Result<String, String>> = HashMap::new();
+    wanted
         .iter()
-        .enumerate()
-        .map(|(i, draft)| {
-            let component = draft.component.as_ref()?;
+        .map(|(pointer, component)| {
+            let component = (*component)?;
             let outcome = seen
                 .entry(&component.raw)
                 .or_insert_with(|| resolver.resolve(&component.name, &component.requirement));
             match outcome {
                 Ok(pin) => Some(pin.clone()),
                 Err(message) => {
-                    problems.push(Problem::new(
-                        format!("/steps/{i}/component"),
-                        message.clone(),
-                    ));
+                    problems.push(Problem::new(pointer.clone(), message.clone()));
                     None
                 }
             }

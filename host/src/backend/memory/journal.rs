@@ -14,18 +14,29 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 use super::MemoryBackend;
-use super::store::Store;
+use super::store::{RowKey, Store};
 use crate::scheduler::clock::Millis;
 use crate::scheduler::model::{Task, TaskKind};
 
 /// A retry waiting for its due time; ordered by time, then by insertion.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct Delayed {
     pub due: Millis,
     seq: u64,
     run: Arc<str>,
-    index: u32,
-    attempt: u32,
+    kind: TaskKind,
+}
+
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// Ready steps and retries waiting for their time.
@@ -58,7 +69,8 @@ pub(super) struct Touched {
     pub created: bool,
     /// Every step changed (the run ended).
     pub all_steps: bool,
-    pub steps: Vec<u32>,
+    /// The rows changed: steps, items, lists, compensations.
+    pub rows: Vec<RowKey>,
 }
 
 /// Work waiting for the write that makes it safe to start.
@@ -92,15 +104,14 @@ impl Work {
         }
     }
 
-    /// Schedules attempt `attempt` of step `index` for `due`.
-    pub fn delay(&mut self, due: Millis, run: Arc<str>, index: u32, attempt: u32) {
+    /// Schedules the task `kind` of `run` for `due`.
+    pub fn delay(&mut self, due: Millis, run: Arc<str>, kind: TaskKind) {
         self.seq += 1;
         let delayed = Delayed {
             due,
             seq: self.seq,
             run,
-            index,
-            attempt,
+            kind,
         };
         match &mut self.journal {
             Some(journal) => journal.held.delayed.push(delayed),
@@ -117,10 +128,7 @@ impl Work {
             let Reverse(d) = self.delayed.pop().expect("peeked");
             self.queue.push_back(Task {
                 run: d.run,
-                kind: TaskKind::Step {
-                    index: d.index,
-                    attempt: d.attempt,
-                },
+                kind: d.kind,
             });
         }
     }
@@ -141,10 +149,10 @@ impl Work {
         self.touched(run);
     }
 
-    /// Marks step `index` of the run (and the run) as changed.
-    pub fn touch_step(&mut self, run: &Arc<str>, index: usize) {
+    /// Marks one row of the run (and the run) as changed.
+    pub fn touch_row(&mut self, run: &Arc<str>, key: RowKey) {
         if let Some(t) = self.touched(run) {
-            t.steps.push(index as u32);
+            t.rows.push(key);
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod journal;
 mod registry;
+mod rows;
 mod runs;
 pub mod store;
 
@@ -25,7 +26,7 @@ use super::{
     NodeInfo, Outcome, Published, QueueInfo, StateStore, TenantRecord, VersionRecord, WorkQueue,
 };
 use crate::scheduler::clock::{Clock, Millis};
-use crate::scheduler::model::{RunError, RunEvent, RunView};
+use crate::scheduler::model::{ItemsPage, RunError, RunEvent, RunView, Target};
 
 /// How many finished runs the in-memory backend keeps per tenant at most;
 /// each run is kept for its tenant's `retention_hours` unless the count
@@ -230,12 +231,12 @@ impl StateStore for MemoryBackend {
     async fn commit(
         &self,
         run: &str,
-        index: usize,
+        target: Target,
         lease: u64,
         outcome: Outcome,
         now: Millis,
     ) -> Result<Committed, BackendError> {
-        let (committed, pushed, point) = self.commit_now(run, index, lease, outcome, now);
+        let (committed, pushed, point) = self.commit_now(run, target, lease, outcome, now);
         if pushed {
             self.ready.notify_one();
         }
@@ -267,6 +268,17 @@ impl StateStore for MemoryBackend {
 
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError> {
         Ok(self.view(tenant, run))
+    }
+
+    async fn items(
+        &self,
+        tenant: &str,
+        run: &str,
+        step: &str,
+        cursor: u32,
+        limit: u32,
+    ) -> Result<Option<ItemsPage>, BackendError> {
+        Ok(self.items_page(tenant, run, step, cursor, limit))
     }
 
     fn subscribe(&self) -> broadcast::Receiver<RunEvent> {

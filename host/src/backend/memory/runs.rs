@@ -1,66 +1,321 @@
 //! Run and step transitions of the embedded backend, each applied under the
-//! backend's one lock.
+//! backend's one lock. What a transition decides comes from
+//! `scheduler::rules`; this file applies it to the state in memory and marks
+//! what changed for the file store.
 
 use std::sync::Arc;
 
-use indexmap::IndexMap;
-
-use super::store::{Batch, Loaded, RunRow, StepRow};
-use super::{Inner, MemoryBackend, journal};
+use super::MemoryBackend;
+use super::journal::Work;
+use super::store::RowKey;
+use crate::backend::spec::{reads_of, step_roots};
 use crate::backend::{Admission, Cancelled, Claim, Committed, NewRun, Outcome, StepWork};
 use crate::engine::Failure;
 use crate::scheduler::clock::{Millis, rfc3339};
 use crate::scheduler::model::{
-    RunError, RunEvent, RunSpec, RunStatus, RunView, StepRecord, StepStatus, StepView, Task,
-    TaskKind,
+    RunError, RunEvent, RunSpec, RunStatus, StepRecord, StepStatus, Target, Task, TaskKind,
 };
-use crate::scheduler::policy;
-use crate::workflow::Root;
+use crate::scheduler::{policy, rules};
 
 pub(super) struct RunState {
-    spec: Arc<RunSpec>,
-    status: RunStatus,
-    output: serde_json::Value,
-    error: Option<RunError>,
-    started_at: Option<Millis>,
-    finished_at: Option<Millis>,
-    steps: Vec<StepState>,
-    /// Steps that have not succeeded yet; finalisation is due at zero.
-    remaining: usize,
+    pub(super) spec: Arc<RunSpec>,
+    pub(super) status: RunStatus,
+    pub(super) output: serde_json::Value,
+    pub(super) error: Option<RunError>,
+    pub(super) started_at: Option<Millis>,
+    pub(super) finished_at: Option<Millis>,
+    pub(super) steps: Vec<StepState>,
+    /// Steps that have not ended yet; finalisation is due at zero.
+    pub(super) remaining: usize,
     /// The `Idempotency-Key` that created the run, forgotten with the run.
-    idempotency_key: Option<String>,
+    pub(super) idempotency_key: Option<String>,
     /// Bytes of input, outputs, errors and logs stored, counted against `run_bytes`.
-    bytes: u64,
+    pub(super) bytes: u64,
+    /// The last lease given to an attempt of the run: leases are unique in a run.
+    pub(super) leases: u64,
+    /// Steps ended so far, which numbers them in the order they ended.
+    pub(super) ended: u64,
+    /// Items of for_each steps expanded so far, counted against `steps_per_run`.
+    pub(super) items: u64,
 }
 
-struct StepState {
-    rec: StepRecord,
-    /// Dependencies that have not succeeded yet; the step is ready at zero.
-    waiting_on: u32,
-    lease: u64,
-    /// Deliveries of the attempt now holding the step.
-    deliveries: u32,
-    /// When the next attempt is due, while the step waits for a retry.
-    retry_due: Option<Millis>,
+/// The attempts of a step, of one item, or of a compensation.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Slot {
+    pub(super) rec: StepRecord,
+    pub(super) lease: u64,
+    /// Deliveries of the attempt now holding it.
+    pub(super) deliveries: u32,
+    /// When the next attempt is due, while it waits for a retry.
+    pub(super) retry_due: Option<Millis>,
+}
+
+impl Slot {
+    pub(super) fn status(&self) -> StepStatus {
+        self.rec.status.unwrap_or(StepStatus::Pending)
+    }
+
+    fn queued() -> Self {
+        Self {
+            rec: StepRecord {
+                status: Some(StepStatus::Queued),
+                ..StepRecord::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Takes attempt `attempt` if it is the current one: true and the
+    /// delivery count when it is.
+    fn claim(&mut self, attempt: u32, lease: u64, now: Millis) -> bool {
+        match self.status() {
+            StepStatus::Queued if attempt == self.rec.attempts + 1 => {
+                self.rec.status = Some(StepStatus::Running);
+                self.rec.attempts = attempt;
+                self.rec.started_at.get_or_insert(now);
+                self.deliveries = 1;
+                self.retry_due = None;
+            }
+            // Delivered again while running: the new holder supersedes the old one.
+            StepStatus::Running if attempt == self.rec.attempts => self.deliveries += 1,
+            _ => return false,
+        }
+        self.lease = lease;
+        true
+    }
+
+    fn end(&mut self, status: StepStatus, now: Millis) {
+        self.rec.status = Some(status);
+        self.rec.finished_at = Some(now);
+    }
+}
+
+pub(super) struct StepState {
+    pub(super) slot: Slot,
+    /// Dependencies that have not ended yet; the step is ready at zero.
+    pub(super) waiting_on: u32,
+    /// When the step ended among the run's steps (1, 2, ...); 0 while it has not.
+    pub(super) seq: u64,
+    /// A for_each step's items, once its list is read.
+    pub(super) items: Option<Box<Items>>,
+    /// The step's compensation, once it started.
+    pub(super) compensation: Option<Slot>,
+}
+
+/// The items of a for_each step: the list, and a slot per started item
+/// (items start in order, so the started ones are `slots`).
+pub(super) struct Items {
+    pub(super) values: Vec<Arc<serde_json::Value>>,
+    pub(super) slots: Vec<Slot>,
+    /// Items that ended.
+    pub(super) ended: u32,
+    /// When the last progress event went.
+    pub(super) last_event: Millis,
+}
+
+impl Items {
+    pub(super) fn total(&self) -> u32 {
+        self.values.len() as u32
+    }
 }
 
 impl RunState {
-    /// Steps of this run running now.
+    /// Attempts of this run running now.
     pub(super) fn running(&self) -> usize {
         if self.status.is_terminal() {
             return 0;
         }
-        self.steps
-            .iter()
-            .filter(|s| s.status() == StepStatus::Running)
-            .count()
+        let mut n = 0;
+        for s in &self.steps {
+            match &s.items {
+                Some(items) => {
+                    n += items
+                        .slots
+                        .iter()
+                        .filter(|i| i.status() == StepStatus::Running)
+                        .count()
+                }
+                None => n += usize::from(s.slot.status() == StepStatus::Running),
+            }
+            n += usize::from(
+                s.compensation
+                    .as_ref()
+                    .is_some_and(|c| c.status() == StepStatus::Running),
+            );
+        }
+        n
+    }
+
+    fn step_targets_open(&self) -> bool {
+        matches!(self.status, RunStatus::Queued | RunStatus::Running)
+    }
+
+    /// The slot of `target`, if it exists.
+    fn slot_mut(&mut self, target: Target) -> Option<&mut Slot> {
+        let step = self.steps.get_mut(target.step())?;
+        match target {
+            Target::Step(_) => Some(&mut step.slot),
+            Target::Item(_, k) => step.items.as_mut()?.slots.get_mut(k as usize),
+            Target::Compensation(_) => step.compensation.as_mut(),
+        }
     }
 }
 
-impl StepState {
-    fn status(&self) -> StepStatus {
-        self.rec.status.unwrap_or(StepStatus::Pending)
+/// One transition: the backend, the queue and journal, the run's key, the time.
+struct Tx<'a> {
+    backend: &'a MemoryBackend,
+    work: &'a mut Work,
+    key: Arc<str>,
+    now: Millis,
+    pushed: bool,
+}
+
+impl Tx<'_> {
+    fn enqueue(&mut self, kind: TaskKind) {
+        self.work.enqueue(Task {
+            run: self.key.clone(),
+            kind,
+        });
+        self.pushed = true;
     }
+
+    fn delay(&mut self, due: Millis, kind: TaskKind) {
+        self.work.delay(due, self.key.clone(), kind);
+        self.pushed = true;
+    }
+
+    fn touch(&mut self, key: RowKey) {
+        self.work.touch_row(&self.key, key);
+    }
+
+    fn step_event(
+        &self,
+        spec: &RunSpec,
+        index: usize,
+        status: StepStatus,
+        attempt: u32,
+        error: Option<Failure>,
+    ) {
+        let now = self.now;
+        self.backend
+            .emit(|| step_event(spec, index, status, attempt, error, now));
+    }
+
+    /// Step `index` ended with `status`: numbered, its dependents that wait on
+    /// nothing more queued (their gate decides at their claim), and the run's
+    /// finalisation queued after its last step.
+    fn step_ended(&mut self, run: &mut RunState, index: usize) {
+        run.ended += 1;
+        run.steps[index].seq = run.ended;
+        run.remaining -= 1;
+        let spec = run.spec.clone();
+        for &d in spec.workflow.dependents(index) {
+            let dep = &mut run.steps[d];
+            dep.waiting_on -= 1;
+            if dep.waiting_on == 0 && dep.slot.status() == StepStatus::Pending {
+                dep.slot.rec.status = Some(StepStatus::Queued);
+                self.touch(RowKey::Step(d as u32));
+                self.enqueue(TaskKind::Step {
+                    index: d as u32,
+                    attempt: 1,
+                });
+                self.step_event(&spec, d, StepStatus::Queued, 0, None);
+            }
+        }
+        if run.remaining == 0 {
+            self.enqueue(TaskKind::Finalize);
+        }
+    }
+
+    /// Stops a run that failed (with `error`) or was cancelled: steps not
+    /// started are skipped, running ones cancelled; then its compensations
+    /// run, or it ends. Returns the steps that were running.
+    fn stop_run(&mut self, run: &mut RunState, error: Option<RunError>) -> Vec<usize> {
+        let stopped = self.stop_steps(run);
+        run.error = error;
+        match next_compensation(run) {
+            Some(index) => {
+                run.status = RunStatus::Compensating;
+                self.start_compensation(run, index);
+                let (id, now) = (run.spec.id.clone(), self.now);
+                self.backend
+                    .emit(|| run_event(&id, RunStatus::Compensating, now));
+            }
+            None => {
+                let status = rules::after_compensation(run.error.as_ref());
+                self.end_run(run, status);
+            }
+        }
+        stopped
+    }
+
+    fn stop_steps(&mut self, run: &mut RunState) -> Vec<usize> {
+        let mut stopped = Vec::new();
+        let now = self.now;
+        let spec = run.spec.clone();
+        for (i, step) in run.steps.iter_mut().enumerate() {
+            if let Some(items) = &mut step.items {
+                for (k, item) in items.slots.iter_mut().enumerate() {
+                    let next = match item.status() {
+                        StepStatus::Running | StepStatus::Queued => StepStatus::Cancelled,
+                        _ => continue,
+                    };
+                    item.end(next, now);
+                    self.work
+                        .touch_row(&self.key, RowKey::Item(i as u32, k as u32));
+                }
+            }
+            let running = step.slot.status() == StepStatus::Running;
+            let next = match step.slot.status() {
+                // A step waiting for its retry has run before: it is stopped, not skipped.
+                StepStatus::Queued if step.slot.rec.attempts > 0 => StepStatus::Cancelled,
+                StepStatus::Pending | StepStatus::Queued => StepStatus::Skipped,
+                StepStatus::Running => StepStatus::Cancelled,
+                _ => continue,
+            };
+            if running {
+                stopped.push(i);
+            }
+            step.slot.end(next, now);
+            self.work.touch_row(&self.key, RowKey::Step(i as u32));
+            let attempts = step.slot.rec.attempts;
+            self.backend
+                .emit(|| step_event(&spec, i, next, attempts, None, now));
+        }
+        stopped
+    }
+
+    fn start_compensation(&mut self, run: &mut RunState, index: usize) {
+        run.steps[index].compensation = Some(Slot::queued());
+        self.touch(RowKey::Compensation(index as u32));
+        self.enqueue(TaskKind::Compensate {
+            index: index as u32,
+            attempt: 1,
+        });
+        let (spec, now) = (run.spec.clone(), self.now);
+        self.backend
+            .emit(|| compensation_event(&spec, index, StepStatus::Queued, 0, None, now));
+    }
+
+    /// Ends the run with `status`; it is kept for its retention from now.
+    fn end_run(&mut self, run: &mut RunState, status: RunStatus) {
+        run.status = status;
+        run.finished_at = Some(self.now);
+        self.work.touch_run(&self.key);
+        let (id, now) = (run.spec.id.clone(), self.now);
+        self.backend.emit(|| run_event(&id, status, now));
+    }
+}
+
+/// The compensation to run next in `run`, by `rules::next_compensation`.
+fn next_compensation(run: &RunState) -> Option<usize> {
+    rules::next_compensation(run.steps.iter().enumerate().map(|(index, s)| rules::Done {
+        index,
+        status: s.slot.status(),
+        seq: s.seq,
+        compensable: run.spec.compensation_pin(index).is_some(),
+        compensated: s.compensation.is_some(),
+    }))
 }
 
 impl MemoryBackend {
@@ -102,18 +357,21 @@ impl MemoryBackend {
             .steps
             .iter()
             .map(|s| StepState {
-                rec: StepRecord {
-                    status: Some(if s.deps.is_empty() {
-                        StepStatus::Queued
-                    } else {
-                        StepStatus::Pending
-                    }),
-                    ..StepRecord::default()
+                slot: if s.deps.is_empty() {
+                    Slot::queued()
+                } else {
+                    Slot {
+                        rec: StepRecord {
+                            status: Some(StepStatus::Pending),
+                            ..StepRecord::default()
+                        },
+                        ..Slot::default()
+                    }
                 },
                 waiting_on: s.deps.len() as u32,
-                lease: 0,
-                deliveries: 0,
-                retry_due: None,
+                seq: 0,
+                items: None,
+                compensation: None,
             })
             .collect();
         let mut pushed = false;
@@ -145,6 +403,9 @@ impl MemoryBackend {
                 remaining,
                 idempotency_key: idempotency.map(|i| i.key),
                 bytes,
+                leases: 0,
+                ended: 0,
+                items: 0,
             },
         );
         let point = inner.work.wait_point();
@@ -159,64 +420,110 @@ impl MemoryBackend {
             return (Claim::Stale, None);
         };
         let run = inner.runs.get_mut(&task.run).expect("present");
-        if run.status.is_terminal() {
-            return (Claim::Stale, None);
-        }
-        let (index, attempt) = match task.kind {
-            TaskKind::Finalize if run.remaining == 0 => {
+        let (target, attempt) = match task.kind {
+            TaskKind::Finalize if run.step_targets_open() && run.remaining == 0 => {
                 let claim = Claim::Finalize {
                     spec: run.spec.clone(),
-                    outputs: run.steps.iter().map(|s| s.rec.output.clone()).collect(),
+                    outputs: run
+                        .steps
+                        .iter()
+                        .map(|s| s.slot.rec.output.clone())
+                        .collect(),
                 };
                 return (claim, None);
             }
             TaskKind::Finalize => return (Claim::Stale, None),
-            TaskKind::Step { index, attempt } => (index as usize, attempt),
+            TaskKind::Step { index, attempt } => (Target::Step(index as usize), attempt),
+            TaskKind::Item {
+                index,
+                item,
+                attempt,
+            } => (Target::Item(index as usize, item), attempt),
+            TaskKind::Compensate { index, attempt } => {
+                (Target::Compensation(index as usize), attempt)
+            }
         };
-        let Some(step) = run.steps.get_mut(index) else {
+        let open = match target {
+            Target::Compensation(_) => run.status == RunStatus::Compensating,
+            _ => run.step_targets_open(),
+        };
+        if !open || target.step() >= run.steps.len() {
+            return (Claim::Stale, None);
+        }
+        let lease = run.leases + 1;
+        let Some(slot) = run.slot_mut(target) else {
             return (Claim::Stale, None);
         };
-        match step.status() {
-            StepStatus::Queued if attempt == step.rec.attempts + 1 => {
-                step.rec.status = Some(StepStatus::Running);
-                step.rec.attempts = attempt;
-                step.rec.started_at.get_or_insert(now);
-                step.deliveries = 1;
-                step.retry_due = None;
-            }
-            // Delivered again while running: the new holder supersedes the old one.
-            StepStatus::Running if attempt == step.rec.attempts => step.deliveries += 1,
-            _ => return (Claim::Stale, None),
+        if !slot.claim(attempt, lease, now) {
+            return (Claim::Stale, None);
         }
-        let over_delivered = step.deliveries > run.spec.defaults.max_deliveries;
-        step.lease += 1;
-        let lease = step.lease;
+        let over_delivered = slot.deliveries > run.spec.defaults.max_deliveries;
+        run.leases = lease;
+        let index = target.step();
         let run_started = run.status == RunStatus::Queued;
         if run_started {
             run.status = RunStatus::Running;
             run.started_at = Some(now);
         }
         let spec = run.spec.clone();
-        let deps = spec.workflow.steps[index]
-            .input
-            .roots()
-            .filter_map(|root| match root {
-                Root::Step(d) => run.steps[d].rec.output.clone().map(|o| (d, o)),
-                Root::Input => None,
-            })
+        let step = &spec.workflow.steps[index];
+        let reads: Vec<usize> = match target {
+            Target::Compensation(_) => step
+                .compensate
+                .as_ref()
+                .map(|c| step_roots(&c.input))
+                .unwrap_or_default(),
+            _ => reads_of(step, target, attempt),
+        };
+        let deps = reads
+            .into_iter()
+            .filter_map(|d| run.steps[d].slot.rec.output.clone().map(|o| (d, o)))
             .collect();
-        inner.work.touch_step(&run_key, index);
+        let facts = match target {
+            Target::Step(_) if attempt == 1 => step
+                .deps
+                .iter()
+                .map(|&d| {
+                    let s = &run.steps[d].slot;
+                    (d, s.status(), s.rec.error.clone())
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let item = match target {
+            Target::Item(i, k) => run.steps[i]
+                .items
+                .as_ref()
+                .and_then(|items| items.values.get(k as usize).cloned()),
+            _ => None,
+        };
+        let row = match target {
+            Target::Step(i) => RowKey::Step(i as u32),
+            Target::Item(i, k) => RowKey::Item(i as u32, k),
+            Target::Compensation(i) => RowKey::Compensation(i as u32),
+        };
+        inner.work.touch_row(&run_key, row);
         let point = inner.work.wait_point();
         if run_started {
             self.emit(|| run_event(&spec.id, RunStatus::Running, now));
         }
-        self.emit(|| step_event(&spec, index, StepStatus::Running, attempt, None, now));
+        match target {
+            Target::Step(_) => {
+                self.emit(|| step_event(&spec, index, StepStatus::Running, attempt, None, now))
+            }
+            Target::Compensation(_) => self
+                .emit(|| compensation_event(&spec, index, StepStatus::Running, attempt, None, now)),
+            Target::Item(..) => {}
+        }
         let claim = Claim::Step(StepWork {
             spec,
             index,
+            target,
             attempt,
             lease,
             deps,
+            facts,
+            item,
             over_delivered,
         });
         (claim, point)
@@ -225,7 +532,7 @@ impl MemoryBackend {
     pub(super) fn commit_now(
         &self,
         run_id: &str,
-        index: usize,
+        target: Target,
         lease: u64,
         outcome: Outcome,
         now: Millis,
@@ -236,103 +543,60 @@ impl MemoryBackend {
             return (Committed::default(), false, None);
         };
         let run = inner.runs.get_mut(run_id).expect("present");
-        if run.status.is_terminal() {
-            return (Committed::default(), false, None);
-        }
-        let Some(step) = run.steps.get_mut(index) else {
-            return (Committed::default(), false, None);
+        let open = match target {
+            Target::Compensation(_) => run.status == RunStatus::Compensating,
+            _ => run.step_targets_open(),
         };
-        if step.status() != StepStatus::Running || step.lease != lease {
+        if !open {
             return (Committed::default(), false, None);
         }
-        inner.work.touch_step(&run_key, index);
+        match run.slot_mut(target) {
+            Some(slot) if slot.status() == StepStatus::Running && slot.lease == lease => {}
+            _ => return (Committed::default(), false, None),
+        }
         let spec = run.spec.clone();
-        let attempt = step.rec.attempts;
-        let mut committed = Committed {
-            applied: true,
-            ..Committed::default()
-        };
         let adding = outcome.stored_bytes();
         let outcome = if policy::over_run_bytes(run.bytes, adding, spec.defaults.run_bytes) {
             Outcome::Failed {
                 failure: policy::run_too_large(spec.defaults.run_bytes),
                 logs: Vec::new(),
+                continues: false,
             }
         } else {
             run.bytes += adding;
             outcome
         };
-        let mut pushed = false;
-        match outcome {
-            Outcome::Succeeded { output, logs } => {
-                step.rec.status = Some(StepStatus::Succeeded);
-                step.rec.output = Some(Arc::new(output));
-                step.rec.error = None;
-                step.rec.logs = logs;
-                step.rec.finished_at = Some(now);
-                run.remaining -= 1;
-                self.emit(|| step_event(&spec, index, StepStatus::Succeeded, attempt, None, now));
-                for &d in spec.workflow.dependents(index) {
-                    let dep = &mut run.steps[d];
-                    dep.waiting_on -= 1;
-                    if dep.waiting_on == 0 && dep.status() == StepStatus::Pending {
-                        dep.rec.status = Some(StepStatus::Queued);
-                        inner.work.touch_step(&run_key, d);
-                        inner.work.enqueue(Task {
-                            run: run_key.clone(),
-                            kind: TaskKind::Step {
-                                index: d as u32,
-                                attempt: 1,
-                            },
-                        });
-                        pushed = true;
-                        self.emit(|| step_event(&spec, d, StepStatus::Queued, 0, None, now));
-                    }
-                }
-                if run.remaining == 0 {
-                    inner.work.enqueue(Task {
-                        run: run_key,
-                        kind: TaskKind::Finalize,
-                    });
-                    pushed = true;
-                }
+        let mut tx = Tx {
+            backend: self,
+            work: &mut inner.work,
+            key: run_key.clone(),
+            now,
+            pushed: false,
+        };
+        let mut committed = Committed {
+            applied: true,
+            ..Committed::default()
+        };
+        match target {
+            Target::Step(index) => {
+                tx.touch(RowKey::Step(index as u32));
+                commit_step(&mut tx, run, index, outcome, &mut committed);
             }
-            Outcome::Retry { failure, logs, due } => {
-                step.rec.status = Some(StepStatus::Queued);
-                step.rec.logs = logs;
-                let shown = failure.clone();
-                step.rec.error = Some(failure);
-                step.retry_due = Some(due);
-                inner.work.delay(due, run_key, index as u32, attempt + 1);
-                pushed = true;
-                committed.retrying = true;
-                self.emit(|| {
-                    step_event(&spec, index, StepStatus::Queued, attempt, Some(shown), now)
-                });
+            Target::Item(index, item) => {
+                tx.touch(RowKey::Item(index as u32, item));
+                commit_item(&mut tx, run, index, item, outcome, &mut committed);
             }
-            Outcome::Failed { failure, logs } => {
-                step.rec.status = Some(StepStatus::Failed);
-                step.rec.logs = logs;
-                step.rec.finished_at = Some(now);
-                let error = RunError {
-                    code: failure.code.clone(),
-                    message: format!(
-                        "step `{}` failed: {}",
-                        spec.workflow.steps[index].id, failure.message
-                    ),
-                    step: Some(spec.workflow.steps[index].id.clone()),
-                };
-                let shown = failure.clone();
-                step.rec.error = Some(failure);
-                self.emit(|| {
-                    step_event(&spec, index, StepStatus::Failed, attempt, Some(shown), now)
-                });
-                committed.cancelled = self.end_run(run, RunStatus::Failed, Some(error), now);
-                committed.run_ended = Some(RunStatus::Failed);
-                inner.work.touch_all(&run_key);
-                inner.ended(now, run_key, &spec);
-                self.expire(inner, now);
+            Target::Compensation(index) => {
+                tx.touch(RowKey::Compensation(index as u32));
+                commit_compensation(&mut tx, run, index, outcome, &mut committed);
             }
+        }
+        let pushed = tx.pushed;
+        if run.status.is_terminal() {
+            committed.run_ended = Some(run.status);
+            inner.work.touch_all(&run_key);
+            inner.ended(now, run_key, &spec);
+            self.expire(inner, now);
         }
         let point = inner.work.wait_point();
         (committed, pushed, point)
@@ -350,23 +614,35 @@ impl MemoryBackend {
             return (false, None);
         };
         let run = inner.runs.get_mut(run_id).expect("present");
-        if run.status.is_terminal() || run.remaining != 0 {
+        if !run.step_targets_open() || run.remaining != 0 {
             return (false, None);
         }
-        // Every step has succeeded: only the run's record changes.
-        inner.work.touch_run(&run_key);
+        let mut tx = Tx {
+            backend: self,
+            work: &mut inner.work,
+            key: run_key.clone(),
+            now,
+            pushed: false,
+        };
+        tx.work.touch_run(&run_key);
         match result {
             Ok(output) => {
                 run.output = output;
-                self.end_run(run, RunStatus::Succeeded, None, now);
+                tx.end_run(run, RunStatus::Succeeded);
             }
             Err(error) => {
-                self.end_run(run, RunStatus::Failed, Some(error), now);
+                tx.stop_run(run, Some(error));
             }
         }
-        let spec = run.spec.clone();
-        inner.ended(now, run_key, &spec);
-        self.expire(inner, now);
+        let pushed = tx.pushed;
+        if pushed {
+            self.ready.notify_one();
+        }
+        if run.status.is_terminal() {
+            let spec = run.spec.clone();
+            inner.ended(now, run_key, &spec);
+            self.expire(inner, now);
+        }
         (true, inner.work.wait_point())
     }
 
@@ -390,107 +666,368 @@ impl MemoryBackend {
             let ended = Cancelled::AlreadyEnded(run.status);
             return (Some(ended), inner.work.wait_point());
         }
-        let run = inner.runs.get_mut(run_id).expect("present");
-        let stopped = self.end_run(run, RunStatus::Cancelled, None, now);
-        let spec = run.spec.clone();
-        inner.work.touch_all(&run_key);
-        inner.ended(now, run_key, &spec);
-        self.expire(inner, now);
-        (Some(Cancelled::Now { stopped }), inner.work.wait_point())
-    }
-
-    /// Ends a run: steps not started are skipped, running ones cancelled.
-    /// Returns the steps that were running.
-    fn end_run(
-        &self,
-        run: &mut RunState,
-        status: RunStatus,
-        error: Option<RunError>,
-        now: Millis,
-    ) -> Vec<usize> {
-        let mut stopped = Vec::new();
-        for (i, step) in run.steps.iter_mut().enumerate() {
-            let next = match step.status() {
-                // A step waiting for its retry has run before: it is stopped, not skipped.
-                StepStatus::Queued if step.rec.attempts > 0 => StepStatus::Cancelled,
-                StepStatus::Pending | StepStatus::Queued => StepStatus::Skipped,
-                StepStatus::Running => {
-                    stopped.push(i);
-                    StepStatus::Cancelled
-                }
-                _ => continue,
+        if run.status == RunStatus::Compensating {
+            // Already being undone: its compensations run to their end.
+            let now_cancelled = Cancelled::Now {
+                stopped: Vec::new(),
+                status: RunStatus::Compensating,
             };
-            step.rec.status = Some(next);
-            step.rec.finished_at = Some(now);
-            let spec = &run.spec;
-            self.emit(|| step_event(spec, i, next, step.rec.attempts, None, now));
+            return (Some(now_cancelled), inner.work.wait_point());
         }
-        run.status = status;
-        run.error = error;
-        run.finished_at = Some(now);
-        let id = &run.spec.id;
-        self.emit(|| run_event(id, status, now));
-        stopped
-    }
-
-    /// Forgets finished runs past their retention, and each tenant's oldest
-    /// ones past the count this backend keeps per tenant.
-    fn expire(&self, inner: &mut Inner, now: Millis) {
-        let mut gone: Vec<Arc<str>> = Vec::new();
-        while let Some(std::cmp::Reverse((due, _))) = inner.expiry.peek() {
-            if *due > now {
-                break;
-            }
-            let std::cmp::Reverse((_, id)) = inner.expiry.pop().expect("peeked");
-            gone.push(id);
+        let run = inner.runs.get_mut(run_id).expect("present");
+        let mut tx = Tx {
+            backend: self,
+            work: &mut inner.work,
+            key: run_key.clone(),
+            now,
+            pushed: false,
+        };
+        tx.work.touch_run(&run_key);
+        let stopped = tx.stop_run(run, None);
+        if tx.pushed {
+            self.ready.notify_one();
         }
-        for finished in inner.finished.values_mut() {
-            while finished.len() > self.retention.max_finished {
-                gone.extend(finished.pop_front());
-            }
+        let status = run.status;
+        if run.status.is_terminal() {
+            let spec = run.spec.clone();
+            inner.ended(now, run_key, &spec);
+            self.expire(inner, now);
         }
-        for id in gone {
-            if let Some(run) = inner.runs.remove(&id)
-                && let Some(key) = run.idempotency_key
-            {
-                inner.idempotency.remove(&(run.spec.tenant.clone(), key));
-            }
-            inner.work.forget(id);
-        }
-    }
-
-    pub(super) fn view(&self, tenant: &str, run_id: &str) -> Option<RunView> {
-        let inner = self.lock();
-        let run = inner.runs.get(run_id).filter(|r| r.spec.tenant == tenant)?;
-        let spec = &run.spec;
-        let steps: IndexMap<String, StepView> = run
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                (
-                    spec.workflow.steps[i].id.clone(),
-                    StepView::new(spec, i, &s.rec),
-                )
-            })
-            .collect();
-        Some(RunView {
-            id: spec.id.clone(),
-            tenant: spec.tenant.clone(),
-            workflow: spec.workflow.name.clone(),
-            status: run.status,
-            input: spec.input.clone(),
-            output: run.output.clone(),
-            error: run.error.clone(),
-            created_at: rfc3339(spec.created_at),
-            started_at: run.started_at.map(rfc3339),
-            finished_at: run.finished_at.map(rfc3339),
-            steps,
-        })
+        (
+            Some(Cancelled::Now { stopped, status }),
+            inner.work.wait_point(),
+        )
     }
 }
 
-fn run_event(run: &str, status: RunStatus, now: Millis) -> RunEvent {
+/// Applies an outcome of a step's own attempt.
+fn commit_step(
+    tx: &mut Tx<'_>,
+    run: &mut RunState,
+    index: usize,
+    outcome: Outcome,
+    committed: &mut Committed,
+) {
+    let spec = run.spec.clone();
+    let now = tx.now;
+    let step = &mut run.steps[index];
+    let attempt = step.slot.rec.attempts;
+    match outcome {
+        Outcome::Succeeded { output, logs } => {
+            let rec = &mut step.slot.rec;
+            rec.output = Some(Arc::new(output));
+            rec.error = None;
+            rec.logs = logs;
+            step.slot.end(StepStatus::Succeeded, now);
+            tx.step_event(&spec, index, StepStatus::Succeeded, attempt, None);
+            tx.step_ended(run, index);
+        }
+        Outcome::Retry { failure, logs, due } => {
+            step.slot.rec.status = Some(StepStatus::Queued);
+            step.slot.rec.logs = logs;
+            step.slot.rec.error = Some(failure.clone());
+            step.slot.retry_due = Some(due);
+            tx.delay(
+                due,
+                TaskKind::Step {
+                    index: index as u32,
+                    attempt: attempt + 1,
+                },
+            );
+            committed.retrying = true;
+            tx.step_event(&spec, index, StepStatus::Queued, attempt, Some(failure));
+        }
+        Outcome::Failed {
+            failure,
+            logs,
+            continues,
+        } => {
+            step.slot.rec.logs = logs;
+            step.slot.rec.error = Some(failure.clone());
+            step.slot.end(StepStatus::Failed, now);
+            tx.step_event(
+                &spec,
+                index,
+                StepStatus::Failed,
+                attempt,
+                Some(failure.clone()),
+            );
+            if continues {
+                tx.step_ended(run, index);
+            } else {
+                let error = step_failed(&spec, index, &failure);
+                committed.cancelled = tx.stop_run(run, Some(error));
+            }
+        }
+        Outcome::Skipped { reason, error } => {
+            let rec = &mut step.slot.rec;
+            rec.attempts = 0;
+            rec.started_at = None;
+            rec.reason = Some(reason);
+            rec.error = error;
+            step.slot.end(StepStatus::Skipped, now);
+            tx.step_event(&spec, index, StepStatus::Skipped, 0, None);
+            tx.step_ended(run, index);
+        }
+        Outcome::Expand { items } => {
+            let steps_per_run = spec.defaults.steps_per_run;
+            if !rules::items_fit(
+                spec.workflow.steps.len(),
+                run.items,
+                items.len(),
+                steps_per_run,
+            ) {
+                let failure = rules::too_many_items(items.len(), steps_per_run);
+                let outcome = Outcome::Failed {
+                    failure,
+                    logs: Vec::new(),
+                    continues: false,
+                };
+                return commit_step(tx, run, index, outcome, committed);
+            }
+            if items.is_empty() {
+                let outcome = Outcome::Succeeded {
+                    output: serde_json::Value::Array(Vec::new()),
+                    logs: Vec::new(),
+                };
+                return commit_step(tx, run, index, outcome, committed);
+            }
+            run.items += items.len() as u64;
+            run.steps[index].items = Some(Box::new(Items {
+                values: items.into_iter().map(Arc::new).collect(),
+                slots: Vec::new(),
+                ended: 0,
+                last_event: 0,
+            }));
+            tx.touch(RowKey::List(index as u32));
+            start_items(tx, run, index);
+        }
+    }
+}
+
+/// Starts as many items of for_each step `index` as its window allows.
+fn start_items(tx: &mut Tx<'_>, run: &mut RunState, index: usize) {
+    let max = run.spec.workflow.steps[index]
+        .for_each
+        .as_ref()
+        .map_or(1, |f| f.max_concurrency);
+    let Some(items) = run.steps[index].items.as_mut() else {
+        return;
+    };
+    let start = rules::items_to_start(max, items.total(), items.slots.len() as u32, items.ended);
+    for _ in 0..start {
+        let item = items.slots.len() as u32;
+        items.slots.push(Slot::queued());
+        tx.work.touch_row(&tx.key, RowKey::Item(index as u32, item));
+        tx.work.enqueue(Task {
+            run: tx.key.clone(),
+            kind: TaskKind::Item {
+                index: index as u32,
+                item,
+                attempt: 1,
+            },
+        });
+        tx.pushed = true;
+    }
+}
+
+/// Applies an outcome of an item's attempt.
+fn commit_item(
+    tx: &mut Tx<'_>,
+    run: &mut RunState,
+    index: usize,
+    item: u32,
+    outcome: Outcome,
+    committed: &mut Committed,
+) {
+    let spec = run.spec.clone();
+    let now = tx.now;
+    let items = run.steps[index].items.as_mut().expect("an item has a list");
+    let slot = &mut items.slots[item as usize];
+    let attempt = slot.rec.attempts;
+    match outcome {
+        Outcome::Succeeded { output, logs } => {
+            slot.rec.output = Some(Arc::new(output));
+            slot.rec.error = None;
+            slot.rec.logs = logs;
+            slot.end(StepStatus::Succeeded, now);
+        }
+        Outcome::Retry { failure, logs, due } => {
+            slot.rec.status = Some(StepStatus::Queued);
+            slot.rec.logs = logs;
+            slot.rec.error = Some(failure);
+            slot.retry_due = Some(due);
+            tx.delay(
+                due,
+                TaskKind::Item {
+                    index: index as u32,
+                    item,
+                    attempt: attempt + 1,
+                },
+            );
+            committed.retrying = true;
+            return;
+        }
+        Outcome::Failed {
+            failure,
+            logs,
+            continues,
+        } => {
+            slot.rec.logs = logs;
+            slot.rec.error = Some(failure.clone());
+            slot.end(StepStatus::Failed, now);
+            if !continues {
+                // The step fails with its item's failure; the other items stop.
+                let failure = rules::item_failure(item, &failure);
+                let step = &mut run.steps[index];
+                step.slot.rec.error = Some(failure.clone());
+                step.slot.end(StepStatus::Failed, now);
+                tx.step_event(&spec, index, StepStatus::Failed, 1, Some(failure.clone()));
+                let error = step_failed(&spec, index, &failure);
+                let mut stopped = tx.stop_run(run, Some(error));
+                stopped.push(index);
+                committed.cancelled = stopped;
+                return;
+            }
+        }
+        // Items have no gate and no list of their own.
+        Outcome::Skipped { .. } | Outcome::Expand { .. } => return,
+    }
+    items.ended += 1;
+    let (total, ended) = (items.total(), items.ended);
+    if ended == total {
+        let output = serde_json::Value::Array(
+            items
+                .slots
+                .iter()
+                .map(|s| s.rec.output.as_deref().cloned().unwrap_or_default())
+                .collect(),
+        );
+        let step = &mut run.steps[index];
+        step.slot.rec.output = Some(Arc::new(output));
+        step.slot.end(StepStatus::Succeeded, now);
+        tx.touch(RowKey::Step(index as u32));
+        emit_progress(tx, &spec, index, items_of(run, index));
+        tx.step_event(&spec, index, StepStatus::Succeeded, 1, None);
+        tx.step_ended(run, index);
+        return;
+    }
+    if rules::progress_event_due(items.last_event, now) {
+        items.last_event = now;
+        let counts = items_of(run, index);
+        emit_progress(tx, &spec, index, counts);
+    }
+    start_items(tx, run, index);
+}
+
+/// (total, succeeded, failed) of a for_each step's items.
+fn items_of(run: &RunState, index: usize) -> (u32, u32, u32) {
+    let Some(items) = &run.steps[index].items else {
+        return (0, 0, 0);
+    };
+    let count = |status| items.slots.iter().filter(|s| s.status() == status).count() as u32;
+    (
+        items.total(),
+        count(StepStatus::Succeeded),
+        count(StepStatus::Failed),
+    )
+}
+
+fn emit_progress(
+    tx: &Tx<'_>,
+    spec: &RunSpec,
+    index: usize,
+    (total, succeeded, failed): (u32, u32, u32),
+) {
+    let now = tx.now;
+    tx.backend.emit(|| RunEvent::Items {
+        run: spec.id.clone(),
+        step: spec.workflow.steps[index].id.clone(),
+        total,
+        succeeded,
+        failed,
+        at: rfc3339(now),
+    });
+}
+
+/// Applies an outcome of a compensation's attempt; after its last one, the
+/// next compensation starts, or the run ends.
+fn commit_compensation(
+    tx: &mut Tx<'_>,
+    run: &mut RunState,
+    index: usize,
+    outcome: Outcome,
+    committed: &mut Committed,
+) {
+    let spec = run.spec.clone();
+    let now = tx.now;
+    let slot = run.steps[index]
+        .compensation
+        .as_mut()
+        .expect("a running compensation");
+    let attempt = slot.rec.attempts;
+    let (status, error) = match outcome {
+        Outcome::Succeeded { output, logs } => {
+            slot.rec.output = Some(Arc::new(output));
+            slot.rec.error = None;
+            slot.rec.logs = logs;
+            (StepStatus::Succeeded, None)
+        }
+        Outcome::Retry { failure, logs, due } => {
+            slot.rec.status = Some(StepStatus::Queued);
+            slot.rec.logs = logs;
+            slot.rec.error = Some(failure.clone());
+            slot.retry_due = Some(due);
+            tx.delay(
+                due,
+                TaskKind::Compensate {
+                    index: index as u32,
+                    attempt: attempt + 1,
+                },
+            );
+            committed.retrying = true;
+            tx.backend.emit(|| {
+                compensation_event(
+                    &spec,
+                    index,
+                    StepStatus::Queued,
+                    attempt,
+                    Some(failure),
+                    now,
+                )
+            });
+            return;
+        }
+        Outcome::Failed { failure, logs, .. } => {
+            slot.rec.logs = logs;
+            slot.rec.error = Some(failure.clone());
+            (StepStatus::Failed, Some(failure))
+        }
+        Outcome::Skipped { .. } | Outcome::Expand { .. } => return,
+    };
+    slot.end(status, now);
+    tx.backend
+        .emit(|| compensation_event(&spec, index, status, attempt, error, now));
+    match next_compensation(run) {
+        Some(next) => tx.start_compensation(run, next),
+        None => {
+            let status = rules::after_compensation(run.error.as_ref());
+            tx.end_run(run, status);
+        }
+    }
+}
+
+/// The run's error when step `index` failed with `failure`.
+fn step_failed(spec: &RunSpec, index: usize, failure: &Failure) -> RunError {
+    let id = &spec.workflow.steps[index].id;
+    RunError {
+        code: failure.code.clone(),
+        message: format!("step `{id}` failed: {}", failure.message),
+        step: Some(id.clone()),
+    }
+}
+
+pub(super) fn run_event(run: &str, status: RunStatus, now: Millis) -> RunEvent {
     RunEvent::Run {
         run: run.to_string(),
         status,
@@ -516,184 +1053,20 @@ fn step_event(
     }
 }
 
-impl Inner {
-    /// Takes what changed since the last write, as one batch to write, with
-    /// the work it holds back; `None` without a file store or when nothing
-    /// changed.
-    pub(super) fn take_batch(&mut self) -> Option<journal::TakenBatch> {
-        let journal = self.work.journal.as_mut()?;
-        if journal.touched.is_empty() && journal.gone.is_empty() {
-            return None;
-        }
-        let generation = journal.generation;
-        journal.generation += 1;
-        let touched = std::mem::take(&mut journal.touched);
-        let held = std::mem::take(&mut journal.held);
-        let mut batch = Batch {
-            gone: std::mem::take(&mut journal.gone),
-            ..Batch::default()
-        };
-        for (id, mut touched) in touched {
-            let Some(run) = self.runs.get(&id) else {
-                continue;
-            };
-            let created = touched.created;
-            let idempotency = if created {
-                run.idempotency_key.as_ref().and_then(|key| {
-                    let (fingerprint, _) = self
-                        .idempotency
-                        .get(&(run.spec.tenant.clone(), key.clone()))?;
-                    Some((key.clone(), fingerprint.clone()))
-                })
-            } else {
-                None
-            };
-            batch.runs.push(RunRow {
-                id: id.clone(),
-                spec: created.then(|| run.spec.clone()),
-                status: run.status,
-                output: (!run.output.is_null()).then(|| run.output.clone()),
-                error: run.error.clone(),
-                started_at: run.started_at,
-                finished_at: run.finished_at,
-                bytes: run.bytes,
-                idempotency,
-            });
-            let step_row = |index: usize| {
-                let s = &run.steps[index];
-                StepRow {
-                    run: id.clone(),
-                    index: index as u32,
-                    rec: s.rec.clone(),
-                    lease: s.lease,
-                    deliveries: s.deliveries,
-                    retry_due: s.retry_due,
-                }
-            };
-            if created || touched.all_steps {
-                batch.steps.extend((0..run.steps.len()).map(step_row));
-            } else {
-                touched.steps.sort_unstable();
-                touched.steps.dedup();
-                batch
-                    .steps
-                    .extend(touched.steps.iter().map(|&i| step_row(i as usize)));
-            }
-        }
-        Some((generation, batch, held))
-    }
-}
-
-impl MemoryBackend {
-    /// Rebuilds the runs read back from the file store: finished ones as
-    /// they were, unfinished ones with their work queued again.
-    pub(super) fn restore(&self, loaded: Loaded) {
-        let now = self.clock.now();
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        inner.registry = super::registry::Registry::from_records(loaded.tenants, loaded.versions);
-        // What is read back is stored already: the work it implies is not held.
-        let journal = inner.work.journal.take();
-        let mut ended = Vec::new();
-        for (row, rows) in loaded.runs {
-            let Some(spec) = row.spec else { continue };
-            let mut steps: Vec<StepState> = spec
-                .workflow
-                .steps
-                .iter()
-                .map(|_| StepState {
-                    rec: StepRecord {
-                        status: Some(StepStatus::Pending),
-                        ..StepRecord::default()
-                    },
-                    waiting_on: 0,
-                    lease: 0,
-                    deliveries: 0,
-                    retry_due: None,
-                })
-                .collect();
-            for r in rows {
-                if let Some(step) = steps.get_mut(r.index as usize) {
-                    step.rec = r.rec;
-                    step.lease = r.lease;
-                    step.deliveries = r.deliveries;
-                    step.retry_due = r.retry_due;
-                }
-            }
-            let succeeded: Vec<bool> = steps
-                .iter()
-                .map(|s| s.status() == StepStatus::Succeeded)
-                .collect();
-            for (step, def) in steps.iter_mut().zip(&spec.workflow.steps) {
-                step.waiting_on = def.deps.iter().filter(|&&d| !succeeded[d]).count() as u32;
-            }
-            let remaining = succeeded.iter().filter(|s| !**s).count();
-            let id = row.id;
-            let tenant = spec.tenant.clone();
-            if let Some((key, fingerprint)) = &row.idempotency {
-                inner.idempotency.insert(
-                    (tenant.clone(), key.clone()),
-                    (fingerprint.clone(), id.clone()),
-                );
-            }
-            if row.status.is_terminal() {
-                ended.push((row.finished_at.unwrap_or(now), id.clone(), spec.clone()));
-            } else {
-                *inner.active.entry(tenant).or_default() += 1;
-                for (index, step) in steps.iter().enumerate() {
-                    let index = index as u32;
-                    match step.status() {
-                        StepStatus::Queued if step.rec.attempts == 0 => inner.work.enqueue(Task {
-                            run: id.clone(),
-                            kind: TaskKind::Step { index, attempt: 1 },
-                        }),
-                        StepStatus::Queued => inner.work.delay(
-                            step.retry_due.unwrap_or(now),
-                            id.clone(),
-                            index,
-                            step.rec.attempts + 1,
-                        ),
-                        // Its process is gone: delivered again at once.
-                        StepStatus::Running => inner.work.enqueue(Task {
-                            run: id.clone(),
-                            kind: TaskKind::Step {
-                                index,
-                                attempt: step.rec.attempts,
-                            },
-                        }),
-                        _ => {}
-                    }
-                }
-                if remaining == 0 {
-                    inner.work.enqueue(Task {
-                        run: id.clone(),
-                        kind: TaskKind::Finalize,
-                    });
-                }
-            }
-            inner.runs.insert(
-                id,
-                RunState {
-                    idempotency_key: row.idempotency.map(|(key, _)| key),
-                    spec,
-                    status: row.status,
-                    output: row.output.unwrap_or(serde_json::Value::Null),
-                    error: row.error,
-                    started_at: row.started_at,
-                    finished_at: row.finished_at,
-                    steps,
-                    remaining,
-                    bytes: row.bytes,
-                },
-            );
-        }
-        ended.sort_by_key(|(at, _, _)| *at);
-        for (at, id, spec) in ended {
-            inner.retain(at, id, &spec);
-        }
-        inner.work.journal = journal;
-        // Runs whose retention ended while the node was down are forgotten now.
-        self.expire(inner, now);
-        self.ready.notify_one();
+fn compensation_event(
+    spec: &RunSpec,
+    index: usize,
+    status: StepStatus,
+    attempt: u32,
+    error: Option<Failure>,
+    now: Millis,
+) -> RunEvent {
+    RunEvent::Compensation {
+        run: spec.id.clone(),
+        step: spec.workflow.steps[index].id.clone(),
+        status,
+        attempt,
+        error,
+        at: rfc3339(now),
     }
 }

@@ -24,7 +24,7 @@ use crate::scheduler::model::{RunError, RunSpec, RunStatus, StepRecord, StepStat
 
 /// The schema this version of Weft writes. A file with a higher version was
 /// written by a newer Weft and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a Weft store ("WEFT"), so that another
 /// program's SQLite file in the data directory is not taken for one.
@@ -84,7 +84,54 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL,
         UNIQUE (tenant, name, version)
     );",
+    // 1 -> 2: the workflow language, version 2. Rows of `steps` also hold
+    // for_each items, their lists and compensations (`RowKey`); a skipped
+    // step keeps why, and a finished one when it ended among the run's steps.
+    "ALTER TABLE steps ADD COLUMN reason TEXT;
+    ALTER TABLE steps ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;",
 ];
+
+/// What a row of `steps` holds, as its `idx` encodes it: a step's own
+/// record, one item of a for_each step, the list a for_each step expanded
+/// (in `output`), or a step's compensation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum RowKey {
+    Step(u32),
+    // Before the items, so that a load sorted by key reads a list first.
+    List(u32),
+    Item(u32, u32),
+    Compensation(u32),
+}
+
+impl RowKey {
+    const KIND: u32 = 56;
+    const STEP: u32 = 28;
+
+    pub fn code(self) -> i64 {
+        let (kind, step, item) = match self {
+            // As schema 1 stored a step's index.
+            Self::Step(i) => return i64::from(i),
+            Self::List(i) => (1i64, i, 0),
+            Self::Item(i, k) => (2, i, k),
+            Self::Compensation(i) => (3, i, 0),
+        };
+        (kind << Self::KIND) | (i64::from(step) << Self::STEP) | i64::from(item)
+    }
+
+    pub fn from_code(code: i64) -> Option<Self> {
+        let step =
+            u32::try_from((code >> Self::STEP) & ((1 << (Self::KIND - Self::STEP)) - 1)).ok()?;
+        let item = u32::try_from(code & ((1 << Self::STEP) - 1)).ok()?;
+        Some(match code >> Self::KIND {
+            // Schema 1 stored a step's index as it is.
+            0 => Self::Step(u32::try_from(code).ok()?),
+            1 => Self::List(step),
+            2 => Self::Item(step, item),
+            3 => Self::Compensation(step),
+            _ => return None,
+        })
+    }
+}
 
 /// How hard a commit is pushed to the disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -123,11 +170,13 @@ pub(super) struct RunRow {
 /// A step as stored.
 pub(super) struct StepRow {
     pub run: Arc<str>,
-    pub index: u32,
+    pub key: RowKey,
     pub rec: StepRecord,
     pub lease: u64,
     pub deliveries: u32,
     pub retry_due: Option<Millis>,
+    /// When a step ended among the run's steps (1, 2, ...); 0 while it has not.
+    pub seq: u64,
 }
 
 /// One group commit: every change made since the last one.
@@ -294,8 +343,9 @@ impl Store {
             let mut put_step = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO steps (run, idx, status, attempts, lease, \
-                     deliveries, retry_due, output, error, logs, started_at, finished_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                     deliveries, retry_due, output, error, logs, started_at, finished_at, \
+                     reason, seq) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )
                 .map_err(e)?;
             for step in &batch.steps {
@@ -303,7 +353,7 @@ impl Store {
                 put_step
                     .execute(params![
                         &*step.run,
-                        step.index,
+                        step.key.code(),
                         rec.status.unwrap_or(StepStatus::Pending).as_str(),
                         rec.attempts,
                         to_sql(step.lease),
@@ -314,6 +364,8 @@ impl Store {
                         (!rec.logs.is_empty()).then(|| json(&rec.logs)),
                         rec.started_at.map(to_sql),
                         rec.finished_at.map(to_sql),
+                        rec.reason,
+                        to_sql(step.seq),
                     ])
                     .map_err(e)?;
             }
@@ -400,7 +452,7 @@ impl Store {
             .conn
             .prepare(
                 "SELECT run, idx, status, attempts, lease, deliveries, retry_due, output, \
-                 error, logs, started_at, finished_at FROM steps",
+                 error, logs, started_at, finished_at, reason, seq FROM steps",
             )
             .map_err(e)?;
         let mut rows = query.query([]).map_err(e)?;
@@ -430,10 +482,13 @@ impl Store {
                     .unwrap_or_default(),
                 started_at: r.get::<_, Option<i64>>(10).map_err(e)?.map(from_sql),
                 finished_at: r.get::<_, Option<i64>>(11).map_err(e)?.map(from_sql),
+                reason: r.get(12).map_err(e)?,
             };
+            let code: i64 = r.get(1).map_err(e)?;
             let row = StepRow {
                 run: Arc::from(run.as_str()),
-                index: r.get(1).map_err(e)?,
+                key: RowKey::from_code(code).ok_or_else(|| bad("step row", &code))?,
+                seq: from_sql(r.get(13).map_err(e)?),
                 rec,
                 lease: from_sql(r.get(4).map_err(e)?),
                 deliveries: r.get(5).map_err(e)?,
@@ -476,7 +531,7 @@ impl Store {
                 idempotency: key.zip(fingerprint),
             };
             let mut run_steps = steps.remove(&id).unwrap_or_default();
-            run_steps.sort_by_key(|s| s.index);
+            run_steps.sort_by_key(|s| s.key);
             loaded.runs.push((run, run_steps));
         }
         Ok(loaded)
@@ -623,6 +678,27 @@ mod tests {
         );
         drop(first);
         Store::open(dir.path(), Fsync::Normal).expect("the lock ends with the store");
+    }
+
+    #[test]
+    fn row_keys_read_back_as_written_and_steps_as_schema_1_wrote_them() {
+        let keys = [
+            RowKey::Step(0),
+            RowKey::Step(7),
+            RowKey::Step(9_999),
+            RowKey::List(3),
+            RowKey::Item(3, 0),
+            RowKey::Item(3, 9_999),
+            RowKey::Item(1_000, (1 << 28) - 1),
+            RowKey::Compensation(4),
+        ];
+        for key in keys {
+            assert_eq!(RowKey::from_code(key.code()), Some(key), "{key:?}");
+        }
+        assert_eq!(RowKey::Step(12).code(), 12);
+        // Sorted by code, a step's list comes before its items.
+        assert!(RowKey::List(3).code() < RowKey::Item(3, 0).code());
+        assert!(RowKey::List(3) < RowKey::Item(3, 0));
     }
 
     #[test]

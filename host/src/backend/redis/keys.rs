@@ -19,6 +19,11 @@ pub fn steps(id: &str) -> String {
     format!("weft:{{run:{id}}}:steps")
 }
 
+/// The items of a run's for_each steps.
+pub fn items(id: &str) -> String {
+    format!("weft:{{run:{id}}}:items")
+}
+
 pub fn active(tenant: &str) -> String {
     format!("weft:tenant:{tenant}:active")
 }

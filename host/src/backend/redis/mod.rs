@@ -30,8 +30,10 @@ use super::{
     NodeInfo, Outcome, Published, StateStore, StepWork, TenantRecord, VersionRecord,
 };
 use crate::scheduler::clock::{Clock, Millis};
-use crate::scheduler::model::{RunError, RunEvent, RunSpec, RunStatus, RunView, Task, TaskKind};
-use crate::workflow::Root;
+use crate::scheduler::model::{
+    ItemsPage, RunError, RunEvent, RunSpec, RunStatus, RunView, StepStatus, Target, Task, TaskKind,
+};
+use crate::scheduler::rules;
 
 /// How a node uses Redis.
 #[derive(Debug, Clone)]
@@ -101,6 +103,11 @@ fn unavailable(e: RedisError) -> BackendError {
     } else {
         BackendError::Unavailable(format!("Redis refused: {e}"))
     }
+}
+
+/// A value as JSON for a script.
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("JSON")
 }
 
 fn corrupt(what: impl std::fmt::Display) -> BackendError {
@@ -253,7 +260,15 @@ impl StateStore for RedisBackend {
             )
             .arg(spec.defaults.retention_ms)
             .arg(spec.workflow.steps.len())
-            .arg(crate::scheduler::policy::stored_input_bytes(spec));
+            .arg(crate::scheduler::policy::stored_input_bytes(spec))
+            .arg(spec.defaults.steps_per_run)
+            .arg(
+                if (0..spec.workflow.steps.len()).any(|i| spec.compensation_pin(i).is_some()) {
+                    "1"
+                } else {
+                    "0"
+                },
+            );
         for (i, step) in spec.workflow.steps.iter().enumerate() {
             let dependents: Vec<String> = spec
                 .workflow
@@ -264,7 +279,9 @@ impl StateStore for RedisBackend {
             invocation
                 .arg(&step.id)
                 .arg(step.deps.len())
-                .arg(dependents.join(","));
+                .arg(dependents.join(","))
+                .arg(step.for_each.as_ref().map_or(0, |f| f.max_concurrency))
+                .arg(u8::from(spec.compensation_pin(i).is_some()));
         }
         let reply: Vec<Value> = invocation
             .invoke_async(&mut self.conn())
@@ -300,27 +317,35 @@ impl StateStore for RedisBackend {
         let Some(spec) = self.spec(&task.run).await? else {
             return Ok(Claim::Stale);
         };
-        let (kind, index, attempt) = match task.kind {
-            TaskKind::Step { index, attempt } => ("s", index as usize, attempt),
-            TaskKind::Finalize => ("f", 0, 0),
+        let (kind, target, attempt) = match task.kind {
+            TaskKind::Step { index, attempt } => ("s", Target::Step(index as usize), attempt),
+            TaskKind::Item {
+                index,
+                item,
+                attempt,
+            } => ("e", Target::Item(index as usize, item), attempt),
+            TaskKind::Compensate { index, attempt } => {
+                ("c", Target::Compensation(index as usize), attempt)
+            }
+            TaskKind::Finalize => ("f", Target::Step(0), 0),
         };
-        if kind == "s" && index >= spec.workflow.steps.len() {
+        let index = target.step();
+        if kind != "f" && index >= spec.workflow.steps.len() {
             return Ok(Claim::Stale);
         }
-        let reads: Vec<usize> = if kind == "s" {
-            let mut reads: Vec<usize> = spec.workflow.steps[index]
-                .input
-                .roots()
-                .filter_map(|r| match r {
-                    Root::Step(d) => Some(d),
-                    Root::Input => None,
-                })
-                .collect();
-            reads.sort_unstable();
-            reads.dedup();
-            reads
-        } else {
-            Vec::new()
+        let step = &spec.workflow.steps[index];
+        let reads: Vec<usize> = match target {
+            _ if kind == "f" => Vec::new(),
+            Target::Compensation(_) => step
+                .compensate
+                .as_ref()
+                .map(|c| super::spec::step_roots(&c.input))
+                .unwrap_or_default(),
+            _ => super::spec::reads_of(step, target, attempt),
+        };
+        let facts: Vec<usize> = match target {
+            Target::Step(_) if kind == "s" && attempt == 1 => step.deps.clone(),
+            _ => Vec::new(),
         };
         let reply = self
             .claims
@@ -328,10 +353,15 @@ impl StateStore for RedisBackend {
                 run: spec.id.clone(),
                 kind,
                 index,
+                item: match target {
+                    Target::Item(_, k) => k,
+                    _ => 0,
+                },
                 attempt,
                 max_deliveries: spec.defaults.max_deliveries,
                 now,
                 reads: reads.clone(),
+                facts: facts.clone(),
             })
             .await?;
         match reply.first().and_then(text).as_deref() {
@@ -353,18 +383,39 @@ impl StateStore for RedisBackend {
                     .lock()
                     .unwrap()
                     .insert((spec.id.clone(), index, lease), delivery.tag);
+                let item = match reply.get(4).and_then(text) {
+                    Some(s) if !s.is_empty() => Some(Arc::new(parse_json(&s, "item")?)),
+                    _ => None,
+                };
                 let mut deps = Vec::with_capacity(reads.len());
-                for (d, v) in reads.iter().zip(&reply[4..]) {
+                for (d, v) in reads.iter().zip(&reply[5..]) {
                     if let Some(s) = text(v).filter(|s| !s.is_empty()) {
                         deps.push((*d, Arc::new(parse_json(&s, "step output")?)));
                     }
                 }
+                let mut dep_facts = Vec::with_capacity(facts.len());
+                let rest = reply.get(5 + reads.len()..).unwrap_or_default();
+                for (d, pair) in facts.iter().zip(rest.chunks(2)) {
+                    let status = pair.first().and_then(text).unwrap_or_default();
+                    let status: StepStatus = view::status(&status)?;
+                    let error = match pair.get(1).and_then(text) {
+                        Some(e) if !e.is_empty() => Some(
+                            serde_json::from_str(&e)
+                                .map_err(|e| corrupt(format!("step error: {e}")))?,
+                        ),
+                        _ => None,
+                    };
+                    dep_facts.push((*d, status, error));
+                }
                 Ok(Claim::Step(StepWork {
                     spec,
                     index,
+                    target,
                     attempt,
                     lease,
                     deps,
+                    facts: dep_facts,
+                    item,
                     over_delivered: reply.get(2).and_then(text).as_deref() == Some("over"),
                 }))
             }
@@ -375,7 +426,7 @@ impl StateStore for RedisBackend {
     async fn commit(
         &self,
         run: &str,
-        index: usize,
+        target: Target,
         lease: u64,
         outcome: Outcome,
         now: Millis,
@@ -383,31 +434,69 @@ impl StateStore for RedisBackend {
         let Some(spec) = self.spec(run).await? else {
             return Ok(Committed::default());
         };
+        let index = target.step();
+        let step = spec.workflow.steps[index].id.clone();
+        let run_error = |failure: &crate::engine::Failure| {
+            json(&RunError {
+                code: failure.code.clone(),
+                message: format!("step `{step}` failed: {}", failure.message),
+                step: Some(step.clone()),
+            })
+        };
         let bytes = outcome.stored_bytes();
-        let (kind, payload, logs, due, run_error) = match outcome {
-            Outcome::Succeeded { output, logs } => {
-                ("ok", output.to_string(), logs, 0, String::new())
-            }
+        let (kind, payload, logs, due, run_error, second, extras) = match outcome {
+            Outcome::Succeeded { output, logs } => (
+                "ok",
+                output.to_string(),
+                logs,
+                0,
+                String::new(),
+                String::new(),
+                Vec::new(),
+            ),
             Outcome::Retry { failure, logs, due } => (
                 "retry",
-                serde_json::to_string(&failure).expect("JSON"),
+                json(&failure),
                 logs,
                 due,
                 String::new(),
+                String::new(),
+                Vec::new(),
             ),
-            Outcome::Failed { failure, logs } => {
-                let step = spec.workflow.steps[index].id.clone();
-                let error = RunError {
-                    code: failure.code.clone(),
-                    message: format!("step `{step}` failed: {}", failure.message),
-                    step: Some(step),
+            Outcome::Failed {
+                failure,
+                logs,
+                continues,
+            } => {
+                let kind = if continues { "cont" } else { "fail" };
+                let (second, error) = match target {
+                    Target::Item(_, k) => {
+                        let step_failure = rules::item_failure(k, &failure);
+                        (json(&step_failure), run_error(&step_failure))
+                    }
+                    _ => (String::new(), run_error(&failure)),
                 };
+                (kind, json(&failure), logs, 0, error, second, Vec::new())
+            }
+            Outcome::Skipped { reason, error } => (
+                "skip",
+                reason,
+                Vec::new(),
+                0,
+                String::new(),
+                error.map(|e| json(&e)).unwrap_or_default(),
+                Vec::new(),
+            ),
+            Outcome::Expand { items } => {
+                let too_many = rules::too_many_items(items.len(), spec.defaults.steps_per_run);
                 (
-                    "fail",
-                    serde_json::to_string(&failure).expect("JSON"),
-                    logs,
+                    "expand",
+                    String::new(),
+                    Vec::new(),
                     0,
-                    serde_json::to_string(&error).expect("JSON"),
+                    run_error(&too_many),
+                    json(&too_many),
+                    items.iter().map(|i| i.to_string()).collect(),
                 )
             }
         };
@@ -422,7 +511,16 @@ impl StateStore for RedisBackend {
             .call(CommitRequest {
                 run: run.to_string(),
                 tenant: spec.tenant.clone(),
+                target: match target {
+                    Target::Step(_) => "s",
+                    Target::Item(..) => "e",
+                    Target::Compensation(_) => "c",
+                },
                 index,
+                item: match target {
+                    Target::Item(_, k) => k,
+                    _ => 0,
+                },
                 lease,
                 kind,
                 payload,
@@ -433,6 +531,8 @@ impl StateStore for RedisBackend {
                 run_bytes: spec.defaults.run_bytes,
                 run_error,
                 entry: entry.unwrap_or_default(),
+                second,
+                extras,
             })
             .await?;
         let applied = reply.first().and_then(int) == Some(1);
@@ -443,7 +543,7 @@ impl StateStore for RedisBackend {
         }
         let retrying = reply.get(1).and_then(int) == Some(1);
         let run_ended = match reply.get(2).and_then(text).as_deref() {
-            Some("failed") => Some(RunStatus::Failed),
+            Some(s) if !s.is_empty() => Some(view::status(s)?),
             _ => None,
         };
         let cancelled = reply
@@ -478,6 +578,8 @@ impl StateStore for RedisBackend {
             .key(keys::run(run))
             .key(keys::steps(run))
             .key(keys::active(&spec.tenant))
+            .key(keys::items(run))
+            .key(keys::READY)
             .arg(kind)
             .arg(payload)
             .arg(now)
@@ -499,6 +601,8 @@ impl StateStore for RedisBackend {
             .key(keys::run(run))
             .key(keys::steps(run))
             .key(keys::active(tenant))
+            .key(keys::items(run))
+            .key(keys::READY)
             .arg(tenant)
             .arg(now)
             .invoke_async(&mut self.conn())
@@ -513,7 +617,8 @@ impl StateStore for RedisBackend {
                 Ok(Some(Cancelled::AlreadyEnded(status)))
             }
             Some("cancelled") => Ok(Some(Cancelled::Now {
-                stopped: reply[1..]
+                status: view::status(&reply.get(1).and_then(text).unwrap_or_default())?,
+                stopped: reply[2..]
                     .iter()
                     .filter_map(|v| int(v).map(|i| i as usize))
                     .collect(),
@@ -524,6 +629,17 @@ impl StateStore for RedisBackend {
 
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError> {
         self.view(tenant, run).await
+    }
+
+    async fn items(
+        &self,
+        tenant: &str,
+        run: &str,
+        step: &str,
+        cursor: u32,
+        limit: u32,
+    ) -> Result<Option<ItemsPage>, BackendError> {
+        self.items_page(tenant, run, step, cursor, limit).await
     }
 
     fn subscribe(&self) -> broadcast::Receiver<RunEvent> {

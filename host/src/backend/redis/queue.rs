@@ -26,6 +26,15 @@ fn task_of(entry: &StreamId) -> Option<Task> {
     let kind: String = entry.get("k")?;
     let kind = match kind.as_str() {
         "f" => TaskKind::Finalize,
+        "e" => TaskKind::Item {
+            index: entry.get("i")?,
+            item: entry.get("n")?,
+            attempt: entry.get("a")?,
+        },
+        "c" => TaskKind::Compensate {
+            index: entry.get("i")?,
+            attempt: entry.get("a")?,
+        },
         _ => TaskKind::Step {
             index: entry.get("i")?,
             attempt: entry.get("a")?,

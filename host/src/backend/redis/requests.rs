@@ -12,17 +12,22 @@ pub(super) struct ClaimRequest {
     pub(super) run: String,
     pub(super) kind: &'static str,
     pub(super) index: usize,
+    pub(super) item: u32,
     pub(super) attempt: u32,
     pub(super) max_deliveries: u32,
     pub(super) now: Millis,
     pub(super) reads: Vec<usize>,
+    pub(super) facts: Vec<usize>,
 }
 
 /// One commit of a batch.
 pub(super) struct CommitRequest {
     pub(super) run: String,
     pub(super) tenant: String,
+    /// `s` a step, `e` an item, `c` a compensation.
+    pub(super) target: &'static str,
     pub(super) index: usize,
+    pub(super) item: u32,
     pub(super) lease: u64,
     pub(super) kind: &'static str,
     pub(super) payload: String,
@@ -34,6 +39,10 @@ pub(super) struct CommitRequest {
     pub(super) run_bytes: u64,
     pub(super) run_error: String,
     pub(super) entry: String,
+    /// A skip's error, a failed item's step error, a too long list's error.
+    pub(super) second: String,
+    /// A list's items, as JSON.
+    pub(super) extras: Vec<String>,
 }
 
 /// Most requests in one script call.
@@ -54,12 +63,18 @@ pub(super) fn claim_batcher(
                 invocation
                     .key(keys::run(&r.run))
                     .key(keys::steps(&r.run))
+                    .key(keys::items(&r.run))
                     .arg(r.kind)
                     .arg(r.index)
                     .arg(r.attempt)
                     .arg(r.max_deliveries)
+                    .arg(r.item)
                     .arg(r.reads.len());
                 for d in &r.reads {
+                    invocation.arg(*d);
+                }
+                invocation.arg(r.facts.len());
+                for d in &r.facts {
                     invocation.arg(*d);
                 }
             }
@@ -90,7 +105,10 @@ pub(super) fn commit_batcher(
                     .key(keys::run(&r.run))
                     .key(keys::steps(&r.run))
                     .key(keys::active(&r.tenant))
+                    .key(keys::items(&r.run))
+                    .arg(r.target)
                     .arg(r.index)
+                    .arg(r.item)
                     .arg(r.lease)
                     .arg(r.kind)
                     .arg(&r.payload)
@@ -100,7 +118,12 @@ pub(super) fn commit_batcher(
                     .arg(r.bytes)
                     .arg(r.run_bytes)
                     .arg(&r.run_error)
-                    .arg(&r.entry);
+                    .arg(&r.entry)
+                    .arg(&r.second)
+                    .arg(r.extras.len());
+                for e in &r.extras {
+                    invocation.arg(e);
+                }
             }
             invocation
                 .invoke_async::<Vec<Vec<Value>>>(&mut conn)

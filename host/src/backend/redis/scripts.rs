@@ -19,6 +19,18 @@
 //! milliseconds.
 
 /// Functions every script starts with.
+///
+/// A "slot" names the fields of one attempt sequence: `i` for step i (in the
+/// steps hash), `i.k` for item k of step i (in the items hash), `ci` for the
+/// compensation of step i (in the steps hash). Fields of a slot: `s` status,
+/// `a` attempts, `l` lease, `v` deliveries, `r` last claim, `t` started, `f`
+/// finished, `o` output, `e` error, `g` logs; items also `x` (the item).
+/// Per step also: `q<i>` when it ended among the run's steps, `rs<i>` why it
+/// was skipped, `k<i>` a for_each step's max_concurrency, `n<i>` its item
+/// count, `p<i>` items started, `z<i>` items ended, `ev<i>` its last
+/// progress event, `cp<i>` 1 when it has a compensation. The run hash also
+/// keeps `ended` (steps ended), `items` (items expanded), `spr`
+/// (steps_per_run) and `comp` (1 when any step has a compensation).
 const PRELUDE: &str = r#"
 local function terminal(s)
   return s == 'succeeded' or s == 'failed' or s == 'cancelled'
@@ -36,23 +48,101 @@ local function step_event(run, steps, i, status, attempt, now, err)
   redis.call('PUBLISH', channel(run), msg .. '}')
 end
 
+local function compensation_event(run, steps, i, status, attempt, now, err)
+  local msg = '{"type":"compensation","run":' .. cjson.encode(run)
+    .. ',"step":' .. cjson.encode(redis.call('HGET', steps, 'i' .. i))
+    .. ',"status":"' .. status .. '","attempt":' .. attempt .. ',"at":' .. now
+  if err and err ~= '' then msg = msg .. ',"error":' .. err end
+  redis.call('PUBLISH', channel(run), msg .. '}')
+end
+
+local function items_event(run, steps, items, i, now)
+  local c = redis.call('HMGET', steps, 'n' .. i, 'ns' .. i, 'nf' .. i)
+  redis.call('PUBLISH', channel(run), '{"type":"items","run":' .. cjson.encode(run)
+    .. ',"step":' .. cjson.encode(redis.call('HGET', steps, 'i' .. i))
+    .. ',"total":' .. (c[1] or 0) .. ',"succeeded":' .. (c[2] or 0) .. ',"failed":' .. (c[3] or 0)
+    .. ',"at":' .. now .. '}')
+end
+
 local function run_event(run, status, now)
   redis.call('PUBLISH', channel(run),
     '{"type":"run","run":' .. cjson.encode(run) .. ',"status":"' .. status .. '","at":' .. now .. '}')
 end
 
--- Ends a run: steps not started are skipped, steps waiting for a retry and
--- running steps are cancelled. Returns the indexes of the running ones.
--- The run, its steps and its idempotency key are kept for the run's retention;
--- nodes running its steps are told on `weft:cancel`.
-local function end_run(run_key, steps, active, run, status, now, err)
+-- Step i ended (succeeded, skipped, or failed with on_error continue): it is
+-- numbered, dependents that wait on nothing more are queued (their gate
+-- decides at their claim), and the last one queues finalisation.
+local function step_ended(run_key, steps, ready, run, i, now)
+  local seq = redis.call('HINCRBY', run_key, 'ended', 1)
+  redis.call('HSET', steps, 'q' .. i, seq)
+  local remaining = redis.call('HINCRBY', run_key, 'remaining', -1)
+  for d in string.gmatch(redis.call('HGET', steps, 'd' .. i) or '', '[^,]+') do
+    local waiting = redis.call('HINCRBY', steps, 'w' .. d, -1)
+    if waiting == 0 and redis.call('HGET', steps, 's' .. d) == 'pending' then
+      redis.call('HSET', steps, 's' .. d, 'queued')
+      redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', d, 'a', 1)
+      step_event(run, steps, d, 'queued', 0, now, nil)
+    end
+  end
+  if remaining == 0 then
+    redis.call('XADD', ready, '*', 'r', run, 'k', 'f', 'i', 0, 'a', 0)
+  end
+end
+
+-- Starts as many items of for_each step i as keep its window full
+-- (`rules::items_to_start`).
+local function start_items(steps, items, ready, run, i)
+  local c = redis.call('HMGET', steps, 'k' .. i, 'n' .. i, 'p' .. i, 'z' .. i)
+  local max, total, started, ended = tonumber(c[1]), tonumber(c[2]), tonumber(c[3] or '0'), tonumber(c[4] or '0')
+  local start = math.min(max - (started - ended), total - started)
+  if start <= 0 then return end
+  for k = started, started + start - 1 do
+    local slot = i .. '.' .. k
+    redis.call('HSET', items, 's' .. slot, 'queued', 'a' .. slot, 0, 'l' .. slot, 0)
+    redis.call('XADD', ready, '*', 'r', run, 'k', 'e', 'i', i, 'a', 1, 'n', k)
+  end
+  redis.call('HSET', steps, 'p' .. i, started + start)
+end
+
+-- The compensation to run next (`rules::next_compensation`): of the steps
+-- that succeeded and have one not started, the one that ended last.
+local function next_compensation(run_key, steps)
+  if redis.call('HGET', run_key, 'comp') ~= '1' then return nil end
   local n = tonumber(redis.call('HGET', run_key, 'n'))
-  local retention = redis.call('HGET', run_key, 'retention') or '86400000'
-  local idem = redis.call('HGET', run_key, 'idem')
+  local best, best_seq = nil, -1
+  for j = 0, n - 1 do
+    local f = redis.call('HMGET', steps, 's' .. j, 'cp' .. j, 'q' .. j, 'sc' .. j)
+    if f[1] == 'succeeded' and f[2] == '1' and not f[4] then
+      local q = tonumber(f[3] or '0')
+      if q > best_seq then best, best_seq = j, q end
+    end
+  end
+  return best
+end
+
+local function start_compensation(steps, ready, run, i, now)
+  local slot = 'c' .. i
+  redis.call('HSET', steps, 's' .. slot, 'queued', 'a' .. slot, 0, 'l' .. slot, 0)
+  redis.call('XADD', ready, '*', 'r', run, 'k', 'c', 'i', i, 'a', 1)
+  compensation_event(run, steps, i, 'queued', 0, now, nil)
+end
+
+-- Steps not started are skipped, steps waiting for a retry and running steps
+-- (and the items of for_each steps) are cancelled. Returns the indexes of the
+-- running ones.
+local function stop_steps(run_key, steps, items, run, now)
+  local n = tonumber(redis.call('HGET', run_key, 'n'))
   local stopped = {}
   for j = 0, n - 1 do
-    local s = redis.call('HGET', steps, 's' .. j)
-    local a = tonumber(redis.call('HGET', steps, 'a' .. j))
+    local sa = redis.call('HMGET', steps, 's' .. j, 'a' .. j, 'p' .. j)
+    local s, a = sa[1], tonumber(sa[2])
+    for k = 0, tonumber(sa[3] or '0') - 1 do
+      local slot = j .. '.' .. k
+      local is = redis.call('HGET', items, 's' .. slot)
+      if is == 'running' or is == 'queued' then
+        redis.call('HSET', items, 's' .. slot, 'cancelled', 'f' .. slot, now)
+      end
+    end
     local next = nil
     if s == 'running' then
       next = 'cancelled'
@@ -67,13 +157,39 @@ local function end_run(run_key, steps, active, run, status, now, err)
       step_event(run, steps, j, next, a, now, nil)
     end
   end
+  return stopped
+end
+
+-- Ends a run with `status`. The run, its steps, its items and its
+-- idempotency key are kept for the run's retention.
+local function finish_run(run_key, steps, items, active, run, status, now)
+  local retention = redis.call('HGET', run_key, 'retention') or '86400000'
+  local idem = redis.call('HGET', run_key, 'idem')
   redis.call('HSET', run_key, 'status', status, 'finished_at', now)
-  if err then redis.call('HSET', run_key, 'error', err) end
   redis.call('DECR', active)
   redis.call('PEXPIRE', run_key, retention)
   redis.call('PEXPIRE', steps, retention)
+  redis.call('PEXPIRE', items, retention)
   if idem then redis.call('PEXPIRE', idem, retention) end
   run_event(run, status, now)
+end
+
+-- Stops a run that failed (err) or was cancelled (no err): its steps stop,
+-- then its compensations run, or it ends. Nodes running its attempts are
+-- told on `weft:cancel`. Returns the indexes of the steps that were running.
+local function stop_run(run_key, steps, items, active, ready, run, now, err)
+  local stopped = stop_steps(run_key, steps, items, run, now)
+  if err then redis.call('HSET', run_key, 'error', err) end
+  local next = next_compensation(run_key, steps)
+  if next then
+    redis.call('HSET', run_key, 'status', 'compensating')
+    start_compensation(steps, ready, run, next, now)
+    run_event(run, 'compensating', now)
+  else
+    local status = 'cancelled'
+    if redis.call('HEXISTS', run_key, 'error') == 1 then status = 'failed' end
+    finish_run(run_key, steps, items, active, run, status, now)
+  end
   if #stopped > 0 then redis.call('PUBLISH', 'weft:cancel', run) end
   return stopped
 end
@@ -84,8 +200,10 @@ end
 ///
 /// KEYS: run, steps, ready stream, tenant's active counter, idempotency key
 /// ARGV: run id, spec JSON, tenant, now, max active, has idempotency key (0/1),
-/// fingerprint, retention (ms), step count, stored bytes of the input, then per step:
-/// id, dependency count, dependents (comma separated)
+/// fingerprint, retention (ms), step count, stored bytes of the input,
+/// steps_per_run, any compensation (0/1), then per step: id, dependency
+/// count, dependents (comma separated), max_concurrency (0 without
+/// for_each), has a compensation (0/1)
 /// The idempotency key lives as long as its run: it expires with it.
 /// Returns `{'created'}`, `{'existing', '<fingerprint> <run>'}` or `{'limit', active}`.
 const CREATE: &str = r#"
@@ -99,16 +217,19 @@ local count = tonumber(redis.call('GET', active) or '0')
 if count >= tonumber(ARGV[5]) then return {'limit', tostring(count)} end
 redis.call('INCR', active)
 redis.call('HSET', run_key, 'spec', ARGV[2], 'tenant', ARGV[3], 'status', 'queued',
-  'created_at', now, 'remaining', n, 'n', n, 'leases', 0, 'retention', ARGV[8])
+  'created_at', now, 'remaining', n, 'n', n, 'leases', 0, 'retention', ARGV[8],
+  'ended', 0, 'items', 0, 'spr', ARGV[11], 'comp', ARGV[12])
 redis.call('HSET', steps, 'b', ARGV[10])
 if ARGV[6] == '1' then redis.call('HSET', run_key, 'idem', idem) end
 for i = 0, n - 1 do
-  local base = 11 + 3 * i
+  local base = 13 + 5 * i
   local deps = tonumber(ARGV[base + 1])
   local status = 'pending'
   if deps == 0 then status = 'queued' end
   redis.call('HSET', steps, 's' .. i, status, 'a' .. i, 0, 'l' .. i, 0, 'w' .. i, deps,
     'd' .. i, ARGV[base + 2], 'i' .. i, ARGV[base])
+  if ARGV[base + 3] ~= '0' then redis.call('HSET', steps, 'k' .. i, ARGV[base + 3]) end
+  if ARGV[base + 4] == '1' then redis.call('HSET', steps, 'cp' .. i, 1) end
   if deps == 0 then
     redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', i, 'a', 1)
   end
@@ -119,24 +240,26 @@ end
 return {'created'}
 "#;
 
-/// Claims tasks: for each, checks it is current, marks the step running with
+/// Claims tasks: for each, checks it is current, marks its slot running with
 /// a new lease, and returns what the attempt needs. Many claims go in one call.
 ///
-/// KEYS: run and steps of each claim
-/// ARGV: now, claim count, then per claim: kind (`s` or `f`), index, attempt,
-/// most deliveries of one attempt, count of reads, the indexes of the steps
-/// whose outputs the step reads
+/// KEYS: run, steps and items of each claim
+/// ARGV: now, claim count, then per claim: kind (`s` step, `e` item, `c`
+/// compensation, `f` finalisation), index, attempt, most deliveries of one
+/// attempt, item, count of reads, the indexes of the steps whose outputs the
+/// attempt reads, count of facts, the indexes of the steps whose status and
+/// error it needs (the gate of a step's first attempt)
 /// Returns per claim `{'stale'}`, `{'step', lease, '' or 'over' (delivered
-/// more often than allowed), started run (0/1), outputs...}` or
+/// more often than allowed), started run (0/1), the item ('' if none),
+/// outputs..., then status and error of each fact}` or
 /// `{'finalize', '', outputs of every step...}`.
-/// `v<i>` counts the deliveries of the attempt that holds step i.
 const CLAIM: &str = r#"
-local function claim_one(run_key, steps, kind, i, attempt, max_deliveries, now, reads)
+local function claim_one(run_key, steps, items, kind, i, attempt, max_deliveries, k, now, reads, facts)
   local status = redis.call('HGET', run_key, 'status')
   if not status or terminal(status) then return {'stale'} end
   local run = string.sub(run_key, 11, -6)
   if kind == 'f' then
-    if redis.call('HGET', run_key, 'remaining') ~= '0' then return {'stale'} end
+    if status == 'compensating' or redis.call('HGET', run_key, 'remaining') ~= '0' then return {'stale'} end
     local n = tonumber(redis.call('HGET', run_key, 'n'))
     local out = {'finalize', ''}
     for j = 0, n - 1 do
@@ -144,30 +267,49 @@ local function claim_one(run_key, steps, kind, i, attempt, max_deliveries, now, 
     end
     return out
   end
-  local sa = redis.call('HMGET', steps, 's' .. i, 'a' .. i)
+  if (kind == 'c') ~= (status == 'compensating') then return {'stale'} end
+  local hash, slot = steps, i
+  if kind == 'e' then
+    if redis.call('HGET', steps, 's' .. i) ~= 'running' then return {'stale'} end
+    hash, slot = items, i .. '.' .. k
+  elseif kind == 'c' then
+    slot = 'c' .. i
+  end
+  local sa = redis.call('HMGET', hash, 's' .. slot, 'a' .. slot)
   local s, a = sa[1], tonumber(sa[2])
   local over = ''
   if s == 'queued' and attempt == a + 1 then
-    redis.call('HSET', steps, 's' .. i, 'running', 'a' .. i, attempt, 'v' .. i, 1)
-    redis.call('HSETNX', steps, 't' .. i, now)
+    redis.call('HSET', hash, 's' .. slot, 'running', 'a' .. slot, attempt, 'v' .. slot, 1)
+    redis.call('HSETNX', hash, 't' .. slot, now)
   elseif s == 'running' and attempt == a then
     -- Delivered again: the node that held it is gone.
-    if redis.call('HINCRBY', steps, 'v' .. i, 1) > max_deliveries then over = 'over' end
+    if redis.call('HINCRBY', hash, 'v' .. slot, 1) > max_deliveries then over = 'over' end
   else
     return {'stale'}
   end
   local lease = redis.call('HINCRBY', run_key, 'leases', 1)
-  redis.call('HSET', steps, 'l' .. i, lease, 'r' .. i, now)
+  redis.call('HSET', hash, 'l' .. slot, lease, 'r' .. slot, now)
   local started = 0
   if status == 'queued' then
     redis.call('HSET', run_key, 'status', 'running', 'started_at', now)
     run_event(run, 'running', now)
     started = 1
   end
-  step_event(run, steps, i, 'running', attempt, now, nil)
-  local out = {'step', lease, over, started}
+  if kind == 's' then
+    step_event(run, steps, i, 'running', attempt, now, nil)
+  elseif kind == 'c' then
+    compensation_event(run, steps, i, 'running', attempt, now, nil)
+  end
+  local item = ''
+  if kind == 'e' then item = redis.call('HGET', items, 'x' .. slot) or 'null' end
+  local out = {'step', lease, over, started, item}
   for _, d in ipairs(reads) do
     table.insert(out, redis.call('HGET', steps, 'o' .. d) or '')
+  end
+  for _, d in ipairs(facts) do
+    local se = redis.call('HMGET', steps, 's' .. d, 'e' .. d)
+    table.insert(out, se[1] or 'pending')
+    table.insert(out, se[2] or '')
   end
   return out
 end
@@ -175,24 +317,31 @@ end
 local now, count, pos = ARGV[1], tonumber(ARGV[2]), 3
 local results = {}
 for c = 1, count do
-  local nreads = tonumber(ARGV[pos + 4])
+  local nreads = tonumber(ARGV[pos + 5])
   local reads = {}
-  for r = 1, nreads do reads[r] = ARGV[pos + 4 + r] end
-  results[c] = claim_one(KEYS[2 * c - 1], KEYS[2 * c], ARGV[pos], ARGV[pos + 1],
-    tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3]), now, reads)
-  pos = pos + 5 + nreads
+  for r = 1, nreads do reads[r] = ARGV[pos + 5 + r] end
+  local at = pos + 6 + nreads
+  local nfacts = tonumber(ARGV[at])
+  local facts = {}
+  for f = 1, nfacts do facts[f] = ARGV[at + f] end
+  results[c] = claim_one(KEYS[3 * c - 2], KEYS[3 * c - 1], KEYS[3 * c], ARGV[pos], ARGV[pos + 1],
+    tonumber(ARGV[pos + 2]), tonumber(ARGV[pos + 3]), ARGV[pos + 4], now, reads, facts)
+  pos = at + 1 + nfacts
 end
 return results
 "#;
 
 /// Records outcomes of attempts holding a lease. Many commits go in one call.
 ///
-/// KEYS: ready stream, delayed set, then run, steps and the tenant's active
-/// counter of each commit
-/// ARGV: group, commit count, then per commit: index, lease, outcome (`ok`,
-/// `retry`, `fail`), output or error JSON, logs JSON, now, due (retry),
-/// stored bytes of the outcome, the run's `run_bytes`, run error JSON (fail),
-/// the stream entry of the attempt's delivery ('' if unknown)
+/// KEYS: ready stream, delayed set, then run, steps, the tenant's active
+/// counter and items of each commit
+/// ARGV: group, commit count, then per commit: target (`s`, `e`, `c`),
+/// index, item, lease, outcome (`ok`, `retry`, `fail`, `cont` (failed, the
+/// run goes on), `skip`, `expand`), output or error JSON (a skip's reason),
+/// logs JSON, now, due (retry), stored bytes of the outcome, the run's
+/// `run_bytes`, run error JSON (fail), the stream entry of the attempt's
+/// delivery ('' if unknown), a second error JSON (a skip's, a failed item's
+/// step, a list's that is too long), count of extras, extras (a list's items)
 /// An outcome that would take the run's stored bytes past `run_bytes` is
 /// recorded as the failure `run_too_large` instead (`policy::over_run_bytes`).
 /// Returns per commit `{applied (0/1), retrying (0/1), run ended ('' or
@@ -200,7 +349,7 @@ return results
 const COMMIT: &str = r#"
 local ready, delayed, group = KEYS[1], KEYS[2], ARGV[1]
 
-local function commit_one(run_key, steps, active, i, lease, outcome, payload, logs, now, due, bytes, limit, run_error, entry)
+local function commit_one(run_key, steps, active, items, target, i, k, lease, outcome, payload, logs, now, due, bytes, limit, run_error, entry, second, extras)
   -- Acknowledges the delivery with the transition: the task is done.
   local function ack()
     if entry == '' then return 0 end
@@ -210,103 +359,220 @@ local function commit_one(run_key, steps, active, i, lease, outcome, payload, lo
   end
   local status = redis.call('HGET', run_key, 'status')
   if not status or terminal(status) then return {0, 0, '', ack()} end
-  local sl = redis.call('HMGET', steps, 's' .. i, 'l' .. i, 'a' .. i, 'd' .. i, 'b')
+  if (target == 'c') ~= (status == 'compensating') then return {0, 0, '', ack()} end
+  local hash, slot = steps, i
+  if target == 'e' then
+    hash, slot = items, i .. '.' .. k
+  elseif target == 'c' then
+    slot = 'c' .. i
+  end
+  local sl = redis.call('HMGET', hash, 's' .. slot, 'l' .. slot, 'a' .. slot)
   if sl[1] ~= 'running' or sl[2] ~= lease then
     -- Superseded: the delivery may belong to another node now.
     return {0, 0, '', 0}
   end
   local run = string.sub(run_key, 11, -6)
   local attempt = tonumber(sl[3])
-  -- The run's stored bytes live in the steps hash (`b`), read above and
-  -- written with the step's own fields below: the budget costs no call.
-  local used = tonumber(sl[5] or '0') + tonumber(bytes)
+  -- The run's stored bytes live in the steps hash (`b`).
+  local used = tonumber(redis.call('HGET', steps, 'b') or '0') + tonumber(bytes)
   if used > tonumber(limit) then
     used = used - tonumber(bytes)
     local id = redis.call('HGET', steps, 'i' .. i)
     local message = 'the run would store more than its run_bytes (' .. limit .. ' bytes)'
     outcome, logs = 'fail', '[]'
     payload = cjson.encode({code = 'run_too_large', message = message, retryable = false})
+    second = payload
     run_error = cjson.encode({code = 'run_too_large', step = id,
       message = 'step `' .. id .. '` failed: ' .. message})
   end
+  redis.call('HSET', steps, 'b', used)
+  local ended = ''
+  local function fail_run(err)
+    local stopped = stop_run(run_key, steps, items, active, ready, run, now, err)
+    local st = redis.call('HGET', run_key, 'status')
+    if terminal(st) then ended = st end
+    return stopped
+  end
+  local function done(stopped)
+    local out = {1, 0, ended, ack()}
+    for _, j in ipairs(stopped or {}) do table.insert(out, j) end
+    return out
+  end
+
+  if target == 'c' then
+    if outcome == 'retry' then
+      redis.call('HSET', steps, 's' .. slot, 'queued', 'e' .. slot, payload, 'g' .. slot, logs)
+      redis.call('ZADD', delayed, due, run .. '|' .. i .. '|' .. (attempt + 1) .. '|c')
+      compensation_event(run, steps, i, 'queued', attempt, now, payload)
+      return {1, 1, '', ack()}
+    end
+    local st = 'failed'
+    if outcome == 'ok' then
+      st = 'succeeded'
+      redis.call('HSET', steps, 's' .. slot, st, 'o' .. slot, payload, 'g' .. slot, logs, 'f' .. slot, now)
+      compensation_event(run, steps, i, st, attempt, now, nil)
+    else
+      redis.call('HSET', steps, 's' .. slot, st, 'e' .. slot, payload, 'g' .. slot, logs, 'f' .. slot, now)
+      compensation_event(run, steps, i, st, attempt, now, payload)
+    end
+    local next = next_compensation(run_key, steps)
+    if next then
+      start_compensation(steps, ready, run, next, now)
+    else
+      local final = 'cancelled'
+      if redis.call('HEXISTS', run_key, 'error') == 1 then final = 'failed' end
+      finish_run(run_key, steps, items, active, run, final, now)
+      ended = final
+    end
+    return done()
+  end
+
+  if target == 'e' then
+    if outcome == 'retry' then
+      redis.call('HSET', items, 's' .. slot, 'queued', 'e' .. slot, payload, 'g' .. slot, logs)
+      redis.call('ZADD', delayed, due, run .. '|' .. i .. '|' .. (attempt + 1) .. '|' .. k)
+      return {1, 1, '', ack()}
+    end
+    if outcome == 'ok' then
+      redis.call('HSET', items, 's' .. slot, 'succeeded', 'o' .. slot, payload, 'g' .. slot, logs, 'f' .. slot, now)
+      redis.call('HINCRBY', steps, 'ns' .. i, 1)
+    else
+      redis.call('HSET', items, 's' .. slot, 'failed', 'e' .. slot, payload, 'g' .. slot, logs, 'f' .. slot, now)
+      if outcome ~= 'cont' then
+        -- The step fails with its item's failure; the other items stop.
+        redis.call('HSET', steps, 's' .. i, 'failed', 'e' .. i, second, 'f' .. i, now)
+        step_event(run, steps, i, 'failed', 1, now, second)
+        local stopped = fail_run(run_error)
+        table.insert(stopped, tonumber(i))
+        redis.call('PUBLISH', 'weft:cancel', run)
+        return done(stopped)
+      end
+      redis.call('HINCRBY', steps, 'nf' .. i, 1)
+    end
+    local z = redis.call('HINCRBY', steps, 'z' .. i, 1)
+    local total = tonumber(redis.call('HGET', steps, 'n' .. i))
+    if z == total then
+      local parts = {}
+      for j = 0, total - 1 do
+        local o = redis.call('HGET', items, 'o' .. i .. '.' .. j)
+        if not o or o == '' then o = 'null' end
+        parts[j + 1] = o
+      end
+      redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, '[' .. table.concat(parts, ',') .. ']', 'f' .. i, now)
+      items_event(run, steps, items, i, now)
+      step_event(run, steps, i, 'succeeded', 1, now, nil)
+      step_ended(run_key, steps, ready, run, i, now)
+      return done()
+    end
+    local last = tonumber(redis.call('HGET', steps, 'ev' .. i) or '0')
+    if tonumber(now) >= last + 100 then
+      redis.call('HSET', steps, 'ev' .. i, now)
+      items_event(run, steps, items, i, now)
+    end
+    start_items(steps, items, ready, run, i)
+    return done()
+  end
+
+  if outcome == 'expand' then
+    local n = #extras
+    local fits = tonumber(redis.call('HGET', run_key, 'n')) + tonumber(redis.call('HGET', run_key, 'items') or '0') + n
+      <= tonumber(redis.call('HGET', run_key, 'spr') or '10000')
+    if not fits then
+      outcome, payload = 'fail', second
+    elseif n == 0 then
+      outcome, payload = 'ok', '[]'
+    else
+      redis.call('HINCRBY', run_key, 'items', n)
+      redis.call('HSET', steps, 'n' .. i, n, 'p' .. i, 0, 'z' .. i, 0)
+      for j = 1, n do
+        redis.call('HSET', items, 'x' .. i .. '.' .. (j - 1), extras[j])
+      end
+      start_items(steps, items, ready, run, i)
+      return done()
+    end
+  end
   if outcome == 'ok' then
-    redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, payload, 'g' .. i, logs, 'f' .. i, now, 'b', used)
+    redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
     redis.call('HDEL', steps, 'e' .. i)
     redis.call('HINCRBY', steps, 'c' .. i, 1)
     step_event(run, steps, i, 'succeeded', attempt, now, nil)
-    local remaining = redis.call('HINCRBY', run_key, 'remaining', -1)
-    for d in string.gmatch(sl[4], '[^,]+') do
-      local waiting = redis.call('HINCRBY', steps, 'w' .. d, -1)
-      if waiting == 0 and redis.call('HGET', steps, 's' .. d) == 'pending' then
-        redis.call('HSET', steps, 's' .. d, 'queued')
-        redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', d, 'a', 1)
-        step_event(run, steps, d, 'queued', 0, now, nil)
-      end
-    end
-    if remaining == 0 then
-      redis.call('XADD', ready, '*', 'r', run, 'k', 'f', 'i', 0, 'a', 0)
-    end
-    return {1, 0, '', ack()}
+    step_ended(run_key, steps, ready, run, i, now)
+    return done()
+  elseif outcome == 'skip' then
+    redis.call('HSET', steps, 's' .. i, 'skipped', 'a' .. i, 0, 'rs' .. i, payload, 'f' .. i, now)
+    redis.call('HDEL', steps, 't' .. i)
+    if second ~= '' then redis.call('HSET', steps, 'e' .. i, second) end
+    step_event(run, steps, i, 'skipped', 0, now, nil)
+    step_ended(run_key, steps, ready, run, i, now)
+    return done()
   elseif outcome == 'retry' then
-    redis.call('HSET', steps, 's' .. i, 'queued', 'e' .. i, payload, 'g' .. i, logs, 'b', used)
+    redis.call('HSET', steps, 's' .. i, 'queued', 'e' .. i, payload, 'g' .. i, logs)
     redis.call('ZADD', delayed, due, run .. '|' .. i .. '|' .. (attempt + 1))
     step_event(run, steps, i, 'queued', attempt, now, payload)
     return {1, 1, '', ack()}
   end
-  redis.call('HSET', steps, 's' .. i, 'failed', 'e' .. i, payload, 'g' .. i, logs, 'f' .. i, now, 'b', used)
+  redis.call('HSET', steps, 's' .. i, 'failed', 'e' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
   step_event(run, steps, i, 'failed', attempt, now, payload)
-  local stopped = end_run(run_key, steps, active, run, 'failed', now, run_error)
-  local out = {1, 0, 'failed', ack()}
-  for _, j in ipairs(stopped) do table.insert(out, j) end
-  return out
+  if outcome == 'cont' then
+    step_ended(run_key, steps, ready, run, i, now)
+    return done()
+  end
+  return done(fail_run(run_error))
 end
 
 local count, pos = tonumber(ARGV[2]), 3
 local results = {}
 for c = 1, count do
-  local k = 3 * c
-  results[c] = commit_one(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[pos], ARGV[pos + 1],
-    ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4], ARGV[pos + 5], ARGV[pos + 6],
-    ARGV[pos + 7], ARGV[pos + 8], ARGV[pos + 9], ARGV[pos + 10])
-  pos = pos + 11
+  local kk = 4 * c - 1
+  local nextras = tonumber(ARGV[pos + 14])
+  local extras = {}
+  for e = 1, nextras do extras[e] = ARGV[pos + 14 + e] end
+  results[c] = commit_one(KEYS[kk], KEYS[kk + 1], KEYS[kk + 2], KEYS[kk + 3], ARGV[pos], ARGV[pos + 1],
+    ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4], ARGV[pos + 5], ARGV[pos + 6], ARGV[pos + 7],
+    ARGV[pos + 8], ARGV[pos + 9], ARGV[pos + 10], ARGV[pos + 11], ARGV[pos + 12], ARGV[pos + 13], extras)
+  pos = pos + 15 + nextras
 end
 return results
 "#;
 
-/// Ends a run whose steps all succeeded.
+/// Ends a run whose steps all ended: with its output, or failed by an
+/// error resolving it (then its compensations run first).
 ///
-/// KEYS: run, steps, tenant's active counter
+/// KEYS: run, steps, tenant's active counter, items, ready stream
 /// ARGV: `ok` or `err`, output JSON or run error JSON, now
-/// Returns 1 when the run ended now.
+/// Returns 1 when the run ended now (or its compensations started).
 const FINISH: &str = r#"
-local run_key, steps, active = KEYS[1], KEYS[2], KEYS[3]
+local run_key, steps, active, items, ready = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local status = redis.call('HGET', run_key, 'status')
-if not status or terminal(status) or redis.call('HGET', run_key, 'remaining') ~= '0' then
+if not status or terminal(status) or status == 'compensating'
+  or redis.call('HGET', run_key, 'remaining') ~= '0' then
   return 0
 end
 local run = string.sub(run_key, 11, -6)
 if ARGV[1] == 'ok' then
   redis.call('HSET', run_key, 'output', ARGV[2])
-  end_run(run_key, steps, active, run, 'succeeded', ARGV[3], nil)
+  finish_run(run_key, steps, items, active, run, 'succeeded', ARGV[3])
 else
-  end_run(run_key, steps, active, run, 'failed', ARGV[3], ARGV[2])
+  stop_run(run_key, steps, items, active, ready, run, ARGV[3], ARGV[2])
 end
 return 1
 "#;
 
 /// Cancels a run of a tenant.
 ///
-/// KEYS: run, steps, tenant's active counter
+/// KEYS: run, steps, tenant's active counter, items, ready stream
 /// ARGV: tenant, now
-/// Returns `{'missing'}`, `{'ended', status}` or `{'cancelled', stopped steps...}`.
+/// Returns `{'missing'}`, `{'ended', status}` or `{'cancelled', status now, stopped steps...}`.
 const CANCEL: &str = r#"
-local run_key, steps, active = KEYS[1], KEYS[2], KEYS[3]
+local run_key, steps, active, items, ready = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local status = redis.call('HGET', run_key, 'status')
 if not status or redis.call('HGET', run_key, 'tenant') ~= ARGV[1] then return {'missing'} end
 if terminal(status) then return {'ended', status} end
+-- Already being undone: its compensations run to their end.
+if status == 'compensating' then return {'cancelled', status} end
 local run = string.sub(run_key, 11, -6)
-local stopped = end_run(run_key, steps, active, run, 'cancelled', ARGV[2], nil)
-local out = {'cancelled'}
+local stopped = stop_run(run_key, steps, items, active, ready, run, ARGV[2], nil)
+local out = {'cancelled', redis.call('HGET', run_key, 'status')}
 for _, j in ipairs(stopped) do table.insert(out, j) end
 return out
 "#;
@@ -320,9 +586,17 @@ const PROMOTE: &str = r#"
 local delayed, ready = KEYS[1], KEYS[2]
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
-  local run, i, a = string.match(member, '^(.*)|(%d+)|(%d+)$')
-  if run then
-    redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', i, 'a', a)
+  -- `run|i|a` a step, `run|i|a|k` item k, `run|i|a|c` a compensation.
+  local run, i, a, k = string.match(member, '^(.*)|(%d+)|(%d+)|(%w+)$')
+  if run and k == 'c' then
+    redis.call('XADD', ready, '*', 'r', run, 'k', 'c', 'i', i, 'a', a)
+  elseif run then
+    redis.call('XADD', ready, '*', 'r', run, 'k', 'e', 'i', i, 'a', a, 'n', k)
+  else
+    run, i, a = string.match(member, '^(.*)|(%d+)|(%d+)$')
+    if run then
+      redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', i, 'a', a)
+    end
   end
   redis.call('ZREM', delayed, member)
 end

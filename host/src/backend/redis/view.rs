@@ -15,10 +15,11 @@ use crate::backend::BackendError;
 use crate::engine::{Failure, LogLine};
 use crate::scheduler::clock::{Millis, rfc3339};
 use crate::scheduler::model::{
-    RunError, RunEvent, RunStatus, RunView, StepOutput, StepRecord, StepStatus, StepView,
+    CompensationView, FailedItem, ItemCounts, ItemView, ItemsPage, ItemsView, MAX_FAILED_SHOWN,
+    RunError, RunEvent, RunSpec, RunStatus, RunView, StepOutput, StepRecord, StepStatus, StepView,
 };
 
-fn status<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, BackendError> {
+pub(super) fn status<T: for<'de> Deserialize<'de>>(s: &str) -> Result<T, BackendError> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
         .map_err(|e| corrupt(format!("status {s:?}: {e}")))
 }
@@ -54,20 +55,169 @@ impl RedisBackend {
                 spec
             }
         };
+        let items = self.items_views(id, &spec, &steps).await?;
         // A run holding large outputs is parsed off the async executor.
         let size = steps.values().map(String::len).sum::<usize>()
             + run.get("output").map_or(0, String::len);
-        crate::budget::offload_if_large(size, move || build_view(&spec, &run, &mut steps))
+        crate::budget::offload_if_large(size, move || build_view(&spec, &run, &mut steps, items))
             .await
             .map(Some)
+    }
+
+    /// The item summaries of the run's for_each steps that read their lists.
+    async fn items_views(
+        &self,
+        id: &str,
+        spec: &RunSpec,
+        steps: &HashMap<String, String>,
+    ) -> Result<HashMap<usize, ItemsView>, BackendError> {
+        let mut views = HashMap::new();
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        for (i, step) in spec.workflow.steps.iter().enumerate() {
+            if step.for_each.is_none() {
+                continue;
+            }
+            let get = |f: &str| -> u32 {
+                steps
+                    .get(&format!("{f}{i}"))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            let (total, started) = (get("n"), get("p"));
+            views.insert(
+                i,
+                ItemsView {
+                    total,
+                    counts: ItemCounts {
+                        pending: total - started.min(total),
+                        ..ItemCounts::default()
+                    },
+                    failed: Vec::new(),
+                },
+            );
+            if started > 0 {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(keys::items(id));
+                for k in 0..started {
+                    cmd.arg(format!("s{i}.{k}")).arg(format!("e{i}.{k}"));
+                }
+                pipe.add_command(cmd);
+                asked.push(i);
+            }
+        }
+        if asked.is_empty() {
+            return Ok(views);
+        }
+        let replies: Vec<Vec<Option<String>>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        for (i, fields) in asked.into_iter().zip(replies) {
+            let view = views.get_mut(&i).expect("asked for");
+            for (k, pair) in fields.chunks(2).enumerate() {
+                let st: StepStatus = status(pair[0].as_deref().unwrap_or("pending"))?;
+                view.counts.add(st);
+                if st == StepStatus::Failed
+                    && view.failed.len() < MAX_FAILED_SHOWN
+                    && let Some(Some(e)) = pair.get(1)
+                {
+                    view.failed.push(FailedItem {
+                        index: k as u32,
+                        error: serde_json::from_str(e)
+                            .map_err(|e| corrupt(format!("item error: {e}")))?,
+                    });
+                }
+            }
+        }
+        Ok(views)
+    }
+
+    pub(super) async fn items_page(
+        &self,
+        tenant: &str,
+        id: &str,
+        step: &str,
+        cursor: u32,
+        limit: u32,
+    ) -> Result<Option<ItemsPage>, BackendError> {
+        let owner: Option<String> = redis::cmd("HGET")
+            .arg(keys::run(id))
+            .arg("tenant")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if owner.as_deref() != Some(tenant) {
+            return Ok(None);
+        }
+        let Some(spec) = self.spec(id).await? else {
+            return Ok(None);
+        };
+        let Some(i) = spec.workflow.step_index(step) else {
+            return Ok(None);
+        };
+        let (total, started): (Option<u32>, Option<u32>) = redis::cmd("HMGET")
+            .arg(keys::steps(id))
+            .arg(format!("n{i}"))
+            .arg(format!("p{i}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let (total, started) = (total.unwrap_or(0), started.unwrap_or(0));
+        let end = cursor.saturating_add(limit).min(total);
+        let fields = ["s", "a", "o", "e", "t", "f"];
+        let mut page = Vec::new();
+        let read_to = end.min(started);
+        if cursor < read_to {
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(keys::items(id));
+            for k in cursor..read_to {
+                for f in fields {
+                    cmd.arg(format!("{f}{i}.{k}"));
+                }
+            }
+            let values: Vec<Option<String>> = cmd
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            for (k, v) in (cursor..read_to).zip(values.chunks(fields.len())) {
+                let rec = StepRecord {
+                    status: Some(status(v[0].as_deref().unwrap_or("pending"))?),
+                    attempts: v[1].as_deref().and_then(|a| a.parse().ok()).unwrap_or(0),
+                    output: None,
+                    error: v[3]
+                        .as_deref()
+                        .map(|e| {
+                            serde_json::from_str(e).map_err(|e| corrupt(format!("item error: {e}")))
+                        })
+                        .transpose()?,
+                    started_at: v[4].as_deref().and_then(|t| t.parse().ok()),
+                    finished_at: v[5].as_deref().and_then(|t| t.parse().ok()),
+                    ..StepRecord::default()
+                };
+                let mut view = ItemView::new(k, &rec);
+                view.output = v[2].clone().map(|o| StepOutput::Text(Arc::from(o)));
+                page.push(view);
+            }
+        }
+        let pending = StepRecord {
+            status: Some(StepStatus::Pending),
+            ..StepRecord::default()
+        };
+        page.extend((read_to.max(cursor)..end).map(|k| ItemView::new(k, &pending)));
+        Ok(Some(ItemsPage {
+            items: page,
+            next_cursor: (end < total).then(|| end.to_string()),
+        }))
     }
 }
 
 /// A run as clients see it, from its run and steps hashes.
 fn build_view(
-    spec: &crate::scheduler::model::RunSpec,
+    spec: &RunSpec,
     run: &HashMap<String, String>,
     steps: &mut HashMap<String, String>,
+    mut items: HashMap<usize, ItemsView>,
 ) -> Result<RunView, BackendError> {
     let mut views = IndexMap::with_capacity(spec.workflow.steps.len());
     for (i, step) in spec.workflow.steps.iter().enumerate() {
@@ -93,8 +243,30 @@ fn build_view(
                 .unwrap_or_default(),
             started_at: millis(steps, &format!("t{i}")),
             finished_at: millis(steps, &format!("f{i}")),
+            reason: field("rs").cloned(),
         };
         let mut view = StepView::new(spec, i, &record);
+        view.items = items.remove(&i);
+        if let Some(s) = steps.get(&format!("sc{i}")) {
+            let slot = |name: &str| steps.get(&format!("{name}c{i}"));
+            let rec = StepRecord {
+                status: Some(status(s)?),
+                attempts: slot("a").and_then(|a| a.parse().ok()).unwrap_or(0),
+                output: slot("o")
+                    .map(|o| parse_json(o, "compensation output").map(Arc::new))
+                    .transpose()?,
+                error: slot("e")
+                    .map(|e| {
+                        serde_json::from_str(e)
+                            .map_err(|e| corrupt(format!("compensation error: {e}")))
+                    })
+                    .transpose()?,
+                started_at: slot("t").and_then(|t| t.parse().ok()),
+                finished_at: slot("f").and_then(|t| t.parse().ok()),
+                ..StepRecord::default()
+            };
+            view.compensation = Some(CompensationView::new(&rec));
+        }
         // Written by the commit from a serialised value: not checked again.
         view.output = steps
             .remove(&format!("o{i}"))
@@ -208,9 +380,16 @@ struct Published {
     run: String,
     #[serde(default)]
     step: Option<String>,
+    #[serde(default)]
     status: String,
     #[serde(default)]
     attempt: u32,
+    #[serde(default)]
+    total: u32,
+    #[serde(default)]
+    succeeded: u32,
+    #[serde(default)]
+    failed: u32,
     #[serde(default)]
     error: Option<Failure>,
     at: Millis,
@@ -222,6 +401,22 @@ fn decode_event(payload: &str) -> Option<RunEvent> {
         "run" => RunEvent::Run {
             run: p.run,
             status: status(&p.status).ok()?,
+            at: rfc3339(p.at),
+        },
+        "items" => RunEvent::Items {
+            run: p.run,
+            step: p.step?,
+            total: p.total,
+            succeeded: p.succeeded,
+            failed: p.failed,
+            at: rfc3339(p.at),
+        },
+        "compensation" => RunEvent::Compensation {
+            run: p.run,
+            step: p.step?,
+            status: status(&p.status).ok()?,
+            attempt: p.attempt,
+            error: p.error,
             at: rfc3339(p.at),
         },
         _ => RunEvent::Step {

@@ -238,6 +238,23 @@ impl Progress {
                 self.steps.insert(step.clone(), (*status, *attempt));
                 self.line(step, *status, *attempt, error.as_ref(), duration);
             }
+            RunEvent::Items {
+                step,
+                total,
+                succeeded,
+                failed,
+                ..
+            } => println!("  {step}: {succeeded} of {total} items succeeded, {failed} failed"),
+            RunEvent::Compensation {
+                step,
+                status,
+                attempt,
+                error,
+                ..
+            } => {
+                let what = format!("{step} (compensation)");
+                self.line(&what, *status, *attempt, error.as_ref(), None);
+            }
         }
     }
 

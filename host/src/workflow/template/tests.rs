@@ -21,7 +21,7 @@ fn run(template: &Template, input: &Value, parse: &Value) -> Result<Value, BadRe
     template.resolve(&|root| match root {
         Root::Input => Some(input),
         Root::Step(0) => Some(parse),
-        Root::Step(_) => None,
+        Root::Step(_) | Root::Item | Root::Index => None,
     })
 }
 

@@ -1,0 +1,245 @@
+//! The rules of the workflow language (ARCHITECTURE.md section 14) as plain
+//! functions from a state to a decision: whether a step whose dependencies
+//! ended runs or is skipped, how many for_each items start, which
+//! compensation runs next, how a run ends after its compensations. The
+//! stores apply these decisions; the Redis scripts mirror the counting ones,
+//! and the shared backend suite replays the same cases against every store.
+
+use crate::engine::Failure;
+use crate::scheduler::clock::Millis;
+use crate::scheduler::model::{ITEM_EVENT_MS, RunError, RunStatus, StepStatus};
+use crate::workflow::{Condition, OnError, Step};
+
+/// What happens to a step whose dependencies have all ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gate {
+    Run,
+    Skip {
+        reason: String,
+        /// The error of a condition that could not be evaluated.
+        error: Option<Failure>,
+    },
+}
+
+/// Whether a dependency that ended with `status` counts as satisfied: it
+/// succeeded, or failed while the run went on (`on_error: continue`; any
+/// other failure would have ended the run).
+pub fn satisfied(status: StepStatus) -> bool {
+    matches!(status, StepStatus::Succeeded | StepStatus::Failed)
+}
+
+/// The gate of `step`, given how each of its dependencies ended: skipped
+/// when every dependency was skipped, else skipped when its `when` is false
+/// or cannot be evaluated, else run. `evaluate` is called only when needed.
+pub fn gate(
+    step: &Step,
+    deps: &[StepStatus],
+    evaluate: impl FnOnce(&Condition) -> Result<bool, String>,
+) -> Gate {
+    if !deps.is_empty() && deps.iter().all(|s| *s == StepStatus::Skipped) {
+        return Gate::Skip {
+            reason: "every dependency was skipped".into(),
+            error: None,
+        };
+    }
+    let Some(condition) = &step.when else {
+        return Gate::Run;
+    };
+    match evaluate(condition) {
+        Ok(true) => Gate::Run,
+        Ok(false) => Gate::Skip {
+            reason: format!("when is false: {}", condition.source()),
+            error: None,
+        },
+        Err(message) => Gate::Skip {
+            reason: message.clone(),
+            error: Some(Failure {
+                code: "condition_error".into(),
+                message,
+                retryable: false,
+            }),
+        },
+    }
+}
+
+/// Whether the failure of `step` (or of one of its items), after its
+/// retries, leaves the run going.
+pub fn continues(step: &Step) -> bool {
+    step.on_error == OnError::Continue
+}
+
+/// How many more items of a for_each step start now: as many as keep
+/// `max_concurrency` items going, while items are left.
+pub fn items_to_start(max_concurrency: u32, total: u32, started: u32, ended: u32) -> u32 {
+    let active = started.saturating_sub(ended);
+    max_concurrency
+        .saturating_sub(active)
+        .min(total.saturating_sub(started))
+}
+
+/// Whether a for_each list of `count` items fits in the run's
+/// `steps_per_run`, with the run's `steps` and the `items` other for_each
+/// steps already expanded to.
+pub fn items_fit(steps: usize, items: u64, count: usize, steps_per_run: u32) -> bool {
+    (steps as u64)
+        .saturating_add(items)
+        .saturating_add(count as u64)
+        <= u64::from(steps_per_run)
+}
+
+/// The failure of a for_each step whose list holds too many items.
+pub fn too_many_items(count: usize, steps_per_run: u32) -> Failure {
+    Failure {
+        code: "too_many_items".into(),
+        message: format!(
+            "the list has {count} items; with the run's other steps and items that is more than its steps_per_run ({steps_per_run})"
+        ),
+        retryable: false,
+    }
+}
+
+/// The failure of a for_each step whose list is not an array.
+pub fn not_a_list(found: &serde_json::Value) -> Failure {
+    let kind = match found {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Object(_) => "an object",
+        serde_json::Value::Array(_) => "an array",
+    };
+    Failure {
+        code: "bad_reference".into(),
+        message: format!("for_each needs an array; the reference gave {kind}"),
+        retryable: false,
+    }
+}
+
+/// The failure a for_each step takes from its item `item`'s failure.
+pub fn item_failure(item: u32, failure: &Failure) -> Failure {
+    Failure {
+        code: failure.code.clone(),
+        message: format!("item {item}: {}", failure.message),
+        retryable: false,
+    }
+}
+
+/// One step as the choice of the next compensation sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Done {
+    pub index: usize,
+    pub status: StepStatus,
+    /// The order in which steps ended, from 1; 0 if it has not.
+    pub seq: u64,
+    /// The step has a `compensate`.
+    pub compensable: bool,
+    /// Its compensation has started (and runs or ended).
+    pub compensated: bool,
+}
+
+/// The next compensation to run: of the steps that succeeded and have a
+/// `compensate` not started yet, the one that ended last; None when every
+/// compensation has run.
+pub fn next_compensation(steps: impl IntoIterator<Item = Done>) -> Option<usize> {
+    steps
+        .into_iter()
+        .filter(|d| d.status == StepStatus::Succeeded && d.compensable && !d.compensated)
+        .max_by_key(|d| d.seq)
+        .map(|d| d.index)
+}
+
+/// The status a run ends with once its compensations have run: `failed` if
+/// a failure ended it (it has an error), else `cancelled`.
+pub fn after_compensation(error: Option<&RunError>) -> RunStatus {
+    if error.is_some() {
+        RunStatus::Failed
+    } else {
+        RunStatus::Cancelled
+    }
+}
+
+/// Whether a for_each step whose last progress event went at `last` may
+/// send another at `now`.
+pub fn progress_event_due(last: Millis, now: Millis) -> bool {
+    now >= last.saturating_add(ITEM_EVENT_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(index: usize, status: StepStatus, seq: u64, compensable: bool) -> Done {
+        Done {
+            index,
+            status,
+            seq,
+            compensable,
+            compensated: false,
+        }
+    }
+
+    #[test]
+    fn compensations_go_in_reverse_order_of_completion() {
+        use StepStatus::*;
+        // Step 2 ended before step 0; step 1 has no compensation; step 3 failed.
+        let steps = [
+            done(0, Succeeded, 3, true),
+            done(1, Succeeded, 2, false),
+            done(2, Succeeded, 1, true),
+            done(3, Failed, 4, true),
+        ];
+        assert_eq!(next_compensation(steps), Some(0));
+        let mut after = steps;
+        after[0].compensated = true;
+        assert_eq!(next_compensation(after), Some(2));
+        after[2].compensated = true;
+        assert_eq!(next_compensation(after), None);
+    }
+
+    #[test]
+    fn the_window_keeps_max_concurrency_items_going() {
+        // (max, total, started, ended) -> to start
+        let cases = [
+            ((10, 0, 0, 0), 0),
+            ((10, 1, 0, 0), 1),
+            ((10, 100, 0, 0), 10),
+            ((10, 100, 10, 1), 1),
+            ((10, 100, 10, 0), 0),
+            ((1, 5, 1, 1), 1),
+            ((1000, 10_000, 1000, 1000), 1000),
+            ((10, 12, 10, 5), 2),
+        ];
+        for ((max, total, started, ended), want) in cases {
+            assert_eq!(
+                items_to_start(max, total, started, ended),
+                want,
+                "{max} {total} {started} {ended}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_run_ends_failed_with_an_error_and_cancelled_without() {
+        let error = RunError {
+            code: "x".into(),
+            message: "m".into(),
+            step: None,
+        };
+        assert_eq!(after_compensation(Some(&error)), RunStatus::Failed);
+        assert_eq!(after_compensation(None), RunStatus::Cancelled);
+    }
+
+    #[test]
+    fn items_count_against_steps_per_run() {
+        assert!(items_fit(2, 0, 9_998, 10_000));
+        assert!(!items_fit(2, 0, 9_999, 10_000));
+        assert!(!items_fit(2, 5_000, 5_000, 10_000));
+    }
+
+    #[test]
+    fn progress_events_are_at_most_one_per_interval() {
+        assert!(progress_event_due(0, 100));
+        assert!(!progress_event_due(50, 149));
+        assert!(progress_event_due(50, 150));
+    }
+}
