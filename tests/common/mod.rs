@@ -30,6 +30,7 @@ pub const COMPONENTS: &[(&str, &str)] = &[
     ("probe", paths::PROBE),
     ("wrongsig", paths::WRONGSIG),
     ("badimport", paths::BADIMPORT),
+    ("span", paths::SPAN),
 ];
 
 /// The `weft` binary under test.

@@ -78,13 +78,20 @@ pub fn items_to_start(max_concurrency: u32, total: u32, started: u32, ended: u32
 }
 
 /// Whether a for_each list of `count` items fits in the run's
-/// `steps_per_run`, with the run's `steps` and the `items` other for_each
-/// steps already expanded to.
-pub fn items_fit(steps: usize, items: u64, count: usize, steps_per_run: u32) -> bool {
+/// `steps_per_run`, with the run's `steps` and the `extra` items that other
+/// for_each steps already expanded to. A for_each step counts as its items:
+/// its list adds [`extra_items`] to the steps of the document.
+pub fn items_fit(steps: usize, extra: u64, count: usize, steps_per_run: u32) -> bool {
     (steps as u64)
-        .saturating_add(items)
-        .saturating_add(count as u64)
+        .saturating_add(extra)
+        .saturating_add(extra_items(count))
         <= u64::from(steps_per_run)
+}
+
+/// What a list of `count` items adds to the run's steps: the step is one of
+/// its items.
+pub fn extra_items(count: usize) -> u64 {
+    (count as u64).saturating_sub(1)
 }
 
 /// The failure of a for_each step whose list holds too many items.
@@ -231,9 +238,11 @@ mod tests {
 
     #[test]
     fn items_count_against_steps_per_run() {
-        assert!(items_fit(2, 0, 9_998, 10_000));
-        assert!(!items_fit(2, 0, 9_999, 10_000));
+        assert!(items_fit(1, 0, 10_000, 10_000));
+        assert!(items_fit(2, 0, 9_999, 10_000));
+        assert!(!items_fit(2, 0, 10_000, 10_000));
         assert!(!items_fit(2, 5_000, 5_000, 10_000));
+        assert!(items_fit(10_000, 0, 0, 10_000));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::scheduler::model::{
     CompensationView, FailedItem, ItemCounts, ItemView, ItemsPage, ItemsView, MAX_FAILED_SHOWN,
     RunStatus, RunView, StepRecord, StepStatus, StepView, Task, TaskKind,
 };
+use crate::scheduler::rules;
 
 impl MemoryBackend {
     /// Forgets finished runs past their retention, and each tenant's oldest
@@ -356,7 +357,7 @@ impl MemoryBackend {
             let items = steps
                 .iter()
                 .filter_map(|s| s.items.as_ref())
-                .map(|i| u64::from(i.total()))
+                .map(|i| rules::extra_items(i.total() as usize))
                 .sum();
             inner.runs.insert(
                 id,

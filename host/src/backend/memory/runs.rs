@@ -35,7 +35,8 @@ pub(super) struct RunState {
     pub(super) leases: u64,
     /// Steps ended so far, which numbers them in the order they ended.
     pub(super) ended: u64,
-    /// Items of for_each steps expanded so far, counted against `steps_per_run`.
+    /// Items of for_each steps expanded so far beyond one per step
+    /// (`rules::extra_items`), counted against `steps_per_run`.
     pub(super) items: u64,
 }
 
@@ -792,7 +793,7 @@ fn commit_step(
                 };
                 return commit_step(tx, run, index, outcome, committed);
             }
-            run.items += items.len() as u64;
+            run.items += rules::extra_items(items.len());
             run.steps[index].items = Some(Box::new(Items {
                 values: items.into_iter().map(Arc::new).collect(),
                 slots: Vec::new(),

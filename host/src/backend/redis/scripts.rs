@@ -29,7 +29,7 @@
 /// was skipped, `k<i>` a for_each step's max_concurrency, `n<i>` its item
 /// count, `p<i>` items started, `z<i>` items ended, `ev<i>` its last
 /// progress event, `cp<i>` 1 when it has a compensation. The run hash also
-/// keeps `ended` (steps ended), `items` (items expanded), `spr`
+/// keeps `ended` (steps ended), `items` (items expanded beyond one per step), `spr`
 /// (steps_per_run) and `comp` (1 when any step has a compensation).
 const PRELUDE: &str = r#"
 local function terminal(s)
@@ -474,15 +474,17 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
   end
 
   if outcome == 'expand' then
+    -- `rules::items_fit`: the step is one of its items.
     local n = #extras
-    local fits = tonumber(redis.call('HGET', run_key, 'n')) + tonumber(redis.call('HGET', run_key, 'items') or '0') + n
+    local extra = math.max(n - 1, 0)
+    local fits = tonumber(redis.call('HGET', run_key, 'n')) + tonumber(redis.call('HGET', run_key, 'items') or '0') + extra
       <= tonumber(redis.call('HGET', run_key, 'spr') or '10000')
     if not fits then
       outcome, payload = 'fail', second
     elseif n == 0 then
       outcome, payload = 'ok', '[]'
     else
-      redis.call('HINCRBY', run_key, 'items', n)
+      redis.call('HINCRBY', run_key, 'items', extra)
       redis.call('HSET', steps, 'n' .. i, n, 'p' .. i, 0, 'z' .. i, 0)
       for j = 1, n do
         redis.call('HSET', items, 'x' .. i .. '.' .. (j - 1), extras[j])
