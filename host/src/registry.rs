@@ -165,8 +165,12 @@ pub fn referenced_names(doc: &serde_json::Value) -> Vec<&str> {
         .and_then(|s| s.as_array())
         .into_iter()
         .flatten()
-        .filter_map(|step| step.get("component")?.as_str())
-        .filter_map(|c| c.split_once('@').map(|(name, _)| name))
+        .flat_map(|step| {
+            let own = step.get("component");
+            let compensation = step.get("compensate").and_then(|c| c.get("component"));
+            [own, compensation].into_iter().flatten()
+        })
+        .filter_map(|c| c.as_str()?.split_once('@').map(|(name, _)| name))
         .collect();
     names.sort_unstable();
     names.dedup();

@@ -8,6 +8,7 @@ mod durable;
 mod hostile;
 mod hostile_http;
 mod http;
+mod language;
 mod resilience;
 mod server;
 mod walkthrough;

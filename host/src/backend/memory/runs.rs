@@ -897,6 +897,7 @@ fn commit_item(
     items.ended += 1;
     let (total, ended) = (items.total(), items.ended);
     if ended == total {
+        let due = rules::progress_event_due(items.last_event, now);
         let output = serde_json::Value::Array(
             items
                 .slots
@@ -908,7 +909,9 @@ fn commit_item(
         step.slot.rec.output = Some(Arc::new(output));
         step.slot.end(StepStatus::Succeeded, now);
         tx.touch(RowKey::Step(index as u32));
-        emit_progress(tx, &spec, index, items_of(run, index));
+        if due {
+            emit_progress(tx, &spec, index, items_of(run, index));
+        }
         tx.step_event(&spec, index, StepStatus::Succeeded, 1, None);
         tx.step_ended(run, index);
         return;

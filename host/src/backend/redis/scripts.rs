@@ -459,7 +459,9 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
         parts[j + 1] = o
       end
       redis.call('HSET', steps, 's' .. i, 'succeeded', 'o' .. i, '[' .. table.concat(parts, ',') .. ']', 'f' .. i, now)
-      items_event(run, steps, items, i, now)
+      if tonumber(now) >= tonumber(redis.call('HGET', steps, 'ev' .. i) or '0') + 100 then
+        items_event(run, steps, items, i, now)
+      end
       step_event(run, steps, i, 'succeeded', 1, now, nil)
       step_ended(run_key, steps, ready, run, i, now)
       return done()
