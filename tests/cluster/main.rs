@@ -313,3 +313,83 @@ fn nodes_ride_out_a_redis_restart_and_lose_no_accepted_run() {
         assert_eq!(run["status"], "succeeded", "{run}\n{}", node.log());
     }
 }
+
+#[test]
+fn a_compensation_is_carried_on_by_another_node_when_its_node_is_killed() {
+    let redis = RedisServer::start();
+    let args = ["--visibility-timeout", "2s"];
+    let api = Node::start(&redis, &["--role", "api"]);
+    let mut doomed = Node::start(&redis, &args);
+    let key = default_key(&[&api, &doomed]);
+    let workflow = json!({"steps": [
+        {"id": "charge", "component": "echo@1", "input": {"id": "ch_9"},
+         "compensate": {"component": "sleep@1",
+                        "input": {"ms": 1500, "value": "${steps.charge.output.id}"}}},
+        {"id": "ship", "component": "fail@1", "needs": ["charge"], "input": {"code": "no_stock"}}
+    ]});
+    let id = submit(&api.addr, &key, &workflow);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&api.addr, &format!("/v1/runs/{id}"), &key).body["steps"]["charge"]["compensation"]
+        ["status"]
+        != "running"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no compensation started:\n{}",
+            doomed.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    doomed.kill_9();
+    assert_eq!(
+        get(&api.addr, &format!("/v1/runs/{id}"), &key).body["status"],
+        "compensating"
+    );
+    let survivor = Node::start(&redis, &args);
+    let run = wait_all(&api.addr, &key, &[id], Duration::from_secs(60)).remove(0);
+    assert_eq!(run["status"], "failed", "{run}\n{}", survivor.log());
+    assert_eq!(run["error"]["step"], "ship");
+    let compensation = &run["steps"]["charge"]["compensation"];
+    assert_eq!(compensation["status"], "succeeded", "{run}");
+    assert_eq!(compensation["attempts"], 1, "delivered again as the same attempt");
+    assert_eq!(compensation["output"]["value"], "ch_9");
+}
+
+#[test]
+fn a_for_each_is_carried_on_by_another_node_when_its_node_is_killed() {
+    let redis = RedisServer::start();
+    let args = ["--visibility-timeout", "2s"];
+    let api = Node::start(&redis, &["--role", "api"]);
+    let mut doomed = Node::start(&redis, &args);
+    let key = default_key(&[&api, &doomed]);
+    let workflow = json!({"steps": [
+        {"id": "each", "component": "sleep@1", "for_each": "${input.list}",
+         "max_concurrency": 5, "input": {"ms": 100, "value": "${index}"}}
+    ], "output": "${steps.each.output}"});
+    let reply = post_json(
+        &api.addr,
+        "/v1/runs",
+        &key,
+        &json!({ "workflow": workflow, "input": { "list": vec![0; 60] } }),
+    );
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let id = reply.body["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&api.addr, &format!("/v1/runs/{id}"), &key).body["steps"]["each"]["items"]["counts"]
+        ["succeeded"]
+        .as_u64()
+        < Some(10)
+    {
+        assert!(Instant::now() < deadline, "no items ran:\n{}", doomed.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    doomed.kill_9();
+    let survivor = Node::start(&redis, &args);
+    let run = wait_all(&api.addr, &key, &[id], Duration::from_secs(60)).remove(0);
+    assert_eq!(run["status"], "succeeded", "{run}\n{}", survivor.log());
+    let output = run["output"].as_array().unwrap();
+    assert_eq!(output.len(), 60);
+    for (i, o) in output.iter().enumerate() {
+        assert_eq!(o["value"], i, "item {i}");
+    }
+}
