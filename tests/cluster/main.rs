@@ -329,8 +329,7 @@ fn a_compensation_is_carried_on_by_another_node_when_its_node_is_killed() {
     ]});
     let id = submit(&api.addr, &key, &workflow);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while get(&api.addr, &format!("/v1/runs/{id}"), &key).body["steps"]["charge"]["compensation"]
-        ["status"]
+    while get(&api.addr, &format!("/v1/runs/{id}"), &key).body["steps"]["charge"]["compensation"]["status"]
         != "running"
     {
         assert!(
@@ -351,7 +350,10 @@ fn a_compensation_is_carried_on_by_another_node_when_its_node_is_killed() {
     assert_eq!(run["error"]["step"], "ship");
     let compensation = &run["steps"]["charge"]["compensation"];
     assert_eq!(compensation["status"], "succeeded", "{run}");
-    assert_eq!(compensation["attempts"], 1, "delivered again as the same attempt");
+    assert_eq!(
+        compensation["attempts"], 1,
+        "delivered again as the same attempt"
+    );
     assert_eq!(compensation["output"]["value"], "ch_9");
 }
 

@@ -225,6 +225,24 @@ macro_rules! on_durable_backends {
     };
 }
 
+mod language;
+use language::*;
+
+on_every_backend!(
+    a_skip_ends_the_step_and_its_dependents_see_it_at_their_claim,
+    a_continued_failure_satisfies_its_dependents,
+    a_list_keeps_its_window_full_and_ends_with_outputs_in_item_order,
+    a_failed_item_fails_the_step_and_stops_the_others,
+    an_empty_or_too_long_list,
+    compensations_run_one_at_a_time_in_reverse_order_of_completion,
+    a_cancel_compensates_and_ends_cancelled,
+);
+
+on_durable_backends!(
+    a_compensation_goes_on_after_a_reopen,
+    a_list_goes_on_after_a_reopen
+);
+
 on_every_backend!(
     a_join_is_ready_only_when_every_dependency_succeeded,
     a_retry_waits_for_the_clock_not_for_real_time,
