@@ -14,10 +14,10 @@ use crate::backend::{BackendError, Claim, Delivery, Outcome, StepWork};
 use crate::cache::ComponentCache;
 use crate::engine::{Failure, Invocation};
 use crate::scheduler::Scheduler;
-use crate::scheduler::model::{RunSpec, Target};
+use crate::scheduler::model::{RunSpec, StepStatus, Target};
 use crate::scheduler::policy::{self, resolve_failure};
 use crate::scheduler::rules::{self, Gate};
-use crate::workflow::{ABSENT, ConditionInput, ResolveError, Root, Template, json_size};
+use crate::workflow::{ABSENT, ConditionInput, ResolveError, Root, StepFacts, Template, json_size};
 
 /// Runs steps of any run on this node, up to `concurrency` at once.
 pub struct Worker {
@@ -248,30 +248,10 @@ impl Worker {
 async fn decide_without_running(work: &StepWork) -> Option<Outcome> {
     let spec = &work.spec;
     let step = &spec.workflow.steps[work.index];
-    if work.attempt == 1 {
-        let statuses: Vec<_> = work.facts.iter().map(|(_, s, _)| *s).collect();
-        let gate = rules::gate(step, &statuses, |condition| {
-            let steps = condition
-                .steps()
-                .iter()
-                .filter_map(|&d| {
-                    let (_, status, error) = work.facts.iter().find(|(i, _, _)| *i == d)?;
-                    let facts = crate::workflow::StepFacts {
-                        output: root_value(spec, &work.deps, None, Root::Step(d))?,
-                        status: status.as_str(),
-                        error: error.as_ref().and_then(|e| serde_json::to_value(e).ok()),
-                    };
-                    Some((spec.workflow.steps[d].id.as_str(), facts))
-                })
-                .collect();
-            condition.evaluate(&ConditionInput {
-                input: &spec.input,
-                steps,
-            })
-        });
-        if let Gate::Skip { reason, error } = gate {
-            return Some(Outcome::Skipped { reason, error });
-        }
+    if work.attempt == 1
+        && let Some(outcome) = gate(work).await
+    {
+        return Some(outcome);
     }
     let list = &step.for_each.as_ref()?.list;
     let resolved = resolve(work, list, usize::MAX).await;
@@ -287,6 +267,52 @@ async fn decide_without_running(work: &StepWork) -> Option<Outcome> {
             logs: Vec::new(),
             continues: rules::continues(step),
         },
+    })
+}
+
+/// The skip a step's gate decides (`rules::gate`), if it decides one. A
+/// condition is evaluated on the blocking pool: its cost grows with the
+/// input and outputs it reads.
+async fn gate(work: &StepWork) -> Option<Outcome> {
+    let decided = if work.spec.workflow.steps[work.index].when.is_none() {
+        decide_gate(&work.spec, work.index, &work.deps, &work.facts)
+    } else {
+        let (spec, deps, facts) = (work.spec.clone(), work.deps.clone(), work.facts.clone());
+        let index = work.index;
+        crate::budget::offload(move || decide_gate(&spec, index, &deps, &facts)).await
+    };
+    match decided {
+        Gate::Skip { reason, error } => Some(Outcome::Skipped { reason, error }),
+        Gate::Run => None,
+    }
+}
+
+/// The gate of step `index`, from how its dependencies ended.
+fn decide_gate(
+    spec: &RunSpec,
+    index: usize,
+    deps: &[(usize, Arc<serde_json::Value>)],
+    facts: &[(usize, StepStatus, Option<Failure>)],
+) -> Gate {
+    let statuses: Vec<StepStatus> = facts.iter().map(|(_, s, _)| *s).collect();
+    rules::gate(&spec.workflow.steps[index], &statuses, |condition| {
+        let steps = condition
+            .steps()
+            .iter()
+            .filter_map(|&d| {
+                let (_, status, error) = facts.iter().find(|(i, _, _)| *i == d)?;
+                let facts = StepFacts {
+                    output: root_value(spec, deps, None, Root::Step(d))?,
+                    status: status.as_str(),
+                    error: error.as_ref().and_then(|e| serde_json::to_value(e).ok()),
+                };
+                Some((spec.workflow.steps[d].id.as_str(), facts))
+            })
+            .collect();
+        condition.evaluate(&ConditionInput {
+            input: &spec.input,
+            steps,
+        })
     })
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 mod artifacts;
 mod components;
+mod examples;
 mod language;
 mod sandbox;
 mod semantics;

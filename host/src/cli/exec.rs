@@ -255,7 +255,13 @@ async fn prepare(
         (0..sources.len()).map(|_| None).collect();
     let mut problems = Vec::new();
     let mut pins = Vec::with_capacity(validated.pins.len());
-    for (step, pin) in validated.pins.iter().enumerate() {
+    let steps = validated.workflow.steps.len();
+    for (n, pin) in validated.pins.iter().enumerate() {
+        // After the steps' pins come their compensations' (empty for none).
+        if pin.is_empty() {
+            pins.push(String::new());
+            continue;
+        }
         let i: usize = pin.parse().expect("pins are source indexes");
         if digests[i].is_none() {
             digests[i] = Some(load(&sources[i], cache, backend).await);
@@ -263,7 +269,10 @@ async fn prepare(
         match digests[i].as_ref().expect("just set") {
             Ok(digest) => pins.push(digest.clone()),
             Err(message) => problems.push(Problem::new(
-                format!("/steps/{step}/component"),
+                match n.checked_sub(steps) {
+                    None => format!("/steps/{n}/component"),
+                    Some(step) => format!("/steps/{step}/compensate/component"),
+                },
                 message.clone(),
             )),
         }

@@ -122,6 +122,12 @@ impl Condition {
                 ),
             ));
         }
+        if names.nested {
+            problems.push(Problem::new(
+                pointer,
+                "a comprehension (all, exists, exists_one, map, filter) may not hold another",
+            ));
+        }
         if names.bare_steps {
             problems.push(Problem::new(
                 pointer,
@@ -205,6 +211,11 @@ struct Names {
     unknown: BTreeSet<String>,
     /// `steps` used other than as `steps.<id>`.
     bare_steps: bool,
+    /// Comprehensions around the part being walked.
+    depth: usize,
+    /// A comprehension inside another: refused, since its cost is the
+    /// product of two lists' sizes.
+    nested: bool,
 }
 
 impl Names {
@@ -242,6 +253,8 @@ impl Names {
             Expr::Comprehension(c) => {
                 self.walk(&c.iter_range, bound);
                 self.walk(&c.accu_init, bound);
+                self.depth += 1;
+                self.nested |= self.depth > 1;
                 let len = bound.len();
                 bound.push(c.iter_var.clone());
                 bound.extend(c.iter_var2.clone());
@@ -250,6 +263,7 @@ impl Names {
                 self.walk(&c.loop_step, bound);
                 self.walk(&c.result, bound);
                 bound.truncate(len);
+                self.depth -= 1;
             }
             Expr::List(list) => {
                 for item in &list.elements {
@@ -356,6 +370,12 @@ mod tests {
         assert!(problems[0].message.contains("unknown variable \"inptu\""));
         // Comprehension variables are known inside their comprehension.
         assert!(compile("input.items.all(x, x > 1)").is_ok());
+        // One inside another costs the product of two lists: refused.
+        let problems = compile("input.a.all(x, input.b.exists(y, x == y))").unwrap_err();
+        assert!(
+            problems[0].message.contains("may not hold another"),
+            "{problems:?}"
+        );
     }
 
     #[test]

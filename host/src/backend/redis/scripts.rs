@@ -27,8 +27,10 @@
 /// finished, `o` output, `e` error, `g` logs; items also `x` (the item).
 /// Per step also: `q<i>` when it ended among the run's steps, `rs<i>` why it
 /// was skipped, `k<i>` a for_each step's max_concurrency, `n<i>` its item
-/// count, `p<i>` items started, `z<i>` items ended, `ev<i>` its last
-/// progress event, `cp<i>` 1 when it has a compensation. The run hash also
+/// count, `p<i>` items started, `z<i>` items ended, `ns<i>`, `nf<i>`,
+/// `nr<i>` and `nc<i>` its items succeeded, failed, running and cancelled,
+/// `fi<i>` the first 100 failed ones, `ev<i>` its last progress event,
+/// `cp<i>` 1 when it has a compensation. The run hash also
 /// keeps `ended` (steps ended), `items` (items expanded beyond one per step), `spr`
 /// (steps_per_run) and `comp` (1 when any step has a compensation).
 const PRELUDE: &str = r#"
@@ -141,6 +143,8 @@ local function stop_steps(run_key, steps, items, run, now)
       local is = redis.call('HGET', items, 's' .. slot)
       if is == 'running' or is == 'queued' then
         redis.call('HSET', items, 's' .. slot, 'cancelled', 'f' .. slot, now)
+        redis.call('HINCRBY', steps, 'nc' .. j, 1)
+        if is == 'running' then redis.call('HINCRBY', steps, 'nr' .. j, -1) end
       end
     end
     local next = nil
@@ -281,6 +285,7 @@ local function claim_one(run_key, steps, items, kind, i, attempt, max_deliveries
   if s == 'queued' and attempt == a + 1 then
     redis.call('HSET', hash, 's' .. slot, 'running', 'a' .. slot, attempt, 'v' .. slot, 1)
     redis.call('HSETNX', hash, 't' .. slot, now)
+    if kind == 'e' then redis.call('HINCRBY', steps, 'nr' .. i, 1) end
   elseif s == 'running' and attempt == a then
     -- Delivered again: the node that held it is gone.
     if redis.call('HINCRBY', hash, 'v' .. slot, 1) > max_deliveries then over = 'over' end
@@ -428,6 +433,17 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
   end
 
   if target == 'e' then
+    redis.call('HINCRBY', steps, 'nr' .. i, -1)
+    if outcome ~= 'ok' and outcome ~= 'retry' then
+      redis.call('HINCRBY', steps, 'nf' .. i, 1)
+      -- The first failed items, for the run's record (`MAX_FAILED_SHOWN`).
+      local listed = redis.call('HGET', steps, 'fi' .. i)
+      if not listed then
+        redis.call('HSET', steps, 'fi' .. i, k)
+      elseif select(2, string.gsub(listed, ',', '')) < 99 then
+        redis.call('HSET', steps, 'fi' .. i, listed .. ',' .. k)
+      end
+    end
     if outcome == 'retry' then
       redis.call('HSET', items, 's' .. slot, 'queued', 'e' .. slot, payload, 'g' .. slot, logs)
       redis.call('ZADD', delayed, due, run .. '|' .. i .. '|' .. (attempt + 1) .. '|' .. k)
@@ -447,7 +463,6 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
         redis.call('PUBLISH', 'weft:cancel', run)
         return done(stopped)
       end
-      redis.call('HINCRBY', steps, 'nf' .. i, 1)
     end
     local z = redis.call('HINCRBY', steps, 'z' .. i, 1)
     local total = tonumber(redis.call('HGET', steps, 'n' .. i))

@@ -64,7 +64,8 @@ impl RedisBackend {
             .map(Some)
     }
 
-    /// The item summaries of the run's for_each steps that read their lists.
+    /// The item summaries of the run's for_each steps, from the counters
+    /// the scripts keep, with the errors of the first failed items.
     async fn items_views(
         &self,
         id: &str,
@@ -72,8 +73,7 @@ impl RedisBackend {
         steps: &HashMap<String, String>,
     ) -> Result<HashMap<usize, ItemsView>, BackendError> {
         let mut views = HashMap::new();
-        let mut pipe = redis::pipe();
-        let mut asked = Vec::new();
+        let mut wanted: Vec<(usize, u32)> = Vec::new();
         for (i, step) in spec.workflow.steps.iter().enumerate() {
             if step.for_each.is_none() {
                 continue;
@@ -85,49 +85,51 @@ impl RedisBackend {
                     .unwrap_or(0)
             };
             let (total, started) = (get("n"), get("p"));
+            let (succeeded, failed, running, cancelled) =
+                (get("ns"), get("nf"), get("nr"), get("nc"));
+            let counts = ItemCounts {
+                pending: total.saturating_sub(started),
+                queued: started.saturating_sub(succeeded + failed + running + cancelled),
+                running,
+                succeeded,
+                failed,
+                cancelled,
+            };
+            let listed = steps.get(&format!("fi{i}")).map_or("", String::as_str);
+            wanted.extend(
+                listed
+                    .split(',')
+                    .filter_map(|k| k.parse::<u32>().ok())
+                    .take(MAX_FAILED_SHOWN)
+                    .map(|k| (i, k)),
+            );
             views.insert(
                 i,
                 ItemsView {
                     total,
-                    counts: ItemCounts {
-                        pending: total - started.min(total),
-                        ..ItemCounts::default()
-                    },
+                    counts,
                     failed: Vec::new(),
                 },
             );
-            if started > 0 {
-                let mut cmd = redis::cmd("HMGET");
-                cmd.arg(keys::items(id));
-                for k in 0..started {
-                    cmd.arg(format!("s{i}.{k}")).arg(format!("e{i}.{k}"));
-                }
-                pipe.add_command(cmd);
-                asked.push(i);
-            }
         }
-        if asked.is_empty() {
+        if wanted.is_empty() {
             return Ok(views);
         }
-        let replies: Vec<Vec<Option<String>>> = pipe
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(keys::items(id));
+        for (i, k) in &wanted {
+            cmd.arg(format!("e{i}.{k}"));
+        }
+        let errors: Vec<Option<String>> = cmd
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        for (i, fields) in asked.into_iter().zip(replies) {
-            let view = views.get_mut(&i).expect("asked for");
-            for (k, pair) in fields.chunks(2).enumerate() {
-                let st: StepStatus = status(pair[0].as_deref().unwrap_or("pending"))?;
-                view.counts.add(st);
-                if st == StepStatus::Failed
-                    && view.failed.len() < MAX_FAILED_SHOWN
-                    && let Some(Some(e)) = pair.get(1)
-                {
-                    view.failed.push(FailedItem {
-                        index: k as u32,
-                        error: serde_json::from_str(e)
-                            .map_err(|e| corrupt(format!("item error: {e}")))?,
-                    });
-                }
+        for ((i, k), error) in wanted.into_iter().zip(errors) {
+            let Some(error) = error else { continue };
+            let error =
+                serde_json::from_str(&error).map_err(|e| corrupt(format!("item error: {e}")))?;
+            if let Some(view) = views.get_mut(&i) {
+                view.failed.push(FailedItem { index: k, error });
             }
         }
         Ok(views)
