@@ -8,8 +8,9 @@
 //! p50/p99 submit-to-succeeded time, and the node's peak RSS above idle
 //! (sampled from /proc every 10 ms).
 //!
-//! Run: `cargo bench -p weft --bench hostile` (embedded backend), and with
-//! `WEFT_BENCH_BACKEND=redis` on a redis-server of its own.
+//! Run: `cargo bench -p weft --bench hostile [part of an attack's name...]`
+//! (embedded backend), and with `WEFT_BENCH_BACKEND=redis` on a
+//! redis-server of its own.
 
 #[path = "e2e/machine.rs"]
 #[allow(dead_code)]
@@ -236,8 +237,18 @@ async fn main_async() -> Result<()> {
         "| attack | answer | attack took | bystander GET p50 / p99 | bystander run p50 / p99 | node RSS peak above idle |"
     );
     println!("|---|---|---|---|---|---|");
+    // Arguments pick attacks by part of their name (the quiet row always runs).
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let mut cases: Vec<(&str, Option<Value>)> = vec![("(none: 3 s quiet)", None)];
-    cases.extend(attacks().into_iter().map(|(n, v)| (n, Some(v))));
+    cases.extend(
+        attacks()
+            .into_iter()
+            .filter(|(n, _)| only.is_empty() || only.iter().any(|o| n.contains(o.as_str())))
+            .map(|(n, v)| (n, Some(v))),
+    );
     cases.push(("4 MiB of nesting", Some(Value::Null)));
     for (name, attack) in cases {
         if name.starts_with("100,000 duplicate ids") {

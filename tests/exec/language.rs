@@ -352,3 +352,20 @@ fn a_failing_compensation_is_retried_and_the_rest_still_run() {
     assert_eq!(c2["error"]["code"], "span");
     assert_eq!(run["steps"]["s1"]["compensation"]["status"], "succeeded");
 }
+
+#[test]
+fn a_list_longer_than_steps_per_run_fails_the_step_too_many_items() {
+    let workflow = json!({
+        "steps": [
+            { "id": "each", "component": "noop@1.0.0", "for_each": "${input.list}",
+              "max_concurrency": 1000 }
+        ]
+    });
+    // One step of 10,000 items is the default steps_per_run; one more is not.
+    let out = exec(&workflow, &json!({ "list": vec![0; 10_001] }));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let each = &out.run()["steps"]["each"];
+    assert_eq!(each["status"], "failed");
+    assert_eq!(each["error"]["code"], "too_many_items");
+    assert_eq!(each["items"]["total"], 0, "nothing was started: {each}");
+}

@@ -454,8 +454,9 @@ impl StepView {
 pub enum StepOutput {
     Value(Arc<serde_json::Value>),
     /// JSON text this Weft wrote itself (serialised from a value when the
-    /// output was committed), written out as it is.
-    Text(Arc<str>),
+    /// output was committed), written out as it is; a `String` so that the
+    /// text read from a store is kept without a copy.
+    Text(Arc<String>),
 }
 
 /// The struct name by which `serde_json` serialisers recognise text to
@@ -486,7 +487,7 @@ impl Serialize for StepOutput {
             Self::Text(t) => {
                 use serde::ser::SerializeStruct;
                 let mut raw = serializer.serialize_struct(RAW_JSON, 1)?;
-                raw.serialize_field(RAW_JSON, &**t)?;
+                raw.serialize_field(RAW_JSON, t.as_str())?;
                 raw.end()
             }
         }
@@ -561,7 +562,7 @@ mod tests {
     #[test]
     fn an_output_kept_as_text_is_written_out_verbatim() {
         let text = r#"{"b":[1,2.50,"x\u00e9"],"a":null}"#;
-        let output = StepOutput::Text(Arc::from(text));
+        let output = StepOutput::Text(Arc::new(text.to_owned()));
         assert_eq!(serde_json::to_string(&output).unwrap(), text);
         let nested = serde_json::json!({ "output": serde_json::to_value(&output).unwrap() });
         assert_eq!(nested["output"]["b"][1], serde_json::json!(2.5));

@@ -198,7 +198,7 @@ impl RedisBackend {
                     ..StepRecord::default()
                 };
                 let mut view = ItemView::new(k, &rec);
-                view.output = v[2].clone().map(|o| StepOutput::Text(Arc::from(o)));
+                view.output = v[2].clone().map(|o| StepOutput::Text(Arc::new(o)));
                 page.push(view);
             }
         }
@@ -272,7 +272,7 @@ fn build_view(
         // Written by the commit from a serialised value: not checked again.
         view.output = steps
             .remove(&format!("o{i}"))
-            .map(|o| StepOutput::Text(Arc::from(o)));
+            .map(|o| StepOutput::Text(Arc::new(o)));
         views.insert(step.id.clone(), view);
     }
     let run_status: RunStatus = status(run.get("status").map_or("queued", String::as_str))?;
