@@ -20,21 +20,23 @@
 #[path = "e2e/client.rs"]
 #[allow(dead_code)]
 mod client;
+#[path = "e2e/machine.rs"]
+#[allow(dead_code)]
+mod machine;
+#[path = "http/server.rs"]
+#[allow(dead_code)]
+mod server;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use client::{Client, Shape, Wait};
-
-const ADMIN: &str = "bench-admin-token";
+use machine::rss;
 
 fn main() -> Result<()> {
     let filters: Vec<String> = std::env::args()
@@ -81,9 +83,14 @@ fn measure(
     items: usize,
     runs: usize,
 ) -> Result<()> {
-    let server = Server::start(redis.as_deref())?;
-    let client = Client::new(&server.addr, &server.key)?;
-    rt.block_on(server.lift_limits(&client.http, items))?;
+    let server = match &redis {
+        Some(url) => server::Server::start_with(&["--redis", url])?,
+        None => server::Server::start()?,
+    };
+    let api = rt.block_on(server::Api::new(&server))?;
+    let (addr, key) = (api.addr.to_string(), api.key.clone());
+    let client = Client::new(&addr, &key)?;
+    rt.block_on(allow_steps(&client.http, &server, items + 1))?;
     let fan_out = Bytes::from(serde_json::to_vec(
         &json!({"workflow": client::workflow(Shape::FanOut, items), "input": {}}),
     )?);
@@ -106,7 +113,7 @@ fn measure(
                 let sampling = Sampler::start(server.pid());
                 let (id, took) = rt.block_on(client.run(body.clone(), wait))?;
                 let peak = sampling.stop();
-                let run = rt.block_on(get(&client.http, &server.addr, &server.key, &id))?;
+                let run = rt.block_on(get(&client.http, &addr, &key, &id))?;
                 ensure!(run["status"] == "succeeded", "run {id}: {}", run["status"]);
                 let label = if round == 0 {
                     "warm-up".to_string()
@@ -170,16 +177,6 @@ fn median(xs: &[f64]) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// RSS of a process in bytes, from /proc.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Samples a process's RSS every 10 ms on a thread of its own.
 struct Sampler {
     stop: Arc<AtomicBool>,
@@ -224,89 +221,18 @@ async fn get(http: &reqwest::Client, addr: &str, key: &str, id: &str) -> Result<
     Ok(answer.json().await?)
 }
 
-/// One `weft serve`, on the embedded backend or on Redis.
-struct Server {
-    child: Child,
-    addr: String,
-    key: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(redis: Option<&str>) -> Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("weft-for-each-")
-            .tempdir()?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = format!("127.0.0.1:{port}");
-        let data_dir: PathBuf = dir.path().join("data");
-        let log = std::fs::File::create(dir.path().join("serve.log"))?;
-        let bin =
-            std::env::var_os("WEFT_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_weft").into());
-        let mut command = Command::new(bin);
-        weft::testing::clear_weft_env(&mut command);
-        command
-            .args(["serve", "--listen", &addr, "--admin-token", ADMIN])
-            .arg("--data-dir")
-            .arg(&data_dir);
-        if let Some(url) = redis {
-            command.args(["--redis", url]);
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting weft serve")?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !client::healthy(&addr) {
-            if Instant::now() > deadline {
-                bail!(
-                    "weft serve did not start in 120 s:\n{}",
-                    std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let key_file = data_dir.join("api-key");
-        let key = std::fs::read_to_string(&key_file)
-            .with_context(|| key_file.display().to_string())?
-            .trim()
-            .to_string();
-        Ok(Self {
-            child,
-            addr,
-            key,
-            _dir: dir,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    async fn lift_limits(&self, http: &reqwest::Client, items: usize) -> Result<()> {
-        let answer = http
-            .put(format!("http://{}/v1/tenants/default/limits", self.addr))
-            .bearer_auth(ADMIN)
-            .json(
-                &json!({"runs_per_second": 100000, "concurrent_runs": 100000,
-                          "steps_per_run": items + 1}),
-            )
-            .send()
-            .await?;
-        ensure!(
-            answer.status().is_success(),
-            "raising the limits: {}",
-            answer.status()
-        );
-        Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Lets tenant `default` have runs of `steps` steps and items.
+async fn allow_steps(http: &reqwest::Client, server: &server::Server, steps: usize) -> Result<()> {
+    let answer = http
+        .put(format!("http://{}/v1/tenants/default/limits", server.addr))
+        .bearer_auth(server.admin_token())
+        .json(&json!({ "steps_per_run": steps }))
+        .send()
+        .await?;
+    ensure!(
+        answer.status().is_success(),
+        "raising steps_per_run: {}",
+        answer.status()
+    );
+    Ok(())
 }

@@ -26,6 +26,16 @@ fn field(fields: &[String], n: usize) -> u64 {
         .unwrap_or_default()
 }
 
+/// RSS of a process in bytes, from /proc (0 when it cannot be read).
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// User plus system CPU time of a whole process (all threads) so far.
 pub fn process_cpu(pid: u32) -> Duration {
     let fields = stat_fields(&pid.to_string());

@@ -18,13 +18,6 @@ use crate::server::{ADMIN_TOKEN, Server};
 const RUNS: usize = 300;
 const KILLS: usize = 5;
 
-fn key(server: &Server) -> String {
-    std::fs::read_to_string(server.data_dir().join("api-key"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// Replaces the limits of tenant `default` (those not given take their defaults).
 fn set_default_limits(addr: &str, limits: Value) {
     let body = limits.to_string();
@@ -119,7 +112,7 @@ fn check_finished(n: usize, run: &Value) {
 fn accepted_runs_survive_five_kills_of_the_node() {
     let mut server = Server::start();
     let addr = server.addr().to_string();
-    let key = key(&server);
+    let key = server.default_key();
     set_default_limits(
         &addr,
         json!({ "runs_per_second": 10000, "concurrent_runs": 10000 }),
@@ -225,7 +218,7 @@ fn accepted_runs_survive_five_kills_of_the_node() {
 fn a_publish_or_tenant_creation_cut_by_a_kill_is_whole_or_absent() {
     let mut server = Server::start();
     let addr = server.addr().to_string();
-    let key = key(&server);
+    let key = server.default_key();
     set_default_limits(&addr, json!({ "publishes_per_minute": 100000 }));
     let bytes = std::fs::read(paths::TEXT).unwrap();
     let digest = {
@@ -365,7 +358,7 @@ fn a_second_server_on_one_data_directory_refuses_to_start() {
 #[test]
 fn a_store_of_a_newer_weft_is_refused_naming_both_versions_and_left_alone() {
     let mut server = Server::start_embedded();
-    let key = key(&server);
+    let key = server.default_key();
     let run = crate::http::post_json(
         server.addr(),
         "/v1/runs",

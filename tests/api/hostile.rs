@@ -9,13 +9,6 @@ use serde_json::{Value, json};
 use crate::http::{self, get, post_json};
 use crate::server::{ADMIN_TOKEN, Server};
 
-fn key(server: &Server) -> String {
-    std::fs::read_to_string(server.data_dir().join("api-key"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// A second tenant, to show that others are unaffected; returns its key.
 fn other_tenant(server: &Server, name: &str) -> String {
     let created = post_json(
@@ -42,16 +35,8 @@ fn set_limits(server: &Server, tenant: &str, limits: Value) {
     assert_eq!(answer.status, 200, "{:?}", answer.body);
 }
 
-/// Submits a run and returns its id.
 fn submit(server: &Server, key: &str, workflow: Value, input: Value) -> String {
-    let answer = post_json(
-        server.addr(),
-        "/v1/runs",
-        key,
-        &json!({"workflow": workflow, "input": input}),
-    );
-    assert_eq!(answer.status, 202, "{:?}", answer.body);
-    answer.body["id"].as_str().unwrap().to_string()
+    server.submit(key, &workflow, input)
 }
 
 /// Polls the run until it ends, for at most 120 s.
@@ -94,7 +79,7 @@ fn big_input() -> Value {
 #[test]
 fn template_amplification_fails_input_too_large_without_building_it() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     let other = other_tenant(&server, "bystander");
     for copies in [1_000usize, 100_000] {
         let refs = vec![Value::String("${input.big}".into()); copies];
@@ -145,7 +130,7 @@ fn validate(server: &Server, key: &str, document: &[u8]) -> (u16, usize, Value) 
 #[test]
 fn pathological_documents_get_a_short_422_or_400() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     let other = other_tenant(&server, "bystander");
     let step = |i: usize| json!({"id": format!("s{i}"), "component": "noop@1"});
 
@@ -215,7 +200,7 @@ fn pathological_documents_get_a_short_422_or_400() {
 #[test]
 fn a_step_output_nested_too_deep_is_invalid_output() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     // 60 levels in the input fit in the request; the template nests them ten
     // deeper, and the echoed output is over the budget of 64.
     let mut nested = json!(1);
@@ -247,7 +232,7 @@ fn a_step_output_nested_too_deep_is_invalid_output() {
 #[test]
 fn a_fan_out_past_run_bytes_fails_run_too_large() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     set_limits(&server, "default", json!({"run_bytes": 32 << 20}));
     // 60 outputs of 1,000 KiB pass 32 MiB.
     let steps: Vec<Value> = (0..60)
@@ -284,7 +269,7 @@ fn publish_test_component(server: &Server, key: &str, name: &str, path: &str) {
 #[test]
 fn publishing_is_refused_before_anything_is_stored() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     let spin = std::fs::read(weft::bundled::paths::SPIN).unwrap();
     // Other bytes under a published version: 409 before compiling.
     let put = |name: &str, version: &str, bytes: &[u8], key: &str| {
@@ -362,7 +347,7 @@ fn concurrent_creates_of_one_tenant_make_one() {
 #[test]
 fn distinct_error_codes_add_no_metric_series() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     set_limits(&server, "default", json!({"runs_per_second": 100_000}));
     let series = |server: &Server| -> Vec<String> {
         let text = get(server.addr(), "/metrics", "").body;

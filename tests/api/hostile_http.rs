@@ -17,13 +17,6 @@ use rand::{Rng, SeedableRng};
 use crate::http::{self, get};
 use crate::server::{Server, clear_env, free_port};
 
-fn key(server: &Server) -> String {
-    std::fs::read_to_string(server.data_dir().join("api-key"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 fn connect(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream.set_nodelay(true).unwrap();
@@ -209,7 +202,7 @@ fn slow_headers_and_idle_connections_are_closed_at_their_timeouts() {
 fn a_body_slower_than_the_body_timeout_is_answered_408() {
     let server = Server::start_with_args(&["--body-timeout", "1s"]);
     let addr = server.addr();
-    let key = key(&server);
+    let key = server.default_key();
     let body = br#"{"steps": [{"id": "a", "component": "echo@1", "input": {"padding": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}]}"#;
 
     let start = Instant::now();
@@ -278,7 +271,7 @@ fn idle_and_slow_loris_clients_do_not_starve_others() {
     // Timeouts far beyond the test, so that every client is held throughout.
     let server = Server::start_with_args(&["--header-timeout", "1h", "--idle-timeout", "1h"]);
     let addr = server.addr().to_string();
-    let key = key(&server);
+    let key = server.default_key();
 
     let idle: Vec<TcpStream> = (0..IDLE).map(|_| connect(&addr)).collect();
     let loris: Vec<TcpStream> = (0..LORIS).map(|_| connect(&addr)).collect();
@@ -405,7 +398,7 @@ fn series(text: &str, name: &str) -> Vec<Vec<(String, String)>> {
 fn metric_labels_stay_in_fixed_sets_whatever_clients_send() {
     let server = Server::start();
     let addr = server.addr();
-    let key = key(&server);
+    let key = server.default_key();
     let methods = [
         "GET",
         "POST",

@@ -12,22 +12,13 @@ use serde_json::{Value, json};
 use crate::http::{get, post_json, request};
 use crate::server::Server;
 
-fn key(server: &Server) -> String {
-    std::fs::read_to_string(server.data_dir().join("api-key"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn submit(server: &Server, key: &str, workflow: &Value, input: Value) -> String {
-    let answer = post_json(
+fn cancel(server: &Server, key: &str, id: &str) -> crate::http::Answer {
+    post_json(
         server.addr(),
-        "/v1/runs",
+        &format!("/v1/runs/{id}/cancel"),
         key,
-        &json!({ "workflow": workflow, "input": input }),
-    );
-    assert_eq!(answer.status, 202, "{:?}", answer.body);
-    answer.body["id"].as_str().unwrap().to_string()
+        &json!({}),
+    )
 }
 
 fn run(server: &Server, key: &str, id: &str) -> Value {
@@ -63,7 +54,7 @@ fn ended(body: &Value) -> bool {
 #[test]
 fn bad_documents_get_one_problem_each_with_its_pointer() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     let step = |extra: Value| {
         let mut s = json!({ "id": "a", "component": "echo@1" });
         for (k, v) in extra.as_object().unwrap() {
@@ -110,8 +101,7 @@ fn bad_documents_get_one_problem_each_with_its_pointer() {
         assert_eq!(details[0]["path"], pointer, "{workflow}: {details:?}");
     }
     // The node is up and serves valid documents.
-    let id = submit(
-        &server,
+    let id = server.submit(
         &key,
         &step(json!({ "when": "input.go", "input": "ok" })),
         json!({ "go": true }),
@@ -156,13 +146,13 @@ fn the_document_schema_is_served_and_covers_the_new_fields() {
 #[test]
 fn the_items_of_a_for_each_page_in_order_and_bad_queries_are_refused() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     let workflow = json!({ "steps": [
         { "id": "each", "component": "echo@1", "for_each": "${input.list}",
           "max_concurrency": 50, "input": { "n": "${index}", "v": "${item}" } }
     ] });
     let list: Vec<Value> = (0..250).map(|i| json!(i * 2)).collect();
-    let id = submit(&server, &key, &workflow, json!({ "list": list }));
+    let id = server.submit(&key, &workflow, json!({ "list": list }));
     let body = wait(&server, &key, &id, "run", ended);
     assert_eq!(body["status"], "succeeded", "{body}");
     assert_eq!(body["steps"]["each"]["items"]["total"], 250);
@@ -215,21 +205,16 @@ fn the_items_of_a_for_each_page_in_order_and_bad_queries_are_refused() {
 #[test]
 fn cancelling_mid_for_each_stops_the_items_and_starts_no_more() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     let workflow = json!({ "steps": [
         { "id": "each", "component": "sleep@1", "for_each": "${input.list}",
           "max_concurrency": 2, "input": { "ms": 400 } }
     ] });
-    let id = submit(&server, &key, &workflow, json!({ "list": vec![0; 20] }));
+    let id = server.submit(&key, &workflow, json!({ "list": vec![0; 20] }));
     wait(&server, &key, &id, "items running", |b| {
         b["steps"]["each"]["items"]["counts"]["running"].as_u64() >= Some(1)
     });
-    let answer = post_json(
-        server.addr(),
-        &format!("/v1/runs/{id}/cancel"),
-        &key,
-        &json!({}),
-    );
+    let answer = cancel(&server, &key, &id);
     assert_eq!(answer.status, 202, "{:?}", answer.body);
     let body = run(&server, &key, &id);
     assert_eq!(body["status"], "cancelled");
@@ -298,14 +283,14 @@ fn millis(at: &Value) -> i64 {
 #[test]
 fn item_progress_is_batched_and_compensations_are_events() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     let workflow = json!({ "steps": [
         { "id": "each", "component": "sleep@1", "for_each": "${input.list}",
           "max_concurrency": 10, "input": { "ms": 20 },
           "compensate": { "component": "echo@1", "input": { "undo": "${steps.each.output[0]}" } } },
         { "id": "boom", "component": "fail@1", "needs": ["each"], "input": { "code": "no" } }
     ] });
-    let id = submit(&server, &key, &workflow, json!({ "list": vec![0; 300] }));
+    let id = server.submit(&key, &workflow, json!({ "list": vec![0; 300] }));
     let events = events(&server, &key, &id);
     let items: Vec<i64> = events
         .iter()
@@ -358,17 +343,12 @@ fn saga(compensation_ms: u64, b_ms: u64) -> Value {
 #[test]
 fn a_cancelled_run_is_compensating_until_its_compensations_end() {
     let server = Server::start();
-    let key = key(&server);
-    let id = submit(&server, &key, &saga(500, 10_000), json!({}));
+    let key = server.default_key();
+    let id = server.submit(&key, &saga(500, 10_000), json!({}));
     wait(&server, &key, &id, "wait running", |b| {
         b["steps"]["wait"]["status"] == "running"
     });
-    let answer = post_json(
-        server.addr(),
-        &format!("/v1/runs/{id}/cancel"),
-        &key,
-        &json!({}),
-    );
+    let answer = cancel(&server, &key, &id);
     assert_eq!(answer.status, 202, "{:?}", answer.body);
     assert_eq!(answer.body["status"], "compensating");
     assert_eq!(run(&server, &key, &id)["status"], "compensating");
@@ -385,8 +365,8 @@ fn a_cancelled_run_is_compensating_until_its_compensations_end() {
 #[test]
 fn compensations_go_on_after_the_embedded_node_is_killed() {
     let mut server = Server::start_embedded();
-    let key = key(&server);
-    let id = submit(&server, &key, &saga(2_000, 10), json!({}));
+    let key = server.default_key();
+    let id = server.submit(&key, &saga(2_000, 10), json!({}));
     wait(&server, &key, &id, "compensation running", |b| {
         b["steps"]["a"]["compensation"]["status"] == "running"
     });
@@ -407,12 +387,12 @@ fn compensations_go_on_after_the_embedded_node_is_killed() {
 #[test]
 fn a_for_each_goes_on_after_the_embedded_node_is_killed() {
     let mut server = Server::start_embedded();
-    let key = key(&server);
+    let key = server.default_key();
     let workflow = json!({ "steps": [
         { "id": "each", "component": "sleep@1", "for_each": "${input.list}",
           "max_concurrency": 4, "input": { "ms": 100, "value": "${index}" } }
     ], "output": "${steps.each.output}" });
-    let id = submit(&server, &key, &workflow, json!({ "list": vec![0; 40] }));
+    let id = server.submit(&key, &workflow, json!({ "list": vec![0; 40] }));
     wait(&server, &key, &id, "some items done", |b| {
         b["steps"]["each"]["items"]["counts"]["succeeded"].as_u64() >= Some(8)
     });

@@ -11,13 +11,6 @@ use weft::bundled::paths;
 use crate::http::{self, get, metric, post_json};
 use crate::server::{ADMIN_TOKEN, Server};
 
-fn key(server: &Server) -> String {
-    std::fs::read_to_string(server.data_dir().join("api-key"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 fn metrics(server: &Server) -> String {
     get(server.addr(), "/metrics", "")
         .body
@@ -38,7 +31,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 #[test]
 fn a_client_hanging_up_mid_upload_leaves_no_component() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     // Not one of the bundled examples, which are published at start.
     let bytes = std::fs::read(paths::SPIN).unwrap();
     let mut stream = TcpStream::connect(server.addr()).unwrap();
@@ -76,7 +69,7 @@ fn a_client_hanging_up_mid_upload_leaves_no_component() {
 #[test]
 fn a_client_hanging_up_mid_submit_creates_no_run() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     let body = br#"{"workflow": {"steps": [{"id": "a", "component": "echo@1"}]}, "input": {}}"#;
     let mut stream = TcpStream::connect(server.addr()).unwrap();
     write!(
@@ -107,7 +100,7 @@ fn a_client_hanging_up_mid_submit_creates_no_run() {
 #[test]
 fn a_client_hanging_up_mid_event_stream_leaves_no_stuck_run() {
     let server = Server::start();
-    let key = key(&server);
+    let key = server.default_key();
     let run = post_json(
         server.addr(),
         "/v1/runs",
@@ -174,7 +167,7 @@ fn tenants_keys_and_components_survive_a_restart_and_sigterm_ends_streams() {
     );
     assert_eq!(limits.status, 200);
     let before = get(server.addr(), "/v1/components/words/2.0.0", &acme).body;
-    let default_key = key(&server);
+    let default_key = server.default_key();
 
     // A server with an open event stream still stops on SIGTERM.
     let run = post_json(
@@ -196,7 +189,7 @@ fn tenants_keys_and_components_survive_a_restart_and_sigterm_ends_streams() {
 
     server.restart();
     assert_eq!(
-        key(&server),
+        server.default_key(),
         default_key,
         "the default tenant's key changed"
     );

@@ -127,6 +127,32 @@ impl Server {
         self.dir.path().join("weft")
     }
 
+    /// The API key of tenant `default`, which the server wrote to its data
+    /// directory when it created the tenant.
+    pub fn default_key(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("api-key"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Submits a run as the tenant holding `key`; returns its id.
+    pub fn submit(
+        &self,
+        key: &str,
+        workflow: &serde_json::Value,
+        input: serde_json::Value,
+    ) -> String {
+        let answer = crate::http::post_json(
+            self.addr(),
+            "/v1/runs",
+            key,
+            &serde_json::json!({ "workflow": workflow, "input": input }),
+        );
+        assert_eq!(answer.status, 202, "{:?}", answer.body);
+        answer.body["id"].as_str().unwrap().to_string()
+    }
+
     /// Everything the server wrote on stdout and stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()

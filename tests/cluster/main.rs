@@ -129,6 +129,23 @@ fn wait_all(addr: &str, key: &str, ids: &[String], within: Duration) -> Vec<Valu
     done
 }
 
+/// Polls run `id` until `done` holds, for at most 30 s; `node`'s log tells
+/// why when it does not.
+fn wait_until(
+    addr: &str,
+    key: &str,
+    id: &str,
+    node: &Node,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(&get(addr, &format!("/v1/runs/{id}"), key).body) {
+        assert!(Instant::now() < deadline, "{what}:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn submit(addr: &str, key: &str, workflow: &Value) -> String {
     let reply = post_json(addr, "/v1/runs", key, &json!({ "workflow": workflow }));
     assert_eq!(reply.status, 202, "{}", reply.body);
@@ -328,17 +345,14 @@ fn a_compensation_is_carried_on_by_another_node_when_its_node_is_killed() {
         {"id": "ship", "component": "fail@1", "needs": ["charge"], "input": {"code": "no_stock"}}
     ]});
     let id = submit(&api.addr, &key, &workflow);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(&api.addr, &format!("/v1/runs/{id}"), &key).body["steps"]["charge"]["compensation"]["status"]
-        != "running"
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no compensation started:\n{}",
-            doomed.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        &api.addr,
+        &key,
+        &id,
+        &doomed,
+        "no compensation started",
+        |run| run["steps"]["charge"]["compensation"]["status"] == "running",
+    );
     doomed.kill_9();
     assert_eq!(
         get(&api.addr, &format!("/v1/runs/{id}"), &key).body["status"],
@@ -376,15 +390,9 @@ fn a_for_each_is_carried_on_by_another_node_when_its_node_is_killed() {
     );
     assert_eq!(reply.status, 202, "{}", reply.body);
     let id = reply.body["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(&api.addr, &format!("/v1/runs/{id}"), &key).body["steps"]["each"]["items"]["counts"]
-        ["succeeded"]
-        .as_u64()
-        < Some(10)
-    {
-        assert!(Instant::now() < deadline, "no items ran:\n{}", doomed.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(&api.addr, &key, &id, &doomed, "no items ran", |run| {
+        run["steps"]["each"]["items"]["counts"]["succeeded"].as_u64() >= Some(10)
+    });
     doomed.kill_9();
     let survivor = Node::start(&redis, &args);
     let run = wait_all(&api.addr, &key, &[id], Duration::from_secs(60)).remove(0);

@@ -168,13 +168,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let bad = || {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        )
-    };
+    let bad = || ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters");
     let key = value.to_str().map_err(|_| bad())?;
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad());
@@ -391,7 +385,7 @@ pub async fn items(
     Path((id, step)): Path<(String, String)>,
     query: Result<axum::extract::Query<ItemsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ItemsPage>, ApiError> {
-    let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message);
+    let bad = ApiError::bad_request;
     let axum::extract::Query(query) = query.map_err(|e| bad(e.body_text()))?;
     let cursor = match query.cursor.as_deref() {
         None | Some("") => 0,

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::memory::{Fsync, MemoryBackend, Retention};
 use super::redis::{RedisBackend, RedisConfig};
 use super::{
-    Admission, Cancelled, Claim, Idempotency, Limits, NewRun, Outcome, StateStore, StepWork,
-    TenantRecord, WorkQueue,
+    Admission, Cancelled, Claim, Delivery, Idempotency, Limits, NewRun, Outcome, StateStore,
+    StepWork, TenantRecord, WorkQueue,
 };
 use crate::engine::Failure;
 use crate::scheduler::clock::ManualClock;
@@ -139,6 +139,19 @@ fn spec(doc: Value) -> RunSpec {
 }
 
 async fn claim_next(b: &dyn Backend) -> StepWork {
+    let (work, d) = claim_delivered(b).await;
+    b.ack(&[d]).await.unwrap();
+    work
+}
+
+/// Claims the next task and never acknowledges it, as a process that stops
+/// while the attempt runs.
+async fn claim_unacked(b: &dyn Backend) -> StepWork {
+    claim_delivered(b).await.0
+}
+
+/// Claims the next task, which must be an attempt, with its delivery.
+async fn claim_delivered(b: &dyn Backend) -> (StepWork, Delivery) {
     let d = tokio::time::timeout(Duration::from_secs(5), b.next(1))
         .await
         .expect("a task is ready")
@@ -146,11 +159,8 @@ async fn claim_next(b: &dyn Backend) -> StepWork {
         .pop()
         .unwrap();
     match b.claim(&d, T0).await.unwrap() {
-        Claim::Step(w) => {
-            b.ack(&[d]).await.unwrap();
-            w
-        }
-        _ => panic!("expected a step for {:?}", d.task),
+        Claim::Step(w) => (w, d),
+        _ => panic!("expected an attempt for {:?}", d.task),
     }
 }
 
@@ -694,15 +704,7 @@ async fn an_unfinished_run_goes_on_after_a_reopen(kind: Kind) {
             .applied
     );
     // Claimed and never acknowledged: the process stops while it runs.
-    let d = tokio::time::timeout(Duration::from_secs(5), b.next(1))
-        .await
-        .expect("b is ready")
-        .unwrap()
-        .pop()
-        .unwrap();
-    let Claim::Step(running) = b.claim(&d, T0).await.unwrap() else {
-        panic!("expected step b")
-    };
+    let running = claim_unacked(&*b).await;
     assert_eq!((running.index, running.attempt), (1, 1));
     // A claim is stored within a few milliseconds, though nobody waits for it.
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -303,17 +303,8 @@ pub struct FailedItem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemView {
     pub index: u32,
-    pub status: StepStatus,
-    pub attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    #[schema(value_type = Option<serde_json::Value>)]
-    pub output: Option<StepOutput>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub error: Option<Failure>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub started_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub finished_at: Option<String>,
+    #[serde(flatten)]
+    pub record: AttemptsView,
 }
 
 impl ItemView {
@@ -321,12 +312,7 @@ impl ItemView {
     pub fn new(index: u32, rec: &StepRecord) -> Self {
         Self {
             index,
-            status: rec.status.unwrap_or(StepStatus::Pending),
-            attempts: rec.attempts,
-            output: rec.output.clone().map(StepOutput::Value),
-            error: rec.error.clone(),
-            started_at: rec.started_at.map(rfc3339),
-            finished_at: rec.finished_at.map(rfc3339),
+            record: AttemptsView::new(rec),
         }
     }
 }
@@ -340,9 +326,9 @@ pub struct ItemsPage {
     pub next_cursor: Option<String>,
 }
 
-/// How a step's compensation went, in the run JSON.
+/// The attempts of an item or of a compensation, as clients see them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CompensationView {
+pub struct AttemptsView {
     pub status: StepStatus,
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -356,7 +342,10 @@ pub struct CompensationView {
     pub finished_at: Option<String>,
 }
 
-impl CompensationView {
+/// How a step's compensation went, in the run JSON.
+pub type CompensationView = AttemptsView;
+
+impl AttemptsView {
     pub fn new(rec: &StepRecord) -> Self {
         Self {
             status: rec.status.unwrap_or(StepStatus::Pending),

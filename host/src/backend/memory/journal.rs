@@ -67,8 +67,6 @@ pub(super) struct Journal {
 pub(super) struct Touched {
     /// The run is new: its spec and every step are written.
     pub created: bool,
-    /// Every step changed (the run ended).
-    pub all_steps: bool,
     /// The rows changed: steps, items, lists, compensations.
     pub rows: Vec<RowKey>,
 }
@@ -153,13 +151,6 @@ impl Work {
     pub fn touch_row(&mut self, run: &Arc<str>, key: RowKey) {
         if let Some(t) = self.touched(run) {
             t.rows.push(key);
-        }
-    }
-
-    /// Marks every step of the run as changed.
-    pub fn touch_all(&mut self, run: &Arc<str>) {
-        if let Some(t) = self.touched(run) {
-            t.all_steps = true;
         }
     }
 

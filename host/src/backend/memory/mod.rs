@@ -6,6 +6,7 @@
 //! (`weft exec`, unit tests) nothing outlives the process.
 
 mod journal;
+mod outcomes;
 mod registry;
 mod rows;
 mod runs;

@@ -185,7 +185,7 @@ impl Inner {
                 bytes: run.bytes,
                 idempotency,
             });
-            if created || touched.all_steps {
+            if created {
                 touched.rows = all_rows(run);
             } else {
                 touched.rows.sort_unstable();

@@ -395,6 +395,10 @@ impl StateStore for RedisBackend {
                 }
                 let mut dep_facts = Vec::with_capacity(facts.len());
                 let rest = reply.get(5 + reads.len()..).unwrap_or_default();
+                if rest.is_empty() {
+                    // Nothing told: every dependency succeeded.
+                    dep_facts.extend(facts.iter().map(|&d| (d, StepStatus::Succeeded, None)));
+                }
                 for (d, pair) in facts.iter().zip(rest.chunks(2)) {
                     let status = pair.first().and_then(text).unwrap_or_default();
                     let status: StepStatus = view::status(&status)?;

@@ -198,7 +198,7 @@ impl RedisBackend {
                     ..StepRecord::default()
                 };
                 let mut view = ItemView::new(k, &rec);
-                view.output = v[2].clone().map(|o| StepOutput::Text(Arc::new(o)));
+                view.record.output = v[2].clone().map(|o| StepOutput::Text(Arc::new(o)));
                 page.push(view);
             }
         }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Backend, Harness, Kind, T0, claim_next, claim_next_current, ok, spec, status};
+use super::{
+    Backend, Harness, Kind, T0, claim_next, claim_next_current, claim_unacked, ok, spec, status,
+};
 use crate::backend::{Cancelled, Claim, Committed, NewRun, Outcome, StepWork};
 use crate::engine::Failure;
 use crate::scheduler::model::{RunStatus, StepStatus, Target, TaskKind};
@@ -48,21 +50,6 @@ async fn nothing_ready(b: &dyn Backend, what: &str) {
             .is_err(),
         "{what}"
     );
-}
-
-/// Claims the next task and never acknowledges it, as a process that stops
-/// while the attempt runs.
-async fn claim_unacked(b: &dyn Backend) -> StepWork {
-    let d = tokio::time::timeout(Duration::from_secs(5), b.next(1))
-        .await
-        .expect("a task is ready")
-        .unwrap()
-        .pop()
-        .unwrap();
-    match b.claim(&d, T0).await.unwrap() {
-        Claim::Step(w) => w,
-        _ => panic!("expected an attempt for {:?}", d.task),
-    }
 }
 
 /// Claims the next `n` tasks, sorted by what they are for.
@@ -183,7 +170,7 @@ pub(super) async fn a_list_keeps_its_window_full_and_ends_with_outputs_in_item_o
     assert!(page.next_cursor.is_none());
     let page = b.items("t", "run_1", "each", 0, 2).await.unwrap().unwrap();
     assert_eq!(page.next_cursor.as_deref(), Some("2"));
-    assert_eq!(page.items[1].status, StepStatus::Succeeded);
+    assert_eq!(page.items[1].record.status, StepStatus::Succeeded);
     assert!(b.items("u", "run_1", "each", 0, 2).await.unwrap().is_none());
 }
 
