@@ -27,6 +27,7 @@ fn field(fields: &[String], n: usize) -> u64 {
 }
 
 /// RSS of a process in bytes, from /proc (0 when it cannot be read).
+#[allow(dead_code)] // not every benchmark that uses this module measures memory
 pub fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
