@@ -80,6 +80,8 @@ fn embedded(c: &mut Criterion) {
                             input: json!({}),
                             defaults: StepDefaults::default(),
                             created_at: now,
+                            template: None,
+                            parent: None,
                         };
                         let started = Instant::now();
                         let id = scheduler.start(spec).await.expect("run stored");

@@ -101,6 +101,127 @@ impl Registry {
         Ok(self.store.publish(tenant, record).await?)
     }
 
+    /// Stores a workflow template: `document` must have been validated.
+    /// The same document again (keys in any order) changes nothing; another
+    /// under a published version is a conflict.
+    pub async fn publish_template(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &Version,
+        document: &serde_json::Value,
+        storage_bytes: u64,
+    ) -> Result<Published, PublishError> {
+        let bytes = Bytes::from(canonical_json(document));
+        let digest = crate::cache::digest(&bytes);
+        let key = template_key(name);
+        let existing = self.store.versions(tenant, &key).await?;
+        if let Some(same) = existing.iter().find(|v| v.version == version.to_string()) {
+            let mut same = same.clone();
+            same.name = name.to_string();
+            return Ok(if same.digest == digest {
+                Published::Unchanged(same)
+            } else {
+                Published::Conflict(same)
+            });
+        }
+        let size = bytes.len() as u64;
+        if let Some(used) = self.stored_bytes(tenant, &digest).await?
+            && used.saturating_add(size) > storage_bytes
+        {
+            return Err(PublishError::QuotaExceeded {
+                used,
+                size,
+                limit: storage_bytes,
+            });
+        }
+        self.store.put_blob(&digest, bytes).await?;
+        let record = VersionRecord {
+            name: key,
+            version: version.to_string(),
+            digest,
+            size,
+            published_at: self.clock.now(),
+        };
+        Ok(match self.store.publish(tenant, record).await? {
+            Published::Created(r) => Published::Created(named(r, name)),
+            Published::Unchanged(r) => Published::Unchanged(named(r, name)),
+            Published::Conflict(r) => Published::Conflict(named(r, name)),
+        })
+    }
+
+    /// Every version of the tenant's template `name` (named `name`), oldest first.
+    pub async fn template_versions(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<VersionRecord>, BackendError> {
+        let versions = self.store.versions(tenant, &template_key(name)).await?;
+        Ok(versions.into_iter().map(|r| named(r, name)).collect())
+    }
+
+    /// The names of the tenant's templates, sorted.
+    pub async fn template_names(&self, tenant: &str) -> Result<Vec<String>, BackendError> {
+        let names = self.store.component_names(tenant).await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| n.strip_prefix(TEMPLATE_PREFIX))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// The names of the tenant's components, sorted (templates left out).
+    pub async fn component_names(&self, tenant: &str) -> Result<Vec<String>, BackendError> {
+        let mut names = self.store.component_names(tenant).await?;
+        names.retain(|n| !n.starts_with(TEMPLATE_PREFIX));
+        Ok(names)
+    }
+
+    /// The document of a template version.
+    pub async fn template_document(
+        &self,
+        record: &VersionRecord,
+    ) -> Result<serde_json::Value, BackendError> {
+        let bytes = self.store.blob(&record.digest).await?.ok_or_else(|| {
+            BackendError::Corrupt(format!(
+                "the document of template {}@{} is missing",
+                record.name, record.version
+            ))
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| BackendError::Corrupt(format!("template {}: {e}", record.name)))
+    }
+
+    /// The highest version of the tenant's template `name` that `requirement`
+    /// matches, with its document; Err says why there is none.
+    pub async fn resolve_template(
+        &self,
+        tenant: &str,
+        name: &str,
+        requirement: &VersionReq,
+    ) -> Result<Result<(VersionRecord, serde_json::Value), String>, BackendError> {
+        let versions = self.template_versions(tenant, name).await?;
+        if versions.is_empty() {
+            return Ok(Err(format!(
+                "unknown workflow template \"{name}\": publish it first with PUT /v1/workflows/{name}/{{version}}"
+            )));
+        }
+        let best = versions
+            .iter()
+            .filter_map(|v| Some((Version::parse(&v.version).ok()?, v)))
+            .filter(|(v, _)| requirement.matches(v))
+            .max_by(|a, b| a.0.cmp(&b.0));
+        let Some((_, record)) = best else {
+            let available: Vec<&str> = versions.iter().map(|v| v.version.as_str()).collect();
+            return Ok(Err(format!(
+                "no version of workflow template \"{name}\" matches {requirement} (available: {})",
+                available.join(", ")
+            )));
+        };
+        let document = self.template_document(record).await?;
+        Ok(Ok((record.clone(), document)))
+    }
+
     /// The bytes of the tenant's distinct blobs, or None when `digest` is
     /// one of them already (publishing it again costs nothing).
     async fn stored_bytes(&self, tenant: &str, digest: &str) -> Result<Option<u64>, BackendError> {
@@ -155,6 +276,42 @@ impl Registry {
         }
         Ok(snapshot)
     }
+}
+
+/// The registry keeps workflow templates beside components, under names no
+/// component can have (component names have no `/`).
+const TEMPLATE_PREFIX: &str = "workflow/";
+
+fn template_key(name: &str) -> String {
+    format!("{TEMPLATE_PREFIX}{name}")
+}
+
+fn named(mut record: VersionRecord, name: &str) -> VersionRecord {
+    record.name = name.to_string();
+    record
+}
+
+/// `value` as compact JSON with every object's keys sorted, so that one
+/// document has one digest whatever order its keys came in.
+pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
+    fn sorted(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                serde_json::Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&map[k])))
+                        .collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(sorted).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    serde_json::to_vec(&sorted(value)).expect("a JSON value serialises")
 }
 
 /// The component names a document refers to, read leniently (the document is

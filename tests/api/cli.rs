@@ -285,3 +285,108 @@ fn an_unreachable_server_a_missing_key_or_https_exit_3_saying_what_to_do() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("/nonexistent/x.wasm"), "{}", out.stderr);
 }
+
+#[test]
+fn templates_listing_cancel_and_limits_from_the_command_line() {
+    let server = Server::start();
+    let dir = server.scratch();
+    let data = server.data_dir();
+    let weft = || weft(&server.url, &data);
+    let doc = json!({
+        "name": "slow",
+        "steps": [{ "id": "nap", "component": "sleep@1", "input": { "ms": "${input.ms}" } }],
+        "output": "${steps.nap.output.slept_ms}"
+    });
+    let path = file(dir, "slow.json", &doc);
+
+    let published = run(weft().args(["workflow", "publish"]).arg(&path).args([
+        "--name",
+        "slow",
+        "--version",
+        "1.0.0",
+    ]));
+    assert_eq!(published.code, 0, "{}", published.stderr);
+    assert!(
+        published.stdout.contains("published workflow slow@1.0.0"),
+        "{}",
+        published.stdout
+    );
+    let again = run(weft().args(["workflow", "publish"]).arg(&path).args([
+        "--name",
+        "slow",
+        "--version",
+        "1.0.0",
+        "--json",
+    ]));
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(stdout_json(&again)["version"], "1.0.0");
+    let listed = run(weft().args(["workflow", "list"]));
+    assert!(
+        listed.stdout.contains("slow") && listed.stdout.contains("1.0.0"),
+        "{}",
+        listed.stdout
+    );
+
+    // By template name; a file of that name would be read instead.
+    let done = run(weft().args(["submit", "slow@^1", "--input", r#"{"ms": 10}"#, "--wait"]));
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    let finished = stdout_json(&done);
+    assert_eq!(finished["workflow_version"], "1.0.0");
+    assert_eq!(finished["output"], 10);
+
+    let started = run(weft().args(["submit", "slow@1", "--input", r#"{"ms": 20000}"#]));
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    let id = stdout_json(&started)["id"].as_str().unwrap().to_string();
+    let cancelled = run(weft().args(["cancel", &id]));
+    assert_eq!(cancelled.code, 0, "{}", cancelled.stderr);
+    assert_eq!(cancelled.stdout.trim(), format!("run {id}: cancelled"));
+    let twice = run(weft().args(["cancel", &id]));
+    assert_eq!(twice.code, 2);
+    assert_eq!(twice.error()["error"]["code"], "run_finished");
+
+    let table = run(weft().args(["runs", "--workflow", "slow"]));
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].starts_with("ID"), "{}", table.stdout);
+    assert_eq!(lines.len(), 3, "a header and two runs:\n{}", table.stdout);
+    assert!(
+        lines[1].starts_with(&id) && lines[1].contains("cancelled"),
+        "{}",
+        table.stdout
+    );
+    let json = run(weft().args(["runs", "--status", "succeeded", "--json"]));
+    let runs = stdout_json(&json)["runs"].as_array().unwrap().clone();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["workflow"], "slow");
+    let bad = run(weft().args(["runs", "--status", "sleepy"]));
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert_eq!(bad.error()["error"]["code"], "bad_request");
+
+    let limits = run(weft()
+        .args([
+            "tenant",
+            "limits",
+            "default",
+            "--set",
+            "concurrent_runs=7",
+            "--json",
+        ])
+        .env("WEFT_ADMIN_TOKEN", ADMIN_TOKEN));
+    assert_eq!(limits.code, 0, "{}", limits.stderr);
+    assert_eq!(stdout_json(&limits)["concurrent_runs"], 7);
+    let shown = run(weft()
+        .args(["tenant", "limits", "default"])
+        .env("WEFT_ADMIN_TOKEN", ADMIN_TOKEN));
+    assert!(
+        shown
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("concurrent_runs") && l.ends_with(" 7")),
+        "{}",
+        shown.stdout
+    );
+    let malformed = run(weft()
+        .args(["tenant", "limits", "default", "--set", "fuel"])
+        .env("WEFT_ADMIN_TOKEN", ADMIN_TOKEN));
+    assert_eq!(malformed.code, 2, "{}", malformed.stderr);
+}

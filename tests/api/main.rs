@@ -11,4 +11,5 @@ mod http;
 mod language;
 mod resilience;
 mod server;
+mod templates;
 mod walkthrough;

@@ -237,7 +237,7 @@ pub async fn list(
     Tenant(tenant): Tenant,
 ) -> Result<Json<ComponentList>, ApiError> {
     let mut components = Vec::new();
-    for name in state.store().component_names(&tenant.name).await? {
+    for name in state.registry.component_names(&tenant.name).await? {
         let mut versions: Vec<Version> = state
             .store()
             .versions(&tenant.name, &name)

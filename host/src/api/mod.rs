@@ -10,9 +10,11 @@ pub mod error;
 mod events;
 pub mod metrics;
 mod openapi;
+mod run_body;
 mod runs;
 pub mod server;
 pub mod tenants;
+mod workflows;
 
 #[cfg(test)]
 mod tests;
@@ -98,12 +100,14 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(components::list))
         .routes(routes!(components::publish, components::get))
         .routes(routes!(runs::validate))
-        .routes(routes!(runs::submit))
+        .routes(routes!(runs::submit, runs::list))
         .routes(routes!(runs::get))
         .routes(routes!(events::stream))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::items))
         .routes(routes!(runs::schema))
+        .routes(routes!(workflows::list))
+        .routes(routes!(workflows::publish, workflows::get))
         .routes(routes!(cluster::get))
         .routes(routes!(health))
         .routes(routes!(ready))

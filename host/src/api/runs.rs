@@ -12,9 +12,10 @@ use super::auth::Tenant;
 use super::body::JsonBody;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
+use crate::backend::listing::{self, RunQuery, RunsPage};
 use crate::backend::{Admission, Cancelled, Idempotency, Limits, NewRun, TenantRecord};
 use crate::registry::referenced_names;
-use crate::scheduler::model::{ItemsPage, RunSpec, RunStatus, RunView};
+use crate::scheduler::model::{ItemsPage, RunSpec, RunStatus, RunView, TemplateRef};
 use crate::scheduler::new_run_id;
 use crate::workflow::{self, Problem, Validated};
 
@@ -23,7 +24,8 @@ use crate::workflow::{self, Problem, Validated};
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"workflow": example_workflow(), "input": {"name": "ada"}})))]
 pub struct RunRequest {
-    /// The workflow document.
+    /// The workflow document, or a published template as `"name@requirement"`
+    /// (e.g. `"orders@^1.2"`): the highest matching version, pinned in the run.
     #[schema(value_type = Object)]
     pub workflow: serde_json::Value,
     /// The run's input; `{}` when left out.
@@ -57,7 +59,7 @@ pub struct Valid {
 /// Validates a document against the tenant's registry and limits; `size` is
 /// the length of the body it came in, so that large documents are validated
 /// off the async executor.
-async fn check_document(
+pub(super) async fn check_document(
     state: &AppState,
     tenant: &TenantRecord,
     document: serde_json::Value,
@@ -164,6 +166,33 @@ pub async fn validate(
     Ok(Json(Valid { valid: true }))
 }
 
+/// The template version `reference` (`name@requirement`) names, with its document.
+async fn resolve_template(
+    state: &AppState,
+    tenant: &str,
+    reference: &str,
+) -> Result<(crate::backend::VersionRecord, serde_json::Value), ApiError> {
+    let invalid = |message: String| {
+        ApiError::unprocessable("invalid_workflow", message.clone())
+            .with_details(vec![Problem::new("/workflow", message)])
+    };
+    let parsed = reference
+        .split_once('@')
+        .filter(|(name, requirement)| workflow::is_valid_name(name) && !requirement.is_empty());
+    let Some((name, requirement)) = parsed else {
+        let shown: String = reference.chars().take(200).collect();
+        return Err(invalid(format!(
+            "{shown:?} is neither a workflow document nor a template reference such as \"orders@^1\""
+        )));
+    };
+    let requirement = workflow::parse_requirement(requirement).map_err(invalid)?;
+    state
+        .registry
+        .resolve_template(tenant, name, &requirement)
+        .await?
+        .map_err(invalid)
+}
+
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -236,8 +265,18 @@ pub async fn submit(
             wait,
         ));
     }
-    let (validated, document) =
-        check_document(&state, &tenant, request.workflow, bytes.len()).await?;
+    let (document, template) = match request.workflow {
+        serde_json::Value::String(reference) => {
+            let (record, document) = resolve_template(&state, &tenant.name, &reference).await?;
+            let template = TemplateRef {
+                name: record.name,
+                version: record.version,
+            };
+            (document, Some(template))
+        }
+        document => (document, None),
+    };
+    let (validated, document) = check_document(&state, &tenant, document, bytes.len()).await?;
     let input = request.input.unwrap_or_else(|| serde_json::json!({}));
     let problems = workflow::check_input(&validated.workflow, &input);
     if !problems.is_empty() {
@@ -261,6 +300,8 @@ pub async fn submit(
         input,
         defaults: tenant.limits.step_defaults(),
         created_at: now,
+        template,
+        parent: None,
     };
     let new = NewRun {
         spec: std::sync::Arc::new(spec),
@@ -313,12 +354,12 @@ pub async fn get(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
-) -> Result<Json<RunView>, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .store()
         .run(&tenant.name, &id)
         .await?
-        .map(Json)
+        .map(super::run_body::response)
         .ok_or_else(|| ApiError::not_found(format_args!("run {id:?}")))
 }
 
@@ -349,6 +390,69 @@ pub async fn cancel(
             Ok((StatusCode::ACCEPTED, Json(RunRef { id, status })))
         }
     }
+}
+
+/// `GET /v1/runs` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this workflow (a template's name, or a document's `name`).
+    pub workflow: Option<String>,
+    /// Runs per page, 1 to 500; 50 when left out.
+    pub limit: Option<u32>,
+    /// Where the page starts: `next_cursor` of the page before; the first page without it.
+    pub cursor: Option<String>,
+}
+
+/// The tenant's runs, newest first, a page at a time.
+///
+/// A page reads only its own runs. With a filter, a page looks at up to
+/// 5,000 runs and may then hold fewer than `limit`: follow `next_cursor`
+/// until it is null.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", operation_id = "list_runs",
+    params(RunsQuery),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A page of runs", body = RunsPage),
+        (status = 400, description = "Bad filter, cursor or limit", body = ErrorBody),
+        (status = 401, description = "No or unknown API key", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    query: Result<axum::extract::Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RunsPage>, ApiError> {
+    let bad = ApiError::bad_request;
+    let axum::extract::Query(query) = query.map_err(|e| bad(e.body_text()))?;
+    let limit = query.limit.unwrap_or(listing::DEFAULT_LIMIT);
+    if !(1..=listing::MAX_LIMIT).contains(&limit) {
+        return Err(bad(format!(
+            "limit must be 1 to {}, not {limit}",
+            listing::MAX_LIMIT
+        )));
+    }
+    let after = match query.cursor.filter(|c| !c.is_empty()) {
+        Some(c) if listing::is_cursor(&c) => Some(c),
+        Some(c) => {
+            let shown: String = c.chars().take(100).collect();
+            return Err(bad(format!("cursor {shown:?} is not one this API gave")));
+        }
+        None => None,
+    };
+    if let Some(w) = &query.workflow
+        && w.len() > 256
+    {
+        return Err(bad("workflow must be at most 256 bytes".to_string()));
+    }
+    let query = RunQuery {
+        status: query.status,
+        workflow: query.workflow,
+        after,
+        limit,
+    };
+    Ok(Json(state.store().list_runs(&tenant.name, &query).await?))
 }
 
 /// `GET /v1/runs/{id}/steps/{step}/items` query.

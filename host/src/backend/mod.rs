@@ -5,6 +5,7 @@
 //! the step's result, the status changes it causes, and the tasks that became
 //! ready are committed together or not at all.
 
+pub mod listing;
 pub mod memory;
 pub mod redis;
 mod spec;
@@ -392,6 +393,13 @@ pub trait StateStore: Send + Sync + 'static {
         run: &str,
         now: Millis,
     ) -> Result<Option<Cancelled>, BackendError>;
+
+    /// A page of the tenant's runs, newest first.
+    async fn list_runs(
+        &self,
+        tenant: &str,
+        query: &listing::RunQuery,
+    ) -> Result<listing::RunsPage, BackendError>;
 
     /// The tenant's run, as clients see it.
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError>;

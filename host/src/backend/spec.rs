@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendError;
 use crate::scheduler::clock::Millis;
 use crate::scheduler::model::Target;
-use crate::scheduler::model::{RunSpec, StepDefaults};
+use crate::scheduler::model::{RunSpec, StepDefaults, TemplateRef};
 use crate::workflow::{self, Root, Template};
 
 /// What a store keeps of a spec.
@@ -19,6 +19,10 @@ struct StoredSpec {
     input: serde_json::Value,
     defaults: StepDefaults,
     created_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    template: Option<TemplateRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
 }
 
 pub(crate) fn store_spec(spec: &RunSpec) -> String {
@@ -30,6 +34,8 @@ pub(crate) fn store_spec(spec: &RunSpec) -> String {
         input: spec.input.clone(),
         defaults: spec.defaults,
         created_at: spec.created_at,
+        template: spec.template.clone(),
+        parent: spec.parent.clone(),
     })
     .expect("a spec serialises")
 }
@@ -55,6 +61,8 @@ pub(crate) fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
         input: stored.input,
         defaults: stored.defaults,
         created_at: stored.created_at,
+        template: stored.template,
+        parent: stored.parent,
     })
 }
 

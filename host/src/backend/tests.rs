@@ -135,6 +135,8 @@ fn spec(doc: Value) -> RunSpec {
         input: json!({}),
         defaults: StepDefaults::default(),
         created_at: T0,
+        template: None,
+        parent: None,
     }
 }
 
@@ -236,7 +238,14 @@ macro_rules! on_durable_backends {
 }
 
 mod language;
+mod listing;
 use language::*;
+use listing::*;
+
+on_every_backend!(
+    a_listing_pages_newest_first_filters_and_keeps_tenants_apart,
+    an_expired_run_leaves_the_listing,
+);
 
 on_every_backend!(
     a_skip_ends_the_step_and_its_dependents_see_it_at_their_claim,

@@ -293,6 +293,8 @@ async fn prepare(
         input,
         defaults: StepDefaults::default(),
         created_at: now,
+        template: None,
+        parent: None,
     })
 }
 

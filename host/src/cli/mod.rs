@@ -56,7 +56,8 @@ pub enum Command {
     /// bytes), 2 when the server refused it (its error on stderr, as JSON), 3
     /// when the server cannot be reached or failed.
     Publish(client::PublishArgs),
-    /// Submit a workflow run to a Weft server; with --wait, follow it to the end.
+    /// Submit a workflow run to a Weft server (a document file, or a
+    /// published template as NAME@REQUIREMENT); with --wait, follow it to the end.
     ///
     /// Exit code 0 when the run was accepted (with --wait: when it succeeded),
     /// 1 when it failed or was cancelled (--wait), 2 when the server refused
@@ -69,6 +70,19 @@ pub enum Command {
     /// such run; its error on stderr, as JSON), 3 when the server cannot be
     /// reached or failed.
     Status(client::StatusArgs),
+    /// List the tenant's runs, newest first, as a table (`--json`: as JSON).
+    ///
+    /// Exit code 0 when listed, 2 when the server refused (e.g. a bad
+    /// --status), 3 when the server cannot be reached or failed.
+    Runs(client::RunsArgs),
+    /// Cancel a run: steps not started are skipped, running ones stopped;
+    /// compensations, if any, run first.
+    ///
+    /// Exit code 0 when cancelled, 2 when the server refused (no such run, or
+    /// it has already ended), 3 when the server cannot be reached or failed.
+    Cancel(client::CancelArgs),
+    /// Publish and list workflow templates.
+    Workflow(client::WorkflowArgs),
     /// Manage the tenants of a Weft server (needs the admin token).
     Tenant(client::TenantArgs),
 }
@@ -99,6 +113,9 @@ pub fn main() -> ExitCode {
             Command::Publish(args) => client::publish(args).await,
             Command::Submit(args) => client::submit(args).await,
             Command::Status(args) => client::status(args).await,
+            Command::Runs(args) => client::runs(args).await,
+            Command::Cancel(args) => client::cancel(args).await,
+            Command::Workflow(args) => client::workflow(args).await,
             Command::Tenant(args) => client::tenant(args).await,
         }
     })

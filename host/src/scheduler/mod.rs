@@ -342,6 +342,8 @@ mod tests {
                 input: json!({}),
                 defaults: StepDefaults::default(),
                 created_at: 1_000,
+                template: None,
+                parent: None,
             })
             .await
             .unwrap();

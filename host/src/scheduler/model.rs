@@ -157,9 +157,27 @@ pub struct RunSpec {
     pub input: serde_json::Value,
     pub defaults: StepDefaults,
     pub created_at: Millis,
+    /// The workflow template the run was started from, resolved and pinned at submission.
+    pub template: Option<TemplateRef>,
+    /// The run whose sub-workflow step started this one.
+    pub parent: Option<String>,
+}
+
+/// A published workflow template's name and the version a run pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateRef {
+    pub name: String,
+    pub version: String,
 }
 
 impl RunSpec {
+    /// The workflow's name as runs show it: the template's, else the document's.
+    pub fn workflow_name(&self) -> &str {
+        self.template
+            .as_ref()
+            .map_or(self.workflow.name.as_str(), |t| t.name.as_str())
+    }
+
     /// The limits of one attempt of step `index` (or of its compensation).
     pub fn limits(&self, index: usize, compensation: bool) -> crate::engine::StepLimits {
         let step = &self.workflow.steps[index];
@@ -363,7 +381,14 @@ impl AttemptsView {
 pub struct RunView {
     pub id: String,
     pub tenant: String,
+    /// The template's name for a run started from one, else the document's `name`.
     pub workflow: String,
+    /// The template version the run pinned at submission.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workflow_version: Option<String>,
+    /// The run whose sub-workflow step started this one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub parent: Option<String>,
     pub status: RunStatus,
     pub input: serde_json::Value,
     /// The document's `output` resolved once every step succeeded, else null.

@@ -6,6 +6,7 @@
 //! (`weft exec`, unit tests) nothing outlives the process.
 
 mod journal;
+mod listing;
 mod outcomes;
 mod registry;
 mod rows;
@@ -13,7 +14,7 @@ mod runs;
 pub mod store;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -73,6 +74,8 @@ struct Inner {
     expiry: BinaryHeap<Reverse<(Millis, Arc<str>)>>,
     /// Each tenant's finished runs, oldest first.
     finished: HashMap<String, VecDeque<Arc<str>>>,
+    /// Each tenant's runs, by id (so by creation time), for listings.
+    listed: HashMap<String, BTreeSet<Arc<str>>>,
     work: journal::Work,
     next_tag: u64,
     blobs: HashMap<String, Bytes>,
@@ -138,6 +141,7 @@ impl MemoryBackend {
                 runs: HashMap::new(),
                 expiry: BinaryHeap::new(),
                 finished: HashMap::new(),
+                listed: HashMap::new(),
                 work,
                 next_tag: 0,
                 blobs: HashMap::new(),
@@ -269,6 +273,14 @@ impl StateStore for MemoryBackend {
 
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError> {
         Ok(self.view(tenant, run))
+    }
+
+    async fn list_runs(
+        &self,
+        tenant: &str,
+        query: &super::listing::RunQuery,
+    ) -> Result<super::listing::RunsPage, BackendError> {
+        Ok(MemoryBackend::list_runs(self, tenant, query))
     }
 
     async fn items(

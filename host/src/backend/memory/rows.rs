@@ -33,10 +33,11 @@ impl MemoryBackend {
             }
         }
         for id in gone {
-            if let Some(run) = inner.runs.remove(&id)
-                && let Some(key) = run.idempotency_key
-            {
-                inner.idempotency.remove(&(run.spec.tenant.clone(), key));
+            if let Some(run) = inner.runs.remove(&id) {
+                inner.unlist(&run.spec.tenant, &id);
+                if let Some(key) = run.idempotency_key {
+                    inner.idempotency.remove(&(run.spec.tenant.clone(), key));
+                }
             }
             inner.work.forget(id);
         }
@@ -65,7 +66,9 @@ impl MemoryBackend {
         Some(RunView {
             id: spec.id.clone(),
             tenant: spec.tenant.clone(),
-            workflow: spec.workflow.name.clone(),
+            workflow: spec.workflow_name().to_string(),
+            workflow_version: spec.template.as_ref().map(|t| t.version.clone()),
+            parent: spec.parent.clone(),
             status: run.status,
             input: spec.input.clone(),
             output: run.output.clone(),
@@ -359,6 +362,7 @@ impl MemoryBackend {
                 .filter_map(|s| s.items.as_ref())
                 .map(|i| rules::extra_items(i.total() as usize))
                 .sum();
+            inner.list(&spec.tenant, &id);
             inner.runs.insert(
                 id,
                 RunState {

@@ -233,6 +233,7 @@ impl MemoryBackend {
         let remaining = steps.len();
         let bytes = policy::stored_input_bytes(&spec);
         inner.work.created(&run);
+        inner.list(&spec.tenant, &run);
         inner.runs.insert(
             run,
             RunState {

@@ -28,6 +28,11 @@ pub fn active(tenant: &str) -> String {
     format!("weft:tenant:{tenant}:active")
 }
 
+/// The tenant's run ids, all of score 0, so ordered as ids are: by creation time.
+pub fn tenant_runs(tenant: &str) -> String {
+    format!("weft:tenant:{tenant}:runs")
+}
+
 pub fn idempotency(tenant: &str, key: &str) -> String {
     format!("weft:tenant:{tenant}:idem:{key}")
 }

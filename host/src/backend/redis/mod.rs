@@ -5,6 +5,7 @@
 
 mod batch;
 mod keys;
+mod listing;
 mod queue;
 mod registry;
 mod requests;
@@ -247,6 +248,7 @@ impl StateStore for RedisBackend {
                 Some(i) => keys::idempotency(&spec.tenant, &i.key),
                 None => keys::idempotency(&spec.tenant, ""),
             })
+            .key(keys::tenant_runs(&spec.tenant))
             .arg(&spec.id)
             .arg(store_spec(spec))
             .arg(&spec.tenant)
@@ -268,7 +270,9 @@ impl StateStore for RedisBackend {
                 } else {
                     "0"
                 },
-            );
+            )
+            .arg(spec.workflow_name())
+            .arg(spec.parent.as_deref().unwrap_or(""));
         for (i, step) in spec.workflow.steps.iter().enumerate() {
             let dependents: Vec<String> = spec
                 .workflow
@@ -633,6 +637,14 @@ impl StateStore for RedisBackend {
 
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError> {
         self.view(tenant, run).await
+    }
+
+    async fn list_runs(
+        &self,
+        tenant: &str,
+        query: &crate::backend::listing::RunQuery,
+    ) -> Result<crate::backend::listing::RunsPage, BackendError> {
+        RedisBackend::list_runs(self, tenant, query).await
     }
 
     async fn items(

@@ -213,16 +213,19 @@ end
 /// Creates a run unless its idempotency key is known or the tenant is at its
 /// limit of unfinished runs.
 ///
-/// KEYS: run, steps, ready stream, tenant's active counter, idempotency key
+/// KEYS: run, steps, ready stream, tenant's active counter, idempotency key,
+/// tenant's run index
 /// ARGV: run id, spec JSON, tenant, now, max active, has idempotency key (0/1),
 /// fingerprint, retention (ms), step count, stored bytes of the input,
-/// steps_per_run, any compensation (0/1), then per step: id, dependency
+/// steps_per_run, any compensation (0/1), workflow name, parent run ('' for
+/// none), then per step: id, dependency
 /// count, dependents (comma separated), max_concurrency (0 without
 /// for_each), has a compensation (0/1)
 /// The idempotency key lives as long as its run: it expires with it.
 /// Returns `{'created'}`, `{'existing', '<fingerprint> <run>'}` or `{'limit', active}`.
 const CREATE: &str = r#"
-local run_key, steps, ready, active, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local run_key, steps, ready, active, idem, listed =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local run, now, n = ARGV[1], ARGV[4], tonumber(ARGV[9])
 if ARGV[6] == '1' then
   local seen = redis.call('GET', idem)
@@ -233,11 +236,17 @@ if count >= tonumber(ARGV[5]) then return {'limit', tostring(count)} end
 redis.call('INCR', active)
 redis.call('HSET', run_key, 'spec', ARGV[2], 'tenant', ARGV[3], 'status', 'queued',
   'created_at', now, 'remaining', n, 'n', n, 'leases', 0, 'retention', ARGV[8],
-  'ended', 0, 'items', 0, 'spr', ARGV[11], 'comp', ARGV[12])
+  'ended', 0, 'items', 0, 'spr', ARGV[11], 'comp', ARGV[12], 'workflow', ARGV[13])
+if ARGV[14] ~= '' then redis.call('HSET', run_key, 'parent', ARGV[14]) end
+-- The listing index: this run in, and the oldest ids whose runs expired out.
+redis.call('ZADD', listed, 0, run)
+for _, old in ipairs(redis.call('ZRANGE', listed, '-', '+', 'BYLEX', 'LIMIT', 0, 2)) do
+  if redis.call('EXISTS', 'weft:{run:' .. old .. '}:run') == 0 then redis.call('ZREM', listed, old) end
+end
 redis.call('HSET', steps, 'b', ARGV[10])
 if ARGV[6] == '1' then redis.call('HSET', run_key, 'idem', idem) end
 for i = 0, n - 1 do
-  local base = 13 + 5 * i
+  local base = 15 + 5 * i
   local deps = tonumber(ARGV[base + 1])
   local status = 'pending'
   if deps == 0 then status = 'queued' end

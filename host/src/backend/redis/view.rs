@@ -279,7 +279,9 @@ fn build_view(
     Ok(RunView {
         id: spec.id.clone(),
         tenant: spec.tenant.clone(),
-        workflow: spec.workflow.name.clone(),
+        workflow: spec.workflow_name().to_string(),
+        workflow_version: spec.template.as_ref().map(|t| t.version.clone()),
+        parent: spec.parent.clone(),
         status: run_status,
         input: spec.input.clone(),
         output: match run.get("output") {

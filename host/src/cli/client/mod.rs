@@ -1,12 +1,15 @@
-//! The client commands `weft publish`, `submit`, `status` and `tenant`: they
+//! The client commands `weft publish`, `submit`, `status`, `runs`, `cancel`,
+//! `workflow` and `tenant`: they
 //! talk to a `weft serve` over the HTTP API of docs/api.md.
 //!
 //! Exit codes: 0 success, 1 the run failed or was cancelled (`submit --wait`),
 //! 2 the server refused the request (its error document on stderr, as JSON),
 //! 3 the server cannot be reached or failed, or a local file cannot be read.
 
+mod runs;
 mod submit;
 
+pub use runs::{CancelArgs, RunsArgs, TenantLimitsArgs, WorkflowArgs, cancel, runs, workflow};
 pub use submit::{SubmitArgs, submit};
 
 use std::path::{Path, PathBuf};
@@ -90,6 +93,8 @@ pub struct TenantArgs {
 pub enum TenantCommand {
     /// Create a tenant and print its API key (shown only this once).
     Create(TenantCreateArgs),
+    /// Show a tenant's limits, or change some with `--set KEY=VALUE`.
+    Limits(TenantLimitsArgs),
 }
 
 /// Arguments of `weft tenant create`.
@@ -188,6 +193,7 @@ async fn try_status(args: StatusArgs) -> Result<ExitCode, Error> {
 pub async fn tenant(args: TenantArgs) -> ExitCode {
     match args.command {
         TenantCommand::Create(args) => finish(tenant_create(args).await),
+        TenantCommand::Limits(args) => finish(runs::tenant_limits(args).await),
     }
 }
 

@@ -25,7 +25,8 @@ const POLL_MISSES: u32 = 25;
 /// Arguments of `weft submit`.
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
-    /// The workflow document (JSON).
+    /// The workflow document (a JSON file), or a published template as
+    /// NAME@REQUIREMENT, e.g. `orders@^1` (see `weft workflow publish`).
     pub workflow: PathBuf,
     /// The run's input: inline JSON, or `@FILE` to read it from a file. Default `{}`.
     #[arg(long)]
@@ -49,7 +50,10 @@ pub async fn submit(args: SubmitArgs) -> ExitCode {
 }
 
 async fn try_submit(args: SubmitArgs) -> Result<ExitCode, Error> {
-    let workflow = read_workflow(&args.workflow)?;
+    let workflow = match template_reference(&args.workflow) {
+        Some(reference) => Value::String(reference),
+        None => read_workflow(&args.workflow)?,
+    };
     let input = args.input.as_deref().map(read_input).transpose()?;
     let client = Client::tenant(&args.connection)?;
 
@@ -87,6 +91,15 @@ async fn try_submit(args: SubmitArgs) -> Result<ExitCode, Error> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `NAME@REQUIREMENT` when the argument is one and no such file exists.
+fn template_reference(arg: &Path) -> Option<String> {
+    let text = arg.to_str()?;
+    let (name, requirement) = text.split_once('@')?;
+    let is_reference =
+        crate::workflow::is_valid_name(name) && !requirement.is_empty() && !arg.exists();
+    is_reference.then(|| text.to_string())
 }
 
 fn read_workflow(path: &Path) -> Result<Value, Error> {
