@@ -394,6 +394,7 @@ pub async fn cancel(
 
 /// `GET /v1/runs` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunsQuery {
     /// Only runs with this status.
@@ -401,8 +402,10 @@ pub struct RunsQuery {
     /// Only runs of this workflow (a template's name, or a document's `name`).
     pub workflow: Option<String>,
     /// Runs per page, 1 to 500; 50 when left out.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// Where the page starts: `next_cursor` of the page before; the first page without it.
+    #[param(pattern = "^(run_[0-9a-fA-F]{1,64})?$")]
     pub cursor: Option<String>,
 }
 
@@ -457,11 +460,14 @@ pub async fn list(
 
 /// `GET /v1/runs/{id}/steps/{step}/items` query.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ItemsQuery {
     /// Where the page starts: `next_cursor` of the page before; the first page without it.
+    #[param(pattern = "^([0-9]{1,9})?$")]
     pub cursor: Option<String>,
     /// Items per page, 1 to 1000; 100 when left out.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

@@ -66,7 +66,7 @@ fn info(record: VersionRecord) -> TemplateInfo {
 #[utoipa::path(put, path = "/v1/workflows/{name}/{version}", tag = "workflows", operation_id = "publish_workflow",
     params(
         ("name" = String, Path, description = "Template name", pattern = "^[a-z][a-z0-9_-]{0,62}$"),
-        ("version" = String, Path, description = "Semantic version, e.g. 1.2.0"),
+        ("version" = String, Path, description = "Semantic version, e.g. 1.2.0", pattern = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"),
     ),
     request_body(content = Object, description = "A workflow document"),
     security(("api_key" = [])),

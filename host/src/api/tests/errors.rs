@@ -328,3 +328,45 @@ async fn json_bodies_are_objects_and_limits_fit_their_formats() {
     assert_eq!(info.body["limits"]["memory_mb"], 32);
     assert_eq!(info.body["limits"]["fuel"], 1_000_000);
 }
+
+/// Each parameter is declared where it is read: a path's `{name}` segments
+/// are path parameters, and the rest are query parameters, so that clients
+/// generated from the document (and fuzzers) send them.
+#[tokio::test]
+async fn the_openapi_document_puts_each_parameter_where_it_is_read() {
+    let api = Api::new().await;
+    let paths = api.openapi["paths"].as_object().unwrap();
+    let mut queries = Vec::new();
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap() {
+            for p in operation["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let segment = format!("{{{name}}}");
+                match p["in"].as_str().unwrap() {
+                    "path" => assert!(
+                        path.contains(&segment),
+                        "{method} {path}: `{name}` is declared in the path but is not one of its segments"
+                    ),
+                    "query" => {
+                        assert!(!path.contains(&segment), "{method} {path}: `{name}`");
+                        queries.push(format!("{method} {path} {name}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for want in [
+        "get /v1/runs limit",
+        "get /v1/runs status",
+        "get /v1/runs cursor",
+    ] {
+        let (method, rest) = want.split_once(' ').unwrap();
+        let (path, name) = rest.split_once(' ').unwrap();
+        let full = format!("{method} {path} {name}");
+        assert!(
+            queries.contains(&full),
+            "{full} is not a query parameter: {queries:?}"
+        );
+    }
+}
