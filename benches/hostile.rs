@@ -297,19 +297,23 @@ async fn main_async() -> Result<()> {
                 let mut reads = Vec::new();
                 let mut size = 0;
                 for _ in 0..3 {
+                    // Read as curl reads to /dev/null: each chunk counted and
+                    // dropped, so the figure is the node's answer, not this
+                    // process gathering 256 MiB into one buffer.
                     let get = Instant::now();
-                    let body = http
+                    let mut answer = http
                         .get(format!(
                             "{base}/v1/runs/{}",
                             run["id"].as_str().unwrap_or("")
                         ))
                         .bearer_auth(&api.key)
                         .send()
-                        .await?
-                        .bytes()
                         .await?;
+                    size = 0;
+                    while let Some(chunk) = answer.chunk().await? {
+                        size += chunk.len();
+                    }
                     reads.push(get.elapsed());
-                    size = body.len();
                 }
                 let each: Vec<String> = reads.iter().map(|d| format!("{d:.2?}")).collect();
                 let mut sorted = reads.clone();

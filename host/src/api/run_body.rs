@@ -1,7 +1,8 @@
-//! The body of `GET /v1/runs/{id}`. A run's large step outputs are sent as
-//! the text the store gave, each as a chunk of its own, rather than copied
-//! into one serialised document: a run holding hundreds of MiB of outputs
-//! costs no second copy of them and starts answering at once.
+//! The body of `GET /v1/runs/{id}`. A run's large step outputs are sent each
+//! as a chunk of its own, rather than copied into one serialised document:
+//! the text a store gave as it is, a value held in memory serialised on the
+//! blocking pool. A run holding hundreds of MiB of outputs costs no growing
+//! buffer of all of them, and no async worker is held while it is written.
 
 use std::sync::Arc;
 
@@ -24,26 +25,37 @@ impl AsRef<[u8]> for Text {
     }
 }
 
+/// A large output, as the store gave it.
+enum Large {
+    /// Stored JSON text: sent as it is.
+    Text(Arc<String>),
+    /// A value held in memory: serialised on its own, off the async executor.
+    Value(Arc<serde_json::Value>),
+}
+
 /// The run as a JSON response.
-pub fn response(mut view: RunView) -> Response {
+pub async fn response(mut view: RunView) -> Response {
     // Each large output is replaced by a marker: a NUL, its number, a NUL.
     // Serialised JSON holds no raw NUL (strings escape it, and stored outputs
     // are JSON Weft serialised), so the markers are found again unmistakably.
-    let mut large: Vec<Bytes> = Vec::new();
+    let mut large: Vec<Large> = Vec::new();
     for step in view.steps.values_mut() {
-        let marker = || StepOutput::Text(Arc::new(format!("\0{}\0", large.len())));
-        match &step.output {
+        let piece = match &step.output {
             Some(StepOutput::Text(text)) if text.len() >= OWN_CHUNK_FROM => {
-                let text = text.clone();
-                step.output = Some(marker());
-                large.push(Bytes::from_owner(Text(text)));
+                Large::Text(text.clone())
             }
-            _ => {}
-        }
+            Some(StepOutput::Value(value)) if at_least(value, OWN_CHUNK_FROM) => {
+                Large::Value(value.clone())
+            }
+            _ => continue,
+        };
+        step.output = Some(StepOutput::Text(Arc::new(format!("\0{}\0", large.len()))));
+        large.push(piece);
     }
     if large.is_empty() {
         return Json(view).into_response();
     }
+    let large = serialise(large).await;
     let skeleton = Bytes::from(serde_json::to_vec(&view).expect("a run view serialises"));
     let mut pieces = Vec::with_capacity(2 * large.len() + 1);
     let mut from = 0;
@@ -71,6 +83,58 @@ pub fn response(mut view: RunView) -> Response {
     response
 }
 
+/// The large outputs as body chunks: stored text as it is, values
+/// serialised on the blocking pool, half of them on each of two jobs.
+async fn serialise(large: Vec<Large>) -> Vec<Bytes> {
+    fn chunks(large: Vec<Large>) -> Vec<Bytes> {
+        large
+            .into_iter()
+            .map(|piece| match piece {
+                Large::Text(text) => Bytes::from_owner(Text(text)),
+                Large::Value(value) => {
+                    Bytes::from(serde_json::to_vec(&*value).expect("a JSON value serialises"))
+                }
+            })
+            .collect()
+    }
+    if large.iter().all(|l| matches!(l, Large::Text(_))) {
+        return chunks(large);
+    }
+    let mut first = large;
+    let second = first.split_off(first.len() / 2);
+    let (a, b) = tokio::join!(
+        crate::budget::offload(move || chunks(first)),
+        crate::budget::offload(move || chunks(second))
+    );
+    a.into_iter().chain(b).collect()
+}
+
+/// Whether `value` takes at least `n` bytes as JSON, told from a lower bound
+/// that stops as soon as it reaches `n` (a string counts its length).
+fn at_least(value: &serde_json::Value, n: usize) -> bool {
+    fn walk(value: &serde_json::Value, left: &mut usize) -> bool {
+        let take = |left: &mut usize, k: usize| {
+            *left = left.saturating_sub(k);
+            *left == 0
+        };
+        match value {
+            serde_json::Value::String(s) => take(left, s.len() + 2),
+            serde_json::Value::Array(items) => {
+                take(left, 2 + items.len()) || items.iter().any(|v| walk(v, left))
+            }
+            serde_json::Value::Object(members) => {
+                take(left, 2 + members.len())
+                    || members
+                        .iter()
+                        .any(|(k, v)| take(left, k.len() + 3) || walk(v, left))
+            }
+            _ => take(left, 1),
+        }
+    }
+    let mut left = n;
+    walk(value, &mut left)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,7 +159,15 @@ mod tests {
             steps: Default::default(),
         };
         let value = serde_json::json!({"v": "y".repeat(OWN_CHUNK_FROM), "esc": "\u{0}\"\n"});
-        // Held as a value, the output is written into the document as before.
+        // Held as a value, a large output is serialised on its own too.
+        assert!(at_least(&value, OWN_CHUNK_FROM));
+        assert!(!at_least(
+            &serde_json::json!({"small": [1, "two"]}),
+            OWN_CHUNK_FROM
+        ));
+        let numbers = serde_json::Value::Array(vec![1.into(); 40_000]);
+        assert!(at_least(&numbers, OWN_CHUNK_FROM));
+        assert!(!at_least(&serde_json::json!([1, 2, 3]), OWN_CHUNK_FROM));
         let outputs = [
             ("a", StepOutput::Text(Arc::new(big.clone()))),
             ("b", StepOutput::Text(Arc::new("[1]".to_string()))),
@@ -125,7 +197,7 @@ mod tests {
             view.steps.insert(id.into(), step);
         }
         let expected = serde_json::to_value(&view).unwrap();
-        let response = response(view);
+        let response = response(view).await;
         let length: usize = response.headers()[header::CONTENT_LENGTH]
             .to_str()
             .unwrap()
@@ -154,7 +226,7 @@ mod tests {
         }))
         .unwrap();
         view.steps["a"].output = Some(StepOutput::Text(Arc::new(big.clone())));
-        let response = response(view);
+        let response = response(view).await;
         let length: usize = response.headers()[header::CONTENT_LENGTH]
             .to_str()
             .unwrap()

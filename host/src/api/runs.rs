@@ -355,12 +355,10 @@ pub async fn get(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    state
-        .store()
-        .run(&tenant.name, &id)
-        .await?
-        .map(super::run_body::response)
-        .ok_or_else(|| ApiError::not_found(format_args!("run {id:?}")))
+    match state.store().run(&tenant.name, &id).await? {
+        Some(view) => Ok(super::run_body::response(view).await),
+        None => Err(ApiError::not_found(format_args!("run {id:?}"))),
+    }
 }
 
 /// Cancel a run that has not finished: steps not started are skipped, running
