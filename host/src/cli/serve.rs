@@ -55,6 +55,12 @@ pub struct ServeArgs {
     /// renewing it (the node stopped) goes to another node.
     #[arg(long, env = "WEFT_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub visibility_timeout: Duration,
+    /// Finished runs the embedded backend keeps per tenant at most (the
+    /// oldest go first; each is also kept no longer than its tenant's
+    /// `retention_hours`). Not used with --redis, where retention alone decides.
+    #[arg(long, env = "WEFT_MAX_FINISHED_RUNS", default_value_t = Retention::DEFAULT_MAX_FINISHED,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_finished_runs: u32,
     /// How long to wait for running steps when shutting down.
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -168,25 +174,22 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         &str,
     ) = match &args.redis {
         None => {
+            let retention = Retention {
+                max_finished: args.max_finished_runs as usize,
+            };
             let backend = match args.store {
-                StoreKind::Memory => MemoryBackend::new(
-                    clock.clone(),
-                    Some(data_dir.join("blobs")),
-                    Retention::default(),
-                ),
+                StoreKind::Memory => {
+                    MemoryBackend::new(clock.clone(), Some(data_dir.join("blobs")), retention)
+                }
                 StoreKind::File => {
                     let opening = std::time::Instant::now();
-                    let backend = MemoryBackend::open(
-                        clock.clone(),
-                        &data_dir,
-                        Retention::default(),
-                        args.fsync,
-                    )
-                    .map_err(|e| match e {
-                        BackendError::Corrupt(m) | BackendError::Unavailable(m) => {
-                            format!("cannot open the data directory: {m}")
-                        }
-                    })?;
+                    let backend =
+                        MemoryBackend::open(clock.clone(), &data_dir, retention, args.fsync)
+                            .map_err(|e| match e {
+                                BackendError::Corrupt(m) | BackendError::Unavailable(m) => {
+                                    format!("cannot open the data directory: {m}")
+                                }
+                            })?;
                     tracing::info!(
                         store = %data_dir.join(store::FILE_NAME).display(),
                         bytes = backend.store_bytes(),

@@ -38,10 +38,15 @@ pub struct Retention {
     pub max_finished: usize,
 }
 
+impl Retention {
+    /// Finished runs kept per tenant unless told otherwise.
+    pub const DEFAULT_MAX_FINISHED: u32 = 10_000;
+}
+
 impl Default for Retention {
     fn default() -> Self {
         Self {
-            max_finished: 10_000,
+            max_finished: Self::DEFAULT_MAX_FINISHED as usize,
         }
     }
 }
