@@ -245,6 +245,7 @@ use listing::*;
 on_every_backend!(
     a_listing_pages_newest_first_filters_and_keeps_tenants_apart,
     an_expired_run_leaves_the_listing,
+    full_pages_of_the_largest_limit_follow_on,
 );
 
 on_every_backend!(

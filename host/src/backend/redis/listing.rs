@@ -71,10 +71,6 @@ impl RedisBackend {
             if done {
                 break;
             }
-            // A page with nothing filtered out needs only its first read.
-            if query.status.is_none() && query.workflow.is_none() && gone.is_empty() {
-                break;
-            }
         }
         if !gone.is_empty() {
             // Expired runs leave the index as a listing passes them.

@@ -132,6 +132,29 @@ pub(super) async fn a_listing_pages_newest_first_filters_and_keeps_tenants_apart
     }
 }
 
+/// Pages of `MAX_LIMIT` runs, more than one read of the index each, still
+/// say where the next one starts.
+pub(super) async fn full_pages_of_the_largest_limit_follow_on(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
+    let count = 2 * crate::backend::listing::MAX_LIMIT + 1;
+    for i in 0..count {
+        b.create_run(run(i, "t")).await.unwrap();
+    }
+    let newest_first: Vec<String> = (0..count).rev().map(|i| format!("run_{i:04x}t")).collect();
+    let query = RunQuery {
+        limit: crate::backend::listing::MAX_LIMIT,
+        ..RunQuery::default()
+    };
+    let first = page(b, "t", query.clone()).await;
+    assert_eq!(first.runs.len(), query.limit as usize);
+    assert_eq!(
+        first.next_cursor.as_deref(),
+        Some(newest_first[query.limit as usize - 1].as_str())
+    );
+    assert_eq!(all_pages(b, "t", query).await, newest_first);
+}
+
 pub(super) async fn an_expired_run_leaves_the_listing(kind: Kind) {
     let h = Harness::new(kind).await;
     let b = &*h.backend;
