@@ -25,8 +25,15 @@ impl RedisBackend {
             None => "+".to_string(),
         };
         let mut gone = Vec::new();
-        while candidates.len() < wanted {
-            let take = (wanted - candidates.len()).min(CHUNK);
+        // Runs the page shows, and how many candidates there were when it
+        // was full: one candidate past that tells that another page follows.
+        let mut shown = 0;
+        let mut full_at = None;
+        // A filtered page reads its ids in growing chunks, from twice the page.
+        let mut chunk = (2 * (query.limit as usize + 1)).min(CHUNK);
+        while candidates.len() < wanted && full_at.is_none_or(|at| candidates.len() <= at) {
+            let take = (wanted - candidates.len()).min(chunk);
+            chunk = (2 * chunk).min(CHUNK);
             let ids: Vec<String> = redis::cmd("ZRANGE")
                 .arg(&index)
                 .arg(&from)
@@ -63,10 +70,15 @@ impl RedisBackend {
             }
             for (id, row) in ids.into_iter().zip(rows) {
                 let summary = summary(&id, tenant, row);
-                if summary.is_none() {
-                    gone.push(id.clone());
+                match &summary {
+                    None => gone.push(id.clone()),
+                    Some(s) if query.shows(s) => shown += 1,
+                    Some(_) => {}
                 }
                 candidates.push((id, summary));
+                if full_at.is_none() && shown == query.limit as usize {
+                    full_at = Some(candidates.len());
+                }
             }
             if done {
                 break;
