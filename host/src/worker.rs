@@ -14,10 +14,13 @@ use crate::backend::{BackendError, Claim, Delivery, Outcome, StepWork};
 use crate::cache::ComponentCache;
 use crate::engine::{Failure, Invocation};
 use crate::scheduler::Scheduler;
+use crate::scheduler::clock::Millis;
 use crate::scheduler::model::{RunSpec, StepStatus, Target};
 use crate::scheduler::policy::{self, resolve_failure};
 use crate::scheduler::rules::{self, Gate};
-use crate::workflow::{ABSENT, ConditionInput, ResolveError, Root, StepFacts, Template, json_size};
+use crate::workflow::{
+    ABSENT, Action, ConditionInput, ResolveError, Root, Sleep, StepFacts, Template, json_size,
+};
 
 /// Runs steps of any run on this node, up to `concurrency` at once.
 pub struct Worker {
@@ -136,7 +139,7 @@ impl Worker {
     async fn step(&self, work: StepWork) -> bool {
         if let Target::Step(_) = work.target
             && !work.over_delivered
-            && let Some(outcome) = decide_without_running(&work).await
+            && let Some(outcome) = decide_without_running(&work, self.scheduler.clock().now()).await
         {
             let committed =
                 retry_backend("commit", || self.scheduler.commit(&work, outcome.clone())).await;
@@ -243,15 +246,57 @@ impl Worker {
     }
 }
 
-/// What a step's first attempt decides without running anything: skipped
-/// by its gate, or, for a for_each step, its list (or why it has none).
-async fn decide_without_running(work: &StepWork) -> Option<Outcome> {
+/// What a step's attempt decides without running anything: skipped by its
+/// gate (a first attempt), for a step that waits its wait or what its
+/// wake-up ends it with, for a for_each step its list (or why it has none).
+async fn decide_without_running(work: &StepWork, now: Millis) -> Option<Outcome> {
     let spec = &work.spec;
     let step = &spec.workflow.steps[work.index];
+    let ended = |result: Result<serde_json::Value, Failure>| match result {
+        Ok(output) => Outcome::Succeeded {
+            output,
+            logs: Vec::new(),
+        },
+        Err(failure) => Outcome::Failed {
+            failure,
+            logs: Vec::new(),
+            continues: rules::continues(step),
+        },
+    };
+    if work.woken {
+        return Some(ended(rules::woken(step)));
+    }
     if work.attempt == 1
         && let Some(outcome) = gate(work).await
     {
         return Some(outcome);
+    }
+    match &step.action {
+        Action::Run(_) => {}
+        Action::Signal(name) => {
+            return Some(Outcome::Wait {
+                due: rules::signal_due(step, now),
+                signal: Some(name.clone()),
+            });
+        }
+        Action::Sleep(sleep) => {
+            let due = match sleep {
+                Sleep::For(ms) => rules::sleep_due(rules::SleepFor::Ms(*ms), now),
+                Sleep::Until(until) => {
+                    match resolve(work, until, spec.defaults.input_bytes).await {
+                        Ok(at) => rules::sleep_due(rules::SleepFor::Until(&at), now),
+                        Err(e) => Err(resolve_failure("the step's sleep_until", e)),
+                    }
+                }
+            };
+            return Some(match due {
+                Ok(due) => Outcome::Wait {
+                    due: Some(due),
+                    signal: None,
+                },
+                Err(failure) => ended(Err(failure)),
+            });
+        }
     }
     let list = &step.for_each.as_ref()?.list;
     let resolved = resolve(work, list, usize::MAX).await;

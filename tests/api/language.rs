@@ -416,3 +416,36 @@ fn a_for_each_goes_on_after_the_embedded_node_is_killed() {
         assert_eq!(item["attempts"], 1, "{item}");
     }
 }
+
+#[test]
+fn a_sleeping_run_survives_a_kill_of_its_node_and_wakes_on_time() {
+    let mut server = Server::start();
+    let key = server.default_key();
+    let doc = json!({ "steps": [
+        { "id": "nap", "sleep_ms": 3_000 },
+        { "id": "after", "component": "echo@1", "needs": ["nap"], "input": { "slept": "${steps.nap.output}" } }
+    ], "output": "${steps.after.output}" });
+    let id = server.submit(&key, &doc, json!({}));
+    let waiting = wait(&server, &key, &id, "the sleep to start", |r| {
+        r["steps"]["nap"]["status"] == "waiting"
+    });
+    assert_eq!(waiting["status"], "running");
+    assert_eq!(waiting["steps"]["nap"]["attempts"], 1);
+    // The node dies while the run sleeps; the wait is in the store, not in the node.
+    server.kill();
+    server.start_again();
+    let done = wait(&server, &key, &id, "the run to end", ended);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({ "slept": null }));
+    let nap = &done["steps"]["nap"];
+    // Within one day: the time of day in milliseconds is enough.
+    let (started, finished) = (millis(&nap["started_at"]), millis(&nap["finished_at"]));
+    let finished = if finished < started {
+        finished + 86_400_000
+    } else {
+        finished
+    };
+    assert!(finished >= started + 3_000, "woke early: {nap}");
+    assert!(finished <= started + 3_000 + 2_000, "woke late: {nap}");
+    assert_eq!(nap["attempts"], 1);
+}

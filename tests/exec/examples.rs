@@ -28,7 +28,21 @@ fn every_example_has_an_input_and_is_tested_here() {
         .map(|f| f.trim_end_matches(".json").to_string())
         .collect();
     names.sort();
-    assert_eq!(names, ["branch", "continue", "for-each", "orders", "saga"]);
+    assert_eq!(
+        names,
+        ["branch", "continue", "for-each", "orders", "saga", "sleep"]
+    );
+}
+
+#[test]
+fn sleep_waits_then_reminds() {
+    let (workflow, input) = example("sleep");
+    let out = exec(&workflow, &input);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let run = out.run();
+    assert_eq!(run["output"], json!({ "order": "A-17", "reminded": true }));
+    assert!(run["steps"]["cool_off"]["duration_ms"].as_u64().unwrap() >= 500);
+    assert_eq!(run["steps"]["until"]["status"], "succeeded");
 }
 
 #[test]

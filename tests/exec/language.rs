@@ -369,3 +369,51 @@ fn a_list_longer_than_steps_per_run_fails_the_step_too_many_items() {
     assert_eq!(each["error"]["code"], "too_many_items");
     assert_eq!(each["items"]["total"], 0, "nothing was started: {each}");
 }
+
+#[test]
+fn a_sleep_step_waits_without_a_component_and_its_output_is_null() {
+    let doc = json!({
+        "steps": [
+            { "id": "first", "component": "echo@1", "input": { "at": "${input.past}" } },
+            { "id": "nap", "sleep_ms": 400, "needs": ["first"] },
+            { "id": "until", "sleep_until": "${steps.first.output.at}" },
+            { "id": "after", "component": "echo@1", "input": { "nap": "${steps.nap.output}" },
+              "needs": ["until"] }
+        ],
+        "output": "${steps.after.output}"
+    });
+    let out = exec(&doc, &json!({ "past": "2020-01-01T00:00:00Z" }));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let run = out.run();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"], json!({ "nap": null }));
+    let nap = &run["steps"]["nap"];
+    assert_eq!(nap["status"], "succeeded");
+    assert!(nap.get("component").is_none(), "{nap}");
+    assert!(nap["duration_ms"].as_u64().unwrap() >= 400, "{nap}");
+    // A time already passed is due at once.
+    assert!(run["steps"]["until"]["duration_ms"].as_u64().unwrap() < 400);
+
+    // A sleep_until that is no time fails the step, and the run with it.
+    let out = exec(&doc, &json!({ "past": "someday" }));
+    let run = out.run();
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["steps"]["until"]["error"]["code"], "invalid_time");
+
+    // A signal step whose signal does not come fails signal_timeout at its
+    // timeout; with on_error continue the run goes on.
+    let doc = json!({ "steps": [
+        { "id": "approval", "signal": "approved", "timeout_ms": 300, "on_error": "continue" },
+        { "id": "after", "component": "echo@1", "input": { "approved": "${steps.approval.output}" } }
+    ], "output": "${steps.after.output}" });
+    let run = exec(&doc, &json!({})).run();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["output"], json!({ "approved": null }));
+    let approval = &run["steps"]["approval"];
+    assert_eq!(approval["status"], "failed");
+    assert_eq!(approval["error"]["code"], "signal_timeout");
+    assert!(
+        approval["duration_ms"].as_u64().unwrap() >= 300,
+        "{approval}"
+    );
+}

@@ -68,6 +68,9 @@ pub struct StepWork {
     /// (the nodes holding it kept dying): it is not run again but fails
     /// `delivery_limit`.
     pub over_delivered: bool,
+    /// The claim is the wake-up of a step that waits (`Outcome::Wait`): its
+    /// time has come, so a sleep ends and a signal step times out.
+    pub woken: bool,
 }
 
 /// The result of an attempt, as the scheduler decided to record it.
@@ -97,6 +100,13 @@ pub enum Outcome {
     },
     /// A for_each step's list: its items start, `max_concurrency` at a time.
     Expand { items: Vec<serde_json::Value> },
+    /// A sleep or signal step waits, holding no worker: until `due` (when
+    /// its wake-up is delivered), or until the signal `signal` arrives,
+    /// which it takes at once when one is buffered (a step's first attempt only).
+    Wait {
+        due: Option<Millis>,
+        signal: Option<String>,
+    },
 }
 
 impl Outcome {
@@ -115,6 +125,7 @@ impl Outcome {
                 let error = error.as_ref().map_or(0, crate::budget::serialized_len);
                 return reason.len() as u64 + error;
             }
+            Self::Wait { .. } => return 0,
             Self::Expand { items } => {
                 return items
                     .iter()

@@ -96,6 +96,9 @@ pub(crate) fn reads_of(step: &crate::workflow::Step, target: Target, attempt: u3
         if let Some(when) = step.when.as_ref().filter(|_| attempt == 1) {
             reads.extend(when.steps().iter().copied());
         }
+        if let crate::workflow::Action::Sleep(crate::workflow::Sleep::Until(until)) = &step.action {
+            reads.extend(step_roots(until));
+        }
     }
     reads.sort_unstable();
     reads.dedup();

@@ -239,8 +239,15 @@ macro_rules! on_durable_backends {
 
 mod language;
 mod listing;
+mod waits;
 use language::*;
 use listing::*;
+use waits::*;
+
+on_every_backend!(
+    a_wait_holds_no_attempt_and_its_wake_up_ends_it,
+    cancelling_ends_a_waiting_step,
+);
 
 on_every_backend!(
     a_listing_pages_newest_first_filters_and_keeps_tenants_apart,

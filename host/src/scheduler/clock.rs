@@ -98,3 +98,32 @@ impl Clock for ManualClock {
 pub fn rfc3339(at: Millis) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(at)).to_string()
 }
+
+/// A timestamp from RFC 3339 text (`2026-12-24T18:00:00Z`, with an optional
+/// fraction, `Z` or a `±HH:MM` offset); None when it is not one or is
+/// before 1970.
+pub fn parse_rfc3339(text: &str) -> Option<Millis> {
+    let text = text.trim();
+    let (local, offset_ms) = match text.len().checked_sub(6).map(|at| text.split_at(at)) {
+        Some((local, offset))
+            if offset.len() == 6
+                && (offset.starts_with('+') || offset.starts_with('-'))
+                && offset.as_bytes()[3] == b':' =>
+        {
+            let hours: i64 = offset[1..3].parse().ok()?;
+            let minutes: i64 = offset[4..6].parse().ok()?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            (
+                local.to_string() + "Z",
+                sign * (hours * 3_600_000 + minutes * 60_000),
+            )
+        }
+        _ => (text.replace('z', "Z").replace('t', "T"), 0),
+    };
+    let at = humantime::parse_rfc3339(&local).ok()?;
+    let utc = at.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64 - offset_ms;
+    Millis::try_from(utc).ok()
+}

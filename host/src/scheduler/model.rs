@@ -50,6 +50,8 @@ pub enum StepStatus {
     Pending,
     Queued,
     Running,
+    /// A sleep or signal step waiting for its time or its signal; it holds no worker.
+    Waiting,
     Succeeded,
     Failed,
     Skipped,
@@ -71,6 +73,7 @@ impl StepStatus {
             Self::Pending => "pending",
             Self::Queued => "queued",
             Self::Running => "running",
+            Self::Waiting => "waiting",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Skipped => "skipped",
@@ -302,7 +305,7 @@ impl ItemCounts {
         match status {
             StepStatus::Pending => self.pending += 1,
             StepStatus::Queued => self.queued += 1,
-            StepStatus::Running => self.running += 1,
+            StepStatus::Running | StepStatus::Waiting => self.running += 1,
             StepStatus::Succeeded => self.succeeded += 1,
             StepStatus::Failed => self.failed += 1,
             StepStatus::Skipped | StepStatus::Cancelled => self.cancelled += 1,
@@ -408,7 +411,10 @@ pub struct RunView {
 /// One step of a [`RunView`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepView {
+    /// The component the step runs; absent for a step that waits.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub component: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub digest: String,
     pub status: StepStatus,
     pub attempts: u32,
@@ -441,7 +447,7 @@ impl StepView {
     pub fn new(spec: &RunSpec, index: usize, rec: &StepRecord) -> Self {
         let step = &spec.workflow.steps[index];
         Self {
-            component: step.component.raw.clone(),
+            component: step.component().map(|c| c.raw.clone()).unwrap_or_default(),
             digest: spec.pins[index].clone(),
             status: rec.status.unwrap_or(StepStatus::Pending),
             attempts: rec.attempts,

@@ -8,7 +8,7 @@
 use crate::engine::Failure;
 use crate::scheduler::clock::Millis;
 use crate::scheduler::model::{ITEM_EVENT_MS, RunError, RunStatus, StepStatus};
-use crate::workflow::{Condition, OnError, Step};
+use crate::workflow::{Action, Condition, MAX_WAIT_MS, OnError, Step};
 
 /// What happens to a step whose dependencies have all ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +171,72 @@ pub fn progress_event_due(last: Millis, now: Millis) -> bool {
     now >= last.saturating_add(ITEM_EVENT_MS)
 }
 
+/// How long a sleep step waits, as its document or its resolved
+/// `sleep_until` says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SleepFor<'a> {
+    Ms(u64),
+    /// The text `sleep_until` resolved to.
+    Until(&'a serde_json::Value),
+}
+
+/// When a sleep step reached at `now` is due: `sleep_ms` after now, or the
+/// time `sleep_until` names (a time passed is due now). Text that is no
+/// RFC 3339 time, or a time more than 365 days ahead, fails the step
+/// `invalid_time`.
+pub fn sleep_due(sleep: SleepFor<'_>, now: Millis) -> Result<Millis, Failure> {
+    let invalid = |message: String| Failure {
+        code: "invalid_time".into(),
+        message,
+        retryable: false,
+    };
+    let due = match sleep {
+        SleepFor::Ms(ms) => now.saturating_add(ms),
+        SleepFor::Until(serde_json::Value::String(text)) => {
+            crate::scheduler::clock::parse_rfc3339(text).ok_or_else(|| {
+                let shown: String = text.chars().take(64).collect();
+                invalid(format!(
+                    "sleep_until: {shown:?} is not an RFC 3339 time such as 2026-12-24T18:00:00Z"
+                ))
+            })?
+        }
+        SleepFor::Until(_) => {
+            return Err(invalid(
+                "sleep_until needs a string, an RFC 3339 time".into(),
+            ));
+        }
+    };
+    if due > now.saturating_add(MAX_WAIT_MS) {
+        return Err(invalid(format!(
+            "sleep_until is more than 365 days ahead ({})",
+            crate::scheduler::clock::rfc3339(due)
+        )));
+    }
+    Ok(due.max(now))
+}
+
+/// When a signal step reached at `now` times out: its `timeout_ms` after
+/// now; never without one.
+pub fn signal_due(step: &Step, now: Millis) -> Option<Millis> {
+    step.timeout_ms.map(|t| now.saturating_add(t))
+}
+
+/// What the wake-up of a waiting step decides: a sleep has ended (output
+/// `null`); a signal step's time ran out before its signal came.
+pub fn woken(step: &Step) -> Result<serde_json::Value, Failure> {
+    match &step.action {
+        Action::Signal(name) => Err(Failure {
+            code: "signal_timeout".into(),
+            message: format!(
+                "no signal {name:?} came within {} ms",
+                step.timeout_ms.unwrap_or_default()
+            ),
+            retryable: false,
+        }),
+        _ => Ok(serde_json::Value::Null),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,5 +316,27 @@ mod tests {
         assert!(progress_event_due(0, 100));
         assert!(!progress_event_due(50, 149));
         assert!(progress_event_due(50, 150));
+    }
+
+    #[test]
+    fn a_sleep_is_due_after_its_time_and_at_most_a_year_ahead() {
+        let now = 1_000_000;
+        assert_eq!(sleep_due(SleepFor::Ms(500), now), Ok(now + 500));
+        let at = serde_json::json!("2026-12-24T18:00:00Z");
+        let due = sleep_due(SleepFor::Until(&at), 1_790_000_000_000).unwrap();
+        assert_eq!(due, 1_798_135_200_000);
+        let offset = serde_json::json!("2026-12-24T19:00:00+01:00");
+        assert_eq!(
+            sleep_due(SleepFor::Until(&offset), 1_790_000_000_000),
+            Ok(due)
+        );
+        // A time passed is due now.
+        assert_eq!(sleep_due(SleepFor::Until(&at), due + 5), Ok(due + 5));
+        for bad in [serde_json::json!("tomorrow"), serde_json::json!(5)] {
+            let e = sleep_due(SleepFor::Until(&bad), now).unwrap_err();
+            assert_eq!(e.code, "invalid_time");
+        }
+        let far = sleep_due(SleepFor::Until(&at), 1_700_000_000_000).unwrap_err();
+        assert!(far.message.contains("365 days"), "{}", far.message);
     }
 }

@@ -14,6 +14,13 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Items of a `for_each` step that run at once when it says nothing (section 14).
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 10;
 
+/// The longest a step may wait: for `sleep_ms`, `sleep_until` or a
+/// signal's `timeout_ms` (section 16), 365 days.
+pub const MAX_WAIT_MS: u64 = 365 * 24 * 3_600_000;
+
+/// The longest `timeout_ms` of a step that runs a component: a day.
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
 /// A validated workflow: steps in document order, templates compiled, dependencies computed.
 #[derive(Debug, Clone)]
 pub struct Workflow {
@@ -63,8 +70,8 @@ impl Workflow {
 pub struct Step {
     /// Unique within the workflow.
     pub id: String,
-    /// The component this step runs.
-    pub component: ComponentRef,
+    /// What the step does: run a component, sleep or wait for a signal.
+    pub action: Action,
     /// The step's input template (`{}` when the document has none).
     pub input: Template,
     /// The document's `needs`, as written.
@@ -85,6 +92,27 @@ pub struct Step {
     pub on_error: OnError,
     /// What undoes the step when the run fails or is cancelled after it succeeded.
     pub compensate: Option<Compensation>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Runs a component (`component`).
+    Run(ComponentRef),
+    /// Waits, holding no worker (`sleep_ms` or `sleep_until`); its output is `null`.
+    Sleep(Sleep),
+    /// Waits for the signal of this name (`signal`); its payload is the
+    /// output. The step's `timeout_ms`, if any, fails it `signal_timeout`.
+    Signal(String),
+}
+
+/// How long a sleep step sleeps.
+#[derive(Debug, Clone)]
+pub enum Sleep {
+    /// `sleep_ms`: this long after the step is reached.
+    For(u64),
+    /// `sleep_until`: until the RFC 3339 time this resolves to.
+    Until(Template),
 }
 
 /// A step's `for_each`: the list it runs over and how many items at once.
@@ -127,6 +155,27 @@ impl Step {
     /// The per-attempt deadline: `timeout_ms`, or [`DEFAULT_TIMEOUT_MS`].
     pub fn timeout_ms_or_default(&self) -> u64 {
         self.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)
+    }
+
+    /// The component the step runs; None for a step that waits.
+    pub fn component(&self) -> Option<&ComponentRef> {
+        match &self.action {
+            Action::Run(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether the step waits (sleeps or waits for a signal) instead of running a component.
+    pub fn waits(&self) -> bool {
+        !matches!(self.action, Action::Run(_))
+    }
+
+    /// The signal the step waits for, if it is a signal step.
+    pub fn signal(&self) -> Option<&str> {
+        match &self.action {
+            Action::Signal(name) => Some(name),
+            _ => None,
+        }
     }
 }
 

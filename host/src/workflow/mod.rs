@@ -21,8 +21,8 @@ use std::fmt;
 
 pub use condition::{Condition, ConditionInput, StepFacts};
 pub use document::{
-    Compensation, ComponentRef, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_MS, ForEach, OnError,
-    RetryPolicy, Step, StepLimits, Workflow,
+    Action, Compensation, ComponentRef, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_MS, ForEach,
+    MAX_TIMEOUT_MS, MAX_WAIT_MS, OnError, RetryPolicy, Sleep, Step, StepLimits, Workflow,
 };
 pub use requirement::{is_valid_name, parse_requirement};
 pub use schema::document_schema;

@@ -190,8 +190,10 @@ mod tests {
         assert!(DOCUMENT_VALIDATOR.is_valid(&json!({"steps": [{"id": "a", "component": "a@1"}]})));
         assert_eq!(
             document_schema()["$defs"]["step"]["required"],
-            json!(["id", "component"])
+            json!(["id"])
         );
+        assert!(DOCUMENT_VALIDATOR.is_valid(&json!({"steps": [{"id": "a", "sleep_ms": 5}]})));
+        assert!(!DOCUMENT_VALIDATOR.is_valid(&json!({"steps": [{"id": "a", "sleep_ms": -1}]})));
     }
 
     #[test]

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use super::condition::Condition;
 use super::document::{
-    Compensation, ComponentRef, DEFAULT_MAX_CONCURRENCY, ForEach, OnError, RetryPolicy, Step,
-    StepLimits, Workflow,
+    Action, Compensation, ComponentRef, DEFAULT_MAX_CONCURRENCY, ForEach, MAX_TIMEOUT_MS, OnError,
+    RetryPolicy, Sleep, Step, StepLimits, Workflow,
 };
 use super::template::{Root, Template};
 use super::{ComponentResolver, Problem, Validated, cut, dag, quoted, schema, sort_problems};
@@ -97,14 +97,19 @@ pub fn validate(doc: &Value, resolver: &dyn ComponentResolver) -> Result<Validat
                 limits: c.limits,
             })
         });
-        match (draft.id, draft.component, pin) {
-            (Some(id), Some(component), Some(_)) => steps.push(Step {
+        let action = match (draft.component, draft.wait, pin) {
+            (Some(component), None, Some(_)) => Some(Action::Run(component)),
+            (None, Some(wait), None) => Some(wait),
+            _ => None,
+        };
+        match (draft.id, action) {
+            (Some(id), Some(action)) => steps.push(Step {
                 for_each: draft.for_each,
                 when: draft.when,
                 on_error: draft.on_error,
                 compensate,
                 id: id.to_owned(),
-                component,
+                action,
                 input: draft.input,
                 needs: draft.needs,
                 deps: draft.deps,
@@ -140,7 +145,8 @@ pub fn validate(doc: &Value, resolver: &dyn ComponentResolver) -> Result<Validat
         dependents,
         input_validator,
     };
-    let mut pins: Vec<String> = pins.into_iter().flatten().collect();
+    // A step that waits runs no component: its pin is empty.
+    let mut pins: Vec<String> = pins.into_iter().map(Option::unwrap_or_default).collect();
     pins.extend(compensation_pins);
     Ok(Validated { workflow, pins })
 }
@@ -208,6 +214,8 @@ fn dependents_of(steps: &[Step]) -> Vec<Vec<usize>> {
 struct Draft<'d> {
     id: Option<&'d str>,
     component: Option<ComponentRef>,
+    /// A sleep or a signal, for a step that waits instead of running a component.
+    wait: Option<Action>,
     input: Template,
     needs: Vec<String>,
     deps: Vec<usize>,
@@ -239,6 +247,7 @@ fn draft_step<'d>(
     let get = |key: &str| raw.as_object().and_then(|o| o.get(key));
 
     let component = component_ref(get("component"), &format!("{base}/component"), problems);
+    let wait = wait_action(raw, &base, step_index, problems);
 
     let mut needs = Vec::new();
     let mut deps = Vec::new();
@@ -286,6 +295,9 @@ fn draft_step<'d>(
     if let Some(w) = &when {
         deps.extend(w.steps().iter().copied());
     }
+    if let Some(Action::Sleep(Sleep::Until(until))) = &wait {
+        deps.extend(step_roots(until));
+    }
     deps.sort_unstable();
     deps.dedup();
 
@@ -316,19 +328,115 @@ fn draft_step<'d>(
             timeout_ms: uint(c.get("timeout_ms")),
             limits: step_limits(c.get("limits"), &format!("{base}/compensate"), problems),
         });
+    let timeout_ms = uint(get("timeout_ms"));
+    if component.is_some()
+        && let Some(t) = timeout_ms.filter(|t| *t > MAX_TIMEOUT_MS)
+    {
+        problems.push(Problem::new(
+            format!("{base}/timeout_ms"),
+            format!("{t} is more than a step that runs a component may take ({MAX_TIMEOUT_MS} ms, a day)"),
+        ));
+    }
     Draft {
         id: get("id").and_then(Value::as_str),
         component,
+        wait,
         input,
         needs,
         deps,
         retry: retry_policy(get("retry"), &base, problems),
-        timeout_ms: uint(get("timeout_ms")),
+        timeout_ms,
         limits: step_limits(get("limits"), &base, problems),
         for_each,
         when,
         on_error,
         compensate,
+    }
+}
+
+/// The fields that say what a step does: exactly one of them.
+const ACTIONS: [&str; 4] = ["component", "sleep_ms", "sleep_until", "signal"];
+
+/// Fields only a step that runs a component may have.
+const COMPONENT_ONLY: [&str; 6] = [
+    "input",
+    "retry",
+    "limits",
+    "for_each",
+    "max_concurrency",
+    "compensate",
+];
+
+/// What a step that waits does (`sleep_ms`, `sleep_until` or `signal`);
+/// None for a step that runs a component, or one whose action is wrong
+/// (reported here, or by the schema for a wrong type).
+fn wait_action(
+    raw: &Value,
+    base: &str,
+    step_index: &dyn Fn(&str) -> Option<usize>,
+    problems: &mut Vec<Problem>,
+) -> Option<Action> {
+    let fields = raw.as_object()?;
+    let present: Vec<&str> = ACTIONS
+        .into_iter()
+        .filter(|k| fields.contains_key(*k))
+        .collect();
+    let kind = match present.as_slice() {
+        [] => {
+            problems.push(Problem::new(
+                base,
+                "a step needs one of component, sleep_ms, sleep_until and signal",
+            ));
+            return None;
+        }
+        [one] => *one,
+        [first, second, ..] => {
+            problems.push(Problem::new(
+                format!("{base}/{second}"),
+                format!("a step has one of component, sleep_ms, sleep_until and signal; this one has {first} too"),
+            ));
+            return None;
+        }
+    };
+    if kind == "component" {
+        return None;
+    }
+    for field in COMPONENT_ONLY
+        .into_iter()
+        .filter(|f| fields.contains_key(*f))
+    {
+        problems.push(Problem::new(
+            format!("{base}/{field}"),
+            format!("a {kind} step runs no component and takes no {field}"),
+        ));
+    }
+    if kind != "signal" && fields.contains_key("timeout_ms") {
+        problems.push(Problem::new(
+            format!("{base}/timeout_ms"),
+            "a sleep step takes no timeout_ms: it ends when it is due",
+        ));
+    }
+    let value = &fields[kind];
+    match kind {
+        "sleep_ms" => uint(Some(value)).map(|ms| Action::Sleep(Sleep::For(ms))),
+        "signal" => value.as_str().map(|name| Action::Signal(name.to_owned())),
+        _ => {
+            let pointer = format!("{base}/sleep_until");
+            let until = Template::compile(value, &pointer, step_index, problems);
+            if until.is_literal()
+                && let Ok(Value::String(text)) = until.resolve_within(&|_| None, usize::MAX)
+                && crate::scheduler::clock::parse_rfc3339(&text).is_none()
+            {
+                problems.push(Problem::new(
+                    pointer,
+                    format!(
+                        "{} is not an RFC 3339 time such as 2026-12-24T18:00:00Z",
+                        quoted(&text)
+                    ),
+                ));
+            }
+            Some(Action::Sleep(Sleep::Until(until)))
+        }
     }
 }
 

@@ -141,7 +141,7 @@ impl<'a> Tx<'a> {
                 // A step waiting for its retry has run before: it is stopped, not skipped.
                 StepStatus::Queued if step.slot.rec.attempts > 0 => StepStatus::Cancelled,
                 StepStatus::Pending | StepStatus::Queued => StepStatus::Skipped,
-                StepStatus::Running => StepStatus::Cancelled,
+                StepStatus::Running | StepStatus::Waiting => StepStatus::Cancelled,
                 _ => continue,
             };
             if running {
@@ -272,6 +272,22 @@ fn commit_step(
                 committed.cancelled = tx.stop_run(run, Some(error));
             }
         }
+        Outcome::Wait { due, signal: _ } => {
+            // It holds no worker: its wake-up is a delayed task of the same
+            // attempt, and a signal ends it before that.
+            step.slot.rec.status = Some(StepStatus::Waiting);
+            step.slot.retry_due = due;
+            if let Some(due) = due {
+                tx.delay(
+                    due,
+                    TaskKind::Step {
+                        index: index as u32,
+                        attempt,
+                    },
+                );
+            }
+            tx.step_event(&spec, index, StepStatus::Waiting, attempt, None);
+        }
         Outcome::Skipped { reason, error } => {
             let rec = &mut step.slot.rec;
             rec.attempts = 0;
@@ -359,6 +375,8 @@ fn commit_item(
     let slot = &mut items.slots[item as usize];
     let attempt = slot.rec.attempts;
     match outcome {
+        // Only a step's own attempt waits; `commit_now` passes no other.
+        Outcome::Wait { .. } => {}
         Outcome::Succeeded { output, logs } => {
             slot.rec.output = Some(Arc::new(output));
             slot.rec.error = None;
@@ -483,6 +501,8 @@ fn commit_compensation(
         .expect("a running compensation");
     let attempt = slot.rec.attempts;
     let (status, error) = match outcome {
+        // Only a step's own attempt waits; `commit_now` passes no other.
+        Outcome::Wait { .. } => return,
         Outcome::Succeeded { output, logs } => {
             slot.rec.output = Some(Arc::new(output));
             slot.rec.error = None;

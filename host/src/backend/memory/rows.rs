@@ -414,6 +414,12 @@ fn requeue(
             id.clone(),
             kind(slot.rec.attempts + 1),
         ),
+        // Its wake-up, at its time; a signal step without a timeout waits for its signal.
+        StepStatus::Waiting => {
+            if let Some(due) = slot.retry_due {
+                work.delay(due, id.clone(), kind(slot.rec.attempts));
+            }
+        }
         // Its process is gone: delivered again at once.
         StepStatus::Running => work.enqueue(Task {
             run: id.clone(),

@@ -78,6 +78,8 @@ impl Slot {
             }
             // Delivered again while running: the new holder supersedes the old one.
             StepStatus::Running if attempt == self.rec.attempts => self.deliveries += 1,
+            // The wake-up of a waiting step: it stays waiting until its commit.
+            StepStatus::Waiting if attempt == self.rec.attempts => {}
             _ => return false,
         }
         self.lease = lease;
@@ -298,6 +300,7 @@ impl MemoryBackend {
         let Some(slot) = run.slot_mut(target) else {
             return (Claim::Stale, None);
         };
+        let woken = slot.status() == StepStatus::Waiting;
         if !slot.claim(attempt, lease, now) {
             return (Claim::Stale, None);
         }
@@ -352,6 +355,7 @@ impl MemoryBackend {
             self.emit(|| run_event(&spec.id, RunStatus::Running, now));
         }
         match target {
+            Target::Step(_) if woken => {}
             Target::Step(_) => {
                 self.emit(|| step_event(&spec, index, StepStatus::Running, attempt, None, now))
             }
@@ -369,6 +373,7 @@ impl MemoryBackend {
             facts,
             item,
             over_delivered,
+            woken,
         });
         (claim, point)
     }
@@ -395,8 +400,13 @@ impl MemoryBackend {
             return (Committed::default(), false, None);
         }
         match run.slot_mut(target) {
-            Some(slot) if slot.status() == StepStatus::Running && slot.lease == lease => {}
+            Some(slot)
+                if matches!(slot.status(), StepStatus::Running | StepStatus::Waiting)
+                    && slot.lease == lease => {}
             _ => return (Committed::default(), false, None),
+        }
+        if matches!(outcome, Outcome::Wait { .. }) && !matches!(target, Target::Step(_)) {
+            return (Committed::default(), false, None);
         }
         let spec = run.spec.clone();
         let adding = outcome.stored_bytes();

@@ -425,6 +425,7 @@ impl StateStore for RedisBackend {
                     facts: dep_facts,
                     item,
                     over_delivered: reply.get(2).and_then(text).as_deref() == Some("over"),
+                    woken: reply.get(2).and_then(text).as_deref() == Some("woken"),
                 }))
             }
             _ => Err(corrupt(format!("claim: unexpected reply {reply:?}"))),
@@ -493,6 +494,16 @@ impl StateStore for RedisBackend {
                 0,
                 String::new(),
                 error.map(|e| json(&e)).unwrap_or_default(),
+                Vec::new(),
+            ),
+            // The Lua commit accepts a wait for a step's own attempt only.
+            Outcome::Wait { due, signal } => (
+                "wait",
+                signal.unwrap_or_default(),
+                Vec::new(),
+                due.unwrap_or(0),
+                String::new(),
+                String::new(),
                 Vec::new(),
             ),
             Outcome::Expand { items } => {

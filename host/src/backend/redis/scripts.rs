@@ -162,6 +162,8 @@ local function stop_steps(run_key, steps, items, run, now)
     if s == 'running' then
       next = 'cancelled'
       table.insert(stopped, j)
+    elseif s == 'waiting' then
+      next = 'cancelled'
     elseif s == 'queued' and a > 0 then
       next = 'cancelled'
     elseif s == 'pending' or s == 'queued' then

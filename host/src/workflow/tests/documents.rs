@@ -28,10 +28,10 @@ fn architecture_example_validates() {
     assert_eq!(workflow.step_index("nope"), None);
 
     let price = &workflow.steps[1];
-    assert_eq!(price.component.name, "price");
-    assert_eq!(price.component.raw, "price@^1.2");
+    assert_eq!(price.component().unwrap().name, "price");
+    assert_eq!(price.component().unwrap().raw, "price@^1.2");
     assert_eq!(
-        price.component.requirement,
+        price.component().unwrap().requirement,
         VersionReq::parse("^1.2").unwrap()
     );
     assert_eq!(
@@ -51,7 +51,11 @@ fn architecture_example_validates() {
         }
     );
     assert_eq!(
-        workflow.steps[0].component.requirement.to_string(),
+        workflow.steps[0]
+            .component()
+            .unwrap()
+            .requirement
+            .to_string(),
         "=1.0.0"
     );
 

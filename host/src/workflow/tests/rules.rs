@@ -25,7 +25,7 @@ fn schema_problems_have_pointers_and_readable_messages() {
         (
             json!({"steps": [{"id": "a"}]}),
             "/steps/0",
-            "missing required field \"component\"",
+            "a step needs one of component, sleep_ms, sleep_until and signal",
         ),
         (
             json!({"name": 5, "steps": [{"id": "a", "component": "parse@1"}]}),
@@ -40,7 +40,7 @@ fn schema_problems_have_pointers_and_readable_messages() {
         (
             json!({"steps": [{"id": "a", "component": "parse@1", "inptu": {}}]}),
             "/steps/0/inptu",
-            "unknown field \"inptu\" (expected one of: id, component, input, needs, retry, timeout_ms, limits, for_each, max_concurrency, when, on_error, compensate)",
+            "unknown field \"inptu\" (expected one of: id, component, sleep_ms, sleep_until, signal, input, needs, retry, timeout_ms, limits, for_each, max_concurrency, when, on_error, compensate)",
         ),
         (
             json!({"steps": [{"id": "a", "component": "parse@1", "retry": {"attempts": 3}}]}),
@@ -70,7 +70,7 @@ fn schema_problems_have_pointers_and_readable_messages() {
         (
             json!({"steps": [{"id": "a", "component": "parse@1", "timeout_ms": 86_400_001}]}),
             "/steps/0/timeout_ms",
-            "86400001 is greater than the maximum of 86400000",
+            "86400001 is more than a step that runs a component may take (86400000 ms, a day)",
         ),
         (
             json!({"steps": [{"id": "a", "component": "parse@1", "timeout_ms": 1.5}]}),
@@ -350,4 +350,79 @@ fn every_problem_at_once_sorted_by_path() {
             "/steps/10/needs/0",
         ]
     );
+}
+
+#[test]
+fn steps_that_wait_have_no_component_and_take_only_wait_fields() {
+    let doc = doc_with(json!([
+        { "id": "parse", "component": "parse@1" },
+        { "id": "cool", "sleep_ms": 3_600_000u64, "needs": ["parse"] },
+        { "id": "until", "sleep_until": "${steps.parse.output.at}" },
+        { "id": "fixed", "sleep_until": "2026-12-24T18:00:00+01:00" },
+        { "id": "approval", "signal": "approved", "timeout_ms": 604_800_000u64, "on_error": "continue" }
+    ]));
+    let v = validate(&doc, &registry).unwrap();
+    let steps = &v.workflow.steps;
+    assert!(matches!(
+        steps[1].action,
+        Action::Sleep(Sleep::For(3_600_000))
+    ));
+    assert_eq!(
+        steps[2].deps,
+        [0],
+        "sleep_until's reference is a dependency"
+    );
+    assert_eq!(steps[4].signal(), Some("approved"));
+    assert_eq!(steps[4].timeout_ms, Some(604_800_000));
+    assert!(
+        steps
+            .iter()
+            .skip(1)
+            .all(|s| s.waits() && s.component().is_none())
+    );
+    // A step that waits runs no component: its pin is empty, and the pins stay in step order.
+    assert_eq!(v.pins, ["parse@1.0.0", "", "", "", ""]);
+
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({ "id": "a", "component": "parse@1", "sleep_ms": 5 }),
+            "/steps/0/sleep_ms",
+        ),
+        (
+            json!({ "id": "a", "sleep_ms": 5, "signal": "go" }),
+            "/steps/0/signal",
+        ),
+        (
+            json!({ "id": "a", "sleep_ms": 5, "retry": { "max_attempts": 2 } }),
+            "/steps/0/retry",
+        ),
+        (
+            json!({ "id": "a", "signal": "go", "input": {} }),
+            "/steps/0/input",
+        ),
+        (
+            json!({ "id": "a", "sleep_ms": 5, "timeout_ms": 5 }),
+            "/steps/0/timeout_ms",
+        ),
+        (
+            json!({ "id": "a", "sleep_until": "tomorrow" }),
+            "/steps/0/sleep_until",
+        ),
+        (
+            json!({ "id": "a", "sleep_ms": 31_536_000_001u64 }),
+            "/steps/0/sleep_ms",
+        ),
+        (
+            json!({ "id": "a", "signal": "no spaces" }),
+            "/steps/0/signal",
+        ),
+        (
+            json!({ "id": "a", "component": "parse@1", "timeout_ms": 86_400_001u64 }),
+            "/steps/0/timeout_ms",
+        ),
+    ];
+    for (step, path) in cases {
+        let problem = only_problem(&doc_with(json!([step])));
+        assert_eq!(problem.path, path, "{step}: {problem:?}");
+    }
 }

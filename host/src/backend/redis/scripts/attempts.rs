@@ -48,6 +48,9 @@ local function claim_one(run_key, steps, items, kind, i, attempt, max_deliveries
   elseif s == 'running' and attempt == a then
     -- Delivered again: the node that held it is gone.
     if redis.call('HINCRBY', hash, 'v' .. slot, 1) > max_deliveries then over = 'over' end
+  elseif s == 'waiting' and attempt == a and kind == 's' then
+    -- The wake-up of a waiting step: it stays waiting until its commit.
+    over = 'woken'
   else
     return {'stale'}
   end
@@ -59,7 +62,7 @@ local function claim_one(run_key, steps, items, kind, i, attempt, max_deliveries
     run_event(run, 'running', now)
     started = 1
   end
-  if kind == 's' then
+  if kind == 's' and over ~= 'woken' then
     step_event(run, steps, i, 'running', attempt, now, nil)
   elseif kind == 'c' then
     compensation_event(run, steps, i, 'running', attempt, now, nil)
@@ -143,7 +146,7 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
     sl = redis.call('HMGET', hash, 's' .. slot, 'l' .. slot, 'a' .. slot)
     sl[4] = redis.call('HGET', steps, 'b')
   end
-  if sl[1] ~= 'running' or sl[2] ~= lease then
+  if (sl[1] ~= 'running' and sl[1] ~= 'waiting') or sl[2] ~= lease then
     -- Superseded: the delivery may belong to another node now.
     return {0, 0, '', 0}
   end
@@ -304,6 +307,15 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
     redis.call('ZADD', delayed, due, run .. '|' .. i .. '|' .. (attempt + 1))
     step_event(run, steps, i, 'queued', attempt, now, payload)
     return {1, 1, '', ack()}
+  elseif outcome == 'wait' then
+    -- It holds no worker: its wake-up is a delayed task of the same attempt
+    -- (none for a signal step without a timeout).
+    put('s' .. i, 'waiting')
+    if tonumber(due) > 0 then
+      redis.call('ZADD', delayed, due, run .. '|' .. i .. '|' .. attempt)
+    end
+    step_event(run, steps, i, 'waiting', attempt, now, nil)
+    return done()
   end
   put('s' .. i, 'failed', 'e' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
   step_event(run, steps, i, 'failed', attempt, now, payload)
