@@ -64,6 +64,12 @@ impl Server {
         self.child.id()
     }
 
+    /// Its data directory.
+    #[allow(dead_code)] // used by the timers benchmark only
+    pub fn data_path(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
     /// The admin token it was started with.
     #[allow(dead_code)] // used by the hostile-input benchmark only
     pub fn admin_token(&self) -> &str {
