@@ -163,14 +163,7 @@ fn deep_body() -> String {
 
 async fn main_async() -> Result<()> {
     // `WEFT_BENCH_BACKEND=redis`: the node keeps its runs in a redis-server of its own.
-    let redis = match std::env::var("WEFT_BENCH_BACKEND").as_deref() {
-        Ok("redis") => Some(weft::testing::RedisServer::start()),
-        _ => None,
-    };
-    let node = match &redis {
-        Some(r) => server::Server::start_with(&["--redis", &r.url()])?,
-        None => server::Server::start()?,
-    };
+    let (redis, node) = server::start_on_bench_backend(&[])?;
     println!(
         "backend: {}",
         if redis.is_some() { "redis" } else { "embedded" }

@@ -51,15 +51,8 @@ fn main() -> Result<()> {
 }
 
 async fn measure(runs: usize) -> Result<()> {
-    let redis = match std::env::var("WEFT_BENCH_BACKEND").as_deref() {
-        Ok("redis") => Some(weft::testing::RedisServer::start()),
-        _ => None,
-    };
     let keep = (runs + 10_000).to_string();
-    let node = match &redis {
-        Some(r) => server::Server::start_with(&["--redis", &r.url()])?,
-        None => server::Server::start_with(&["--max-finished-runs", &keep])?,
-    };
+    let (redis, node) = server::start_on_bench_backend(&["--max-finished-runs", &keep])?;
     let backend = if redis.is_some() {
         "redis"
     } else {

@@ -55,14 +55,7 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
 }
 
 async fn measure(timers: usize, sleep_ms: u64) -> Result<()> {
-    let redis = match std::env::var("WEFT_BENCH_BACKEND").as_deref() {
-        Ok("redis") => Some(weft::testing::RedisServer::start()),
-        _ => None,
-    };
-    let node = match &redis {
-        Some(r) => server::Server::start_with(&["--redis", &r.url()])?,
-        None => server::Server::start()?,
-    };
+    let (redis, node) = server::start_on_bench_backend(&[])?;
     let backend = if redis.is_some() {
         "redis"
     } else {

@@ -89,6 +89,24 @@ impl Drop for Server {
     }
 }
 
+/// `weft serve` on the backend `WEFT_BENCH_BACKEND` names: `redis`, a
+/// redis-server of its own (returned first, so that it outlives the node),
+/// or else the embedded file store, started with `embedded_args`.
+#[allow(dead_code)] // used by the benchmarks that run on either backend
+pub fn start_on_bench_backend(
+    embedded_args: &[&str],
+) -> Result<(Option<weft::testing::RedisServer>, Server)> {
+    let redis = match std::env::var("WEFT_BENCH_BACKEND").as_deref() {
+        Ok("redis") => Some(weft::testing::RedisServer::start()),
+        _ => None,
+    };
+    let node = match &redis {
+        Some(r) => Server::start_with(&["--redis", &r.url()])?,
+        None => Server::start_with(embedded_args)?,
+    };
+    Ok((redis, node))
+}
+
 /// The tenant `default` of a started server, ready to be loaded.
 pub struct Api {
     pub addr: SocketAddr,
