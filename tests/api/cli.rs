@@ -11,14 +11,14 @@ use crate::common::{Exec, output};
 use crate::server::{ADMIN_TOKEN, Server, clear_env, free_port};
 
 /// `weft` talking to the server at `url`, with `data_dir` as its data directory.
-fn weft(url: &str, data_dir: &Path) -> Command {
+pub(crate) fn weft(url: &str, data_dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
     clear_env(&mut cmd);
     cmd.env("WEFT_URL", url).env("WEFT_DATA_DIR", data_dir);
     cmd
 }
 
-fn run(cmd: &mut Command) -> Exec {
+pub(crate) fn run(cmd: &mut Command) -> Exec {
     output(cmd.output().expect("run weft"))
 }
 
@@ -29,7 +29,7 @@ fn file(dir: &Path, name: &str, doc: &Value) -> std::path::PathBuf {
     path
 }
 
-fn stdout_json(out: &Exec) -> Value {
+pub(crate) fn stdout_json(out: &Exec) -> Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout is not JSON ({e}):\n{}\nstderr:\n{}",

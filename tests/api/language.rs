@@ -21,14 +21,20 @@ fn cancel(server: &Server, key: &str, id: &str) -> crate::http::Answer {
     )
 }
 
-fn run(server: &Server, key: &str, id: &str) -> Value {
+pub(crate) fn run(server: &Server, key: &str, id: &str) -> Value {
     let answer = get(server.addr(), &format!("/v1/runs/{id}"), key);
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     answer.body
 }
 
 /// Polls until `done` holds for the run, for at most 60 s.
-fn wait(server: &Server, key: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait(
+    server: &Server,
+    key: &str,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let body = run(server, key, id);
@@ -44,7 +50,7 @@ fn wait(server: &Server, key: &str, id: &str, what: &str, done: impl Fn(&Value) 
     }
 }
 
-fn ended(body: &Value) -> bool {
+pub(crate) fn ended(body: &Value) -> bool {
     matches!(
         body["status"].as_str(),
         Some("succeeded" | "failed" | "cancelled")
@@ -418,11 +424,11 @@ fn a_for_each_goes_on_after_the_embedded_node_is_killed() {
 }
 
 #[test]
-fn a_sleeping_run_survives_a_kill_of_its_node_and_wakes_on_time() {
+fn a_run_sleeping_30_s_survives_a_kill_of_its_node_and_wakes_on_time() {
     let mut server = Server::start();
     let key = server.default_key();
     let doc = json!({ "steps": [
-        { "id": "nap", "sleep_ms": 3_000 },
+        { "id": "nap", "sleep_ms": 30_000 },
         { "id": "after", "component": "echo@1", "needs": ["nap"], "input": { "slept": "${steps.nap.output}" } }
     ], "output": "${steps.after.output}" });
     let id = server.submit(&key, &doc, json!({}));
@@ -445,7 +451,7 @@ fn a_sleeping_run_survives_a_kill_of_its_node_and_wakes_on_time() {
     } else {
         finished
     };
-    assert!(finished >= started + 3_000, "woke early: {nap}");
-    assert!(finished <= started + 3_000 + 2_000, "woke late: {nap}");
+    assert!(finished >= started + 30_000, "woke early: {nap}");
+    assert!(finished <= started + 30_000 + 2_000, "woke late: {nap}");
     assert_eq!(nap["attempts"], 1);
 }

@@ -11,5 +11,6 @@ mod http;
 mod language;
 mod resilience;
 mod server;
+mod signals;
 mod templates;
 mod walkthrough;

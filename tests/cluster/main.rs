@@ -6,6 +6,7 @@ mod common;
 #[path = "../api/http.rs"]
 mod http;
 mod refusals;
+mod waits;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};

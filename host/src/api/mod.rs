@@ -12,6 +12,7 @@ pub mod metrics;
 mod openapi;
 mod run_body;
 mod runs;
+mod signals;
 pub mod server;
 pub mod tenants;
 mod workflows;
@@ -105,6 +106,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::stream))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::items))
+        .routes(routes!(signals::send))
         .routes(routes!(runs::schema))
         .routes(routes!(workflows::list))
         .routes(routes!(workflows::publish, workflows::get))

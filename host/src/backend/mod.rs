@@ -225,6 +225,23 @@ pub enum Cancelled {
     AlreadyEnded(RunStatus),
 }
 
+/// What sending a signal did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signalled {
+    /// The tenant has no such run.
+    Missing,
+    /// The run has ended (or is being compensated): nothing waits any more.
+    Finished(RunStatus),
+    /// The waiting step `step` took it: its payload is that step's output.
+    Delivered { step: String },
+    /// No step waits for it yet: it is kept, with `buffered` of its name in all.
+    Buffered { buffered: u32 },
+    /// `rules::MAX_BUFFERED_SIGNALS` of its name are kept already.
+    Full,
+    /// Its payload would take the run past its `run_bytes` (the limit).
+    TooLarge { run_bytes: u64 },
+}
+
 /// Per-tenant limits. The per-step ones are both the default of a step that
 /// sets nothing and the most a step may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -404,6 +421,18 @@ pub trait StateStore: Send + Sync + 'static {
         run: &str,
         now: Millis,
     ) -> Result<Option<Cancelled>, BackendError>;
+
+    /// Sends the signal `name` to the tenant's run: the waiting step of
+    /// lowest index that waits for it takes it, or it is kept for the next
+    /// (`rules::signal_goes`), atomically, so each signal is taken once.
+    async fn signal(
+        &self,
+        tenant: &str,
+        run: &str,
+        name: &str,
+        payload: serde_json::Value,
+        now: Millis,
+    ) -> Result<Signalled, BackendError>;
 
     /// A page of the tenant's runs, newest first.
     async fn list_runs(

@@ -247,6 +247,7 @@ use waits::*;
 on_every_backend!(
     a_wait_holds_no_attempt_and_its_wake_up_ends_it,
     cancelling_ends_a_waiting_step,
+    signals_are_kept_taken_once_in_order_and_refused_past_their_limits,
 );
 
 on_every_backend!(

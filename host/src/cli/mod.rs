@@ -81,6 +81,12 @@ pub enum Command {
     /// Exit code 0 when cancelled, 2 when the server refused (no such run, or
     /// it has already ended), 3 when the server cannot be reached or failed.
     Cancel(client::CancelArgs),
+    /// Send a signal to a run: the step waiting for it takes it (its payload
+    /// becomes the step's output), or the run keeps it for a later one.
+    ///
+    /// Exit code 0 when sent, 2 when the server refused (no such run, it has
+    /// ended, too many kept), 3 when the server cannot be reached or failed.
+    Signal(client::SignalArgs),
     /// Publish and list workflow templates.
     Workflow(client::WorkflowArgs),
     /// Manage the tenants of a Weft server (needs the admin token).
@@ -115,6 +121,7 @@ pub fn main() -> ExitCode {
             Command::Status(args) => client::status(args).await,
             Command::Runs(args) => client::runs(args).await,
             Command::Cancel(args) => client::cancel(args).await,
+            Command::Signal(args) => client::signal(args).await,
             Command::Workflow(args) => client::workflow(args).await,
             Command::Tenant(args) => client::tenant(args).await,
         }

@@ -14,7 +14,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
-    Admission, BackendError, Cancelled, Committed, NewRun, Outcome, StateStore, StepWork, WorkQueue,
+    Admission, BackendError, Cancelled, Committed, NewRun, Outcome, Signalled, StateStore, StepWork,
+    WorkQueue,
 };
 use crate::engine::{Failure, LogLine};
 use crate::workflow::Root;
@@ -89,6 +90,31 @@ impl Scheduler {
             tracing::info!(%run, %tenant, "run cancelled");
         }
         Ok(cancelled)
+    }
+
+    /// Sends the signal `name` with `payload` to the tenant's run
+    /// (`StateStore::signal`).
+    pub async fn signal(
+        &self,
+        tenant: &str,
+        run: &str,
+        name: &str,
+        payload: serde_json::Value,
+    ) -> Result<Signalled, BackendError> {
+        let signalled = self
+            .store
+            .signal(tenant, run, name, payload, self.clock.now())
+            .await?;
+        match &signalled {
+            Signalled::Delivered { step } => {
+                tracing::info!(%run, %tenant, signal = name, %step, "signal taken by its step");
+            }
+            Signalled::Buffered { buffered } => {
+                tracing::info!(%run, %tenant, signal = name, buffered, "signal kept for a later step");
+            }
+            _ => {}
+        }
+        Ok(signalled)
     }
 
     /// Waits until the run ends and returns it; `None` when it does not exist.

@@ -221,6 +221,42 @@ pub fn signal_due(step: &Step, now: Millis) -> Option<Millis> {
     step.timeout_ms.map(|t| now.saturating_add(t))
 }
 
+/// Signals of one name a run keeps before a step takes them, oldest first.
+pub const MAX_BUFFERED_SIGNALS: u32 = 100;
+
+/// What a signal sent to an unfinished run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalGoes {
+    /// Step `index` waits for it: its payload becomes that step's output.
+    To(usize),
+    /// No step waits for it: it is kept for the next one that does.
+    Buffer,
+    /// No step waits for it and `MAX_BUFFERED_SIGNALS` of its name are kept.
+    Full,
+    /// It would take the run's stored bytes past its `run_bytes`.
+    TooLarge,
+}
+
+/// Where a signal goes: to the waiting step of lowest index among
+/// `waiting` (steps waiting for this name), else into the buffer holding
+/// `buffered` of its name; refused when its `bytes` do not fit the run.
+pub fn signal_goes(
+    waiting: impl IntoIterator<Item = usize>,
+    buffered: u32,
+    used: u64,
+    bytes: u64,
+    run_bytes: u64,
+) -> SignalGoes {
+    if crate::scheduler::policy::over_run_bytes(used, bytes, run_bytes) {
+        return SignalGoes::TooLarge;
+    }
+    match waiting.into_iter().min() {
+        Some(index) => SignalGoes::To(index),
+        None if buffered >= MAX_BUFFERED_SIGNALS => SignalGoes::Full,
+        None => SignalGoes::Buffer,
+    }
+}
+
 /// What the wake-up of a waiting step decides: a sleep has ended (output
 /// `null`); a signal step's time ran out before its signal came.
 pub fn woken(step: &Step) -> Result<serde_json::Value, Failure> {

@@ -18,6 +18,15 @@ pub const DEFAULT_MAX_CONCURRENCY: u32 = 10;
 /// signal's `timeout_ms` (section 16), 365 days.
 pub const MAX_WAIT_MS: u64 = 365 * 24 * 3_600_000;
 
+/// Whether `name` can name a signal: a letter or digit, then up to 127
+/// letters, digits, `_`, `.` or `-` (the document schema's `signal` pattern).
+pub fn is_signal_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// The longest `timeout_ms` of a step that runs a component: a day.
 pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 

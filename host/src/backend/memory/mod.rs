@@ -25,7 +25,8 @@ pub use store::Fsync;
 
 use super::{
     Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Delivery, Limits, NewRun,
-    NodeInfo, Outcome, Published, QueueInfo, StateStore, TenantRecord, VersionRecord, WorkQueue,
+    NodeInfo, Outcome, Published, QueueInfo, Signalled, StateStore, TenantRecord, VersionRecord,
+    WorkQueue,
 };
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::model::{ItemsPage, RunError, RunEvent, RunView, Target};
@@ -274,6 +275,22 @@ impl StateStore for MemoryBackend {
         let (cancelled, point) = self.cancel_now(tenant, run, now);
         self.stored(point).await;
         Ok(cancelled)
+    }
+
+    async fn signal(
+        &self,
+        tenant: &str,
+        run: &str,
+        name: &str,
+        payload: serde_json::Value,
+        now: Millis,
+    ) -> Result<Signalled, BackendError> {
+        let (signalled, pushed, point) = self.signal_now(tenant, run, name, payload, now);
+        if pushed {
+            self.ready.notify_one();
+        }
+        self.stored(point).await;
+        Ok(signalled)
     }
 
     async fn run(&self, tenant: &str, run: &str) -> Result<Option<RunView>, BackendError> {

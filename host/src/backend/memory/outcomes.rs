@@ -272,6 +272,23 @@ fn commit_step(
                 committed.cancelled = tx.stop_run(run, Some(error));
             }
         }
+        Outcome::Wait {
+            signal: Some(name),
+            ..
+        } if run.signals.get(&name).is_some_and(|q| !q.is_empty()) => {
+            // A signal sent before the step was reached: it takes the oldest.
+            let queue = run.signals.get_mut(&name).expect("present");
+            let payload = queue.pop_front().expect("not empty");
+            if queue.is_empty() {
+                run.signals.remove(&name);
+            }
+            tx.touch(RowKey::Signals);
+            let step = &mut run.steps[index];
+            step.slot.rec.output = Some(payload);
+            step.slot.end(StepStatus::Succeeded, now);
+            tx.step_event(&spec, index, StepStatus::Succeeded, attempt, None);
+            tx.step_ended(run, index);
+        }
         Outcome::Wait { due, signal: _ } => {
             // It holds no worker: its wake-up is a delayed task of the same
             // attempt, and a signal ends it before that.

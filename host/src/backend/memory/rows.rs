@@ -216,6 +216,9 @@ fn all_rows(run: &RunState) -> Vec<RowKey> {
             rows.push(RowKey::Compensation(i));
         }
     }
+    if !run.signals.is_empty() {
+        rows.push(RowKey::Signals);
+    }
     rows
 }
 
@@ -247,6 +250,25 @@ fn row(id: &Arc<str>, run: &RunState, key: RowKey) -> Option<StepRow> {
                 rec: StepRecord {
                     status: Some(StepStatus::Succeeded),
                     output: Some(Arc::new(serde_json::Value::Array(list))),
+                    ..StepRecord::default()
+                },
+                ..Slot::default()
+            };
+            Some(of(&slot, 0))
+        }
+        RowKey::Signals => {
+            let kept: serde_json::Map<String, serde_json::Value> = run
+                .signals
+                .iter()
+                .filter(|(_, queue)| !queue.is_empty())
+                .map(|(name, queue)| {
+                    let payloads = queue.iter().map(|p| (**p).clone()).collect();
+                    (name.clone(), serde_json::Value::Array(payloads))
+                })
+                .collect();
+            let slot = Slot {
+                rec: StepRecord {
+                    output: Some(Arc::new(serde_json::Value::Object(kept))),
                     ..StepRecord::default()
                 },
                 ..Slot::default()
@@ -288,6 +310,7 @@ impl MemoryBackend {
                 })
                 .collect();
             let mut leases = 0;
+            let mut signals = super::runs::Signals::new();
             for r in rows {
                 leases = leases.max(r.lease);
                 let slot = Slot {
@@ -331,6 +354,22 @@ impl MemoryBackend {
                     RowKey::Compensation(i) => {
                         if let Some(step) = steps.get_mut(i as usize) {
                             step.compensation = Some(slot);
+                        }
+                    }
+                    RowKey::Signals => {
+                        if let Some(serde_json::Value::Object(kept)) = slot.rec.output.as_deref() {
+                            signals = kept
+                                .iter()
+                                .map(|(name, payloads)| {
+                                    let queue = payloads
+                                        .as_array()
+                                        .into_iter()
+                                        .flatten()
+                                        .map(|p| Arc::new(p.clone()))
+                                        .collect();
+                                    (name.clone(), queue)
+                                })
+                                .collect();
                         }
                     }
                 }
@@ -378,6 +417,7 @@ impl MemoryBackend {
                     bytes: row.bytes,
                     leases,
                     items,
+                    signals,
                     spec,
                 },
             );

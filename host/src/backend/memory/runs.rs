@@ -9,12 +9,16 @@ use super::outcomes::{Tx, apply, compensation_event, run_event, step_event};
 use super::store::RowKey;
 use super::{Inner, MemoryBackend};
 use crate::backend::spec::{reads_of, step_roots};
-use crate::backend::{Admission, Cancelled, Claim, Committed, NewRun, Outcome, StepWork};
+use crate::backend::{
+    Admission, Cancelled, Claim, Committed, NewRun, Outcome, Signalled, StepWork,
+};
 use crate::scheduler::clock::Millis;
 use crate::scheduler::model::{
     RunError, RunSpec, RunStatus, StepRecord, StepStatus, Target, Task, TaskKind,
 };
 use crate::scheduler::policy;
+use crate::scheduler::rules::{self, SignalGoes};
+use crate::workflow::Action;
 
 pub(super) struct RunState {
     pub(super) spec: Arc<RunSpec>,
@@ -37,7 +41,13 @@ pub(super) struct RunState {
     /// Items of for_each steps expanded so far beyond one per step
     /// (`rules::extra_items`), counted against `steps_per_run`.
     pub(super) items: u64,
+    /// Signals sent before a step took them, by name, oldest first.
+    pub(super) signals: Signals,
 }
+
+/// A run's kept signals: by name, their payloads oldest first.
+pub(super) type Signals =
+    std::collections::BTreeMap<String, std::collections::VecDeque<Arc<serde_json::Value>>>;
 
 /// The attempts of a step, of one item, or of a compensation.
 #[derive(Debug, Clone, Default)]
@@ -252,6 +262,7 @@ impl MemoryBackend {
                 leases: 0,
                 ended: 0,
                 items: 0,
+                signals: Signals::new(),
             },
         );
         let point = inner.work.wait_point();
@@ -510,6 +521,70 @@ impl MemoryBackend {
 }
 
 impl MemoryBackend {
+    /// Sends a signal to a run (`StateStore::signal`); in the second place,
+    /// whether tasks were queued; in the third, the store write to wait for.
+    pub(super) fn signal_now(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        name: &str,
+        payload: serde_json::Value,
+        now: Millis,
+    ) -> (Signalled, bool, Option<u64>) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some((run_key, run)) = inner
+            .runs
+            .get_key_value(run_id)
+            .filter(|(_, r)| r.spec.tenant == tenant)
+        else {
+            return (Signalled::Missing, false, None);
+        };
+        let run_key = run_key.clone();
+        if run.status.is_terminal() || run.status == RunStatus::Compensating {
+            return (Signalled::Finished(run.status), false, None);
+        }
+        let spec = run.spec.clone();
+        let waiting = spec.workflow.steps.iter().enumerate().filter_map(|(i, step)| {
+            let waits = matches!(&step.action, Action::Signal(n) if n == name)
+                && run.steps[i].slot.status() == StepStatus::Waiting;
+            waits.then_some(i)
+        });
+        let buffered = run.signals.get(name).map_or(0, |q| q.len() as u32);
+        let bytes = crate::workflow::json_size(&payload, usize::MAX).unwrap_or(0) as u64;
+        let goes = rules::signal_goes(waiting, buffered, run.bytes, bytes, spec.defaults.run_bytes);
+        let run = inner.runs.get_mut(run_id).expect("present");
+        let signalled = match goes {
+            SignalGoes::TooLarge => Signalled::TooLarge {
+                run_bytes: spec.defaults.run_bytes,
+            },
+            SignalGoes::Full => Signalled::Full,
+            SignalGoes::Buffer => {
+                run.bytes += bytes;
+                let queue = run.signals.entry(name.to_string()).or_default();
+                queue.push_back(Arc::new(payload));
+                let buffered = queue.len() as u32;
+                inner.work.touch_row(&run_key, RowKey::Signals);
+                Signalled::Buffered { buffered }
+            }
+            SignalGoes::To(index) => {
+                run.bytes += bytes;
+                let mut tx = Tx::new(self, &mut inner.work, run_key.clone(), now);
+                let mut committed = Committed::default();
+                let output = Outcome::Succeeded {
+                    output: payload,
+                    logs: Vec::new(),
+                };
+                apply(&mut tx, run, Target::Step(index), output, &mut committed);
+                let pushed = tx.pushed;
+                self.book_if_ended(inner, run_key, now);
+                let step = spec.workflow.steps[index].id.clone();
+                return (Signalled::Delivered { step }, pushed, inner.work.wait_point());
+            }
+        };
+        (signalled, false, inner.work.wait_point())
+    }
+
     /// After a transition of run `key`: when it ended, it is kept for its
     /// retention from now, its tenant has one unfinished run less, and runs
     /// past their retention are forgotten. Returns its status if it ended.

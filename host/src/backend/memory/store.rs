@@ -101,6 +101,8 @@ pub(super) enum RowKey {
     List(u32),
     Item(u32, u32),
     Compensation(u32),
+    /// The run's kept signals, as an object of arrays (in `output`).
+    Signals,
 }
 
 impl RowKey {
@@ -114,6 +116,7 @@ impl RowKey {
             Self::List(i) => (1i64, i, 0),
             Self::Item(i, k) => (2, i, k),
             Self::Compensation(i) => (3, i, 0),
+            Self::Signals => (4, 0, 0),
         };
         (kind << Self::KIND) | (i64::from(step) << Self::STEP) | i64::from(item)
     }
@@ -128,6 +131,7 @@ impl RowKey {
             1 => Self::List(step),
             2 => Self::Item(step, item),
             3 => Self::Compensation(step),
+            4 => Self::Signals,
             _ => return None,
         })
     }
@@ -691,6 +695,7 @@ mod tests {
             RowKey::Item(3, 9_999),
             RowKey::Item(1_000, (1 << 28) - 1),
             RowKey::Compensation(4),
+            RowKey::Signals,
         ];
         for key in keys {
             assert_eq!(RowKey::from_code(key.code()), Some(key), "{key:?}");

@@ -28,7 +28,7 @@ use tokio::sync::broadcast;
 
 use super::{
     Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Delivery, Limits, NewRun,
-    NodeInfo, Outcome, Published, StateStore, StepWork, TenantRecord, VersionRecord,
+    NodeInfo, Outcome, Published, Signalled, StateStore, StepWork, TenantRecord, VersionRecord,
 };
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::model::{
@@ -272,7 +272,8 @@ impl StateStore for RedisBackend {
                 },
             )
             .arg(spec.workflow_name())
-            .arg(spec.parent.as_deref().unwrap_or(""));
+            .arg(spec.parent.as_deref().unwrap_or(""))
+            .arg(spec.defaults.run_bytes);
         for (i, step) in spec.workflow.steps.iter().enumerate() {
             let dependents: Vec<String> = spec
                 .workflow
@@ -643,6 +644,49 @@ impl StateStore for RedisBackend {
                     .collect(),
             })),
             _ => Err(corrupt(format!("cancel: unexpected reply {reply:?}"))),
+        }
+    }
+
+    async fn signal(
+        &self,
+        tenant: &str,
+        run: &str,
+        name: &str,
+        payload: serde_json::Value,
+        now: Millis,
+    ) -> Result<Signalled, BackendError> {
+        let payload = payload.to_string();
+        let reply: Vec<Value> = self
+            .scripts
+            .signal
+            .key(keys::run(run))
+            .key(keys::steps(run))
+            .key(keys::active(tenant))
+            .key(keys::items(run))
+            .key(keys::READY)
+            .key(keys::DELAYED)
+            .arg(tenant)
+            .arg(name)
+            .arg(&payload)
+            .arg(payload.len())
+            .arg(now)
+            .arg(rules::MAX_BUFFERED_SIGNALS)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let field = |k: usize| reply.get(k).and_then(text).unwrap_or_default();
+        match field(0).as_str() {
+            "missing" => Ok(Signalled::Missing),
+            "finished" => Ok(Signalled::Finished(view::status(&field(1))?)),
+            "too_large" => Ok(Signalled::TooLarge {
+                run_bytes: field(1).parse().unwrap_or_default(),
+            }),
+            "full" => Ok(Signalled::Full),
+            "delivered" => Ok(Signalled::Delivered { step: field(1) }),
+            "kept" => Ok(Signalled::Buffered {
+                buffered: field(1).parse().unwrap_or_default(),
+            }),
+            _ => Err(corrupt(format!("signal: unexpected reply {reply:?}"))),
         }
     }
 

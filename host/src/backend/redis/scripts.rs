@@ -36,7 +36,11 @@ use attempts::{CLAIM, COMMIT};
 /// `fi<i>` the first 100 failed ones, `ev<i>` its last progress event,
 /// `cp<i>` 1 when it has a compensation. The run hash also
 /// keeps `ended` (steps ended), `items` (items expanded beyond one per step), `spr`
-/// (steps_per_run) and `comp` (1 when any step has a compensation).
+/// (steps_per_run), `rb` (run_bytes) and `comp` (1 when any step has a compensation).
+/// Signals sent before a step took them are kept in the steps hash, per
+/// name N: `qh:N` and `qt:N` the first kept and the next free number,
+/// `qp:N:<n>` each payload; `qw:N` lists the steps that waited for N
+/// (comma separated; those no longer waiting are passed over).
 const PRELUDE: &str = r#"
 local function terminal(s)
   return s == 'succeeded' or s == 'failed' or s == 'cancelled'
@@ -100,6 +104,32 @@ local function step_ended(run_key, steps, ready, run, i, now, succeeded, depende
   if remaining == 0 then
     redis.call('XADD', ready, '*', 'r', run, 'k', 'f', 'i', 0, 'a', 0)
   end
+end
+
+-- Step i succeeded with `output`: recorded with the run's stored bytes
+-- `used`, then it ended.
+local function step_succeeded(run_key, steps, ready, run, i, output, logs, attempt, now, used, dependents, numbered)
+  redis.call('HSET', steps, 'b', used, 's' .. i, 'succeeded', 'o' .. i, output, 'g' .. i, logs, 'f' .. i, now)
+  redis.call('HDEL', steps, 'e' .. i)
+  redis.call('HINCRBY', steps, 'c' .. i, 1)
+  step_event(run, steps, i, 'succeeded', attempt, now, nil)
+  step_ended(run_key, steps, ready, run, i, now, true, dependents, numbered)
+end
+
+-- Takes the oldest kept signal `name`: its payload, or nil when none is kept.
+local function take_signal(steps, name)
+  local ht = redis.call('HMGET', steps, 'qh:' .. name, 'qt:' .. name)
+  local h, t = tonumber(ht[1] or '0'), tonumber(ht[2] or '0')
+  if t <= h then return nil end
+  local field = 'qp:' .. name .. ':' .. h
+  local payload = redis.call('HGET', steps, field)
+  redis.call('HDEL', steps, field)
+  if h + 1 == t then
+    redis.call('HDEL', steps, 'qh:' .. name, 'qt:' .. name)
+  else
+    redis.call('HSET', steps, 'qh:' .. name, h + 1)
+  end
+  return payload
 end
 
 -- Starts as many items of for_each step i as keep its window full
@@ -220,7 +250,7 @@ end
 /// ARGV: run id, spec JSON, tenant, now, max active, has idempotency key (0/1),
 /// fingerprint, retention (ms), step count, stored bytes of the input,
 /// steps_per_run, any compensation (0/1), workflow name, parent run ('' for
-/// none), then per step: id, dependency
+/// none), run_bytes, then per step: id, dependency
 /// count, dependents (comma separated), max_concurrency (0 without
 /// for_each), has a compensation (0/1)
 /// The idempotency key lives as long as its run: it expires with it.
@@ -238,7 +268,7 @@ if count >= tonumber(ARGV[5]) then return {'limit', tostring(count)} end
 redis.call('INCR', active)
 redis.call('HSET', run_key, 'spec', ARGV[2], 'tenant', ARGV[3], 'status', 'queued',
   'created_at', now, 'remaining', n, 'n', n, 'leases', 0, 'retention', ARGV[8],
-  'ended', 0, 'items', 0, 'spr', ARGV[11], 'comp', ARGV[12], 'workflow', ARGV[13])
+  'ended', 0, 'items', 0, 'spr', ARGV[11], 'comp', ARGV[12], 'workflow', ARGV[13], 'rb', ARGV[15])
 if ARGV[14] ~= '' then redis.call('HSET', run_key, 'parent', ARGV[14]) end
 -- The listing index: this run in, and the oldest ids whose runs expired out.
 redis.call('ZADD', listed, 0, run)
@@ -248,7 +278,7 @@ end
 redis.call('HSET', steps, 'b', ARGV[10])
 if ARGV[6] == '1' then redis.call('HSET', run_key, 'idem', idem) end
 for i = 0, n - 1 do
-  local base = 15 + 5 * i
+  local base = 16 + 5 * i
   local deps = tonumber(ARGV[base + 1])
   local status = 'pending'
   if deps == 0 then status = 'queued' end
@@ -306,6 +336,55 @@ local stopped = stop_run(run_key, steps, items, active, ready, run, ARGV[2], nil
 local out = {'cancelled', redis.call('HGET', run_key, 'status')}
 for _, j in ipairs(stopped) do table.insert(out, j) end
 return out
+"#;
+
+/// Sends a signal to a run of a tenant (`rules::signal_goes`): the waiting
+/// step of lowest index that waits for it succeeds with its payload, or it
+/// is kept for the next step that waits for it.
+///
+/// KEYS: run, steps, tenant's active counter, items, ready stream, delayed set
+/// ARGV: tenant, name, payload JSON, its bytes, now, most kept per name
+/// Returns `{'missing'}`, `{'finished', status}`, `{'too_large', run_bytes}`,
+/// `{'full'}`, `{'delivered', step id, run ended ('' or status)}` or `{'kept', count}`.
+const SIGNAL: &str = r#"
+local run_key, steps, active, items, ready, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local name, payload, bytes, now = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local rs = redis.call('HMGET', run_key, 'status', 'tenant', 'rb', 'comp')
+local status = rs[1]
+if not status or rs[2] ~= ARGV[1] then return {'missing'} end
+if terminal(status) or status == 'compensating' then return {'finished', status} end
+local used = tonumber(redis.call('HGET', steps, 'b') or '0') + bytes
+if rs[3] and used > tonumber(rs[3]) then return {'too_large', rs[3]} end
+local run = string.sub(run_key, 11, -6)
+local waiters = redis.call('HGET', steps, 'qw:' .. name)
+local best, rest = nil, {}
+for j in string.gmatch(waiters or '', '[^,]+') do
+  if redis.call('HGET', steps, 's' .. j) == 'waiting' then
+    if best == nil or tonumber(j) < tonumber(best) then
+      if best then table.insert(rest, best) end
+      best = j
+    else
+      table.insert(rest, j)
+    end
+  end
+end
+if #rest > 0 then
+  redis.call('HSET', steps, 'qw:' .. name, table.concat(rest, ','))
+elseif waiters then
+  redis.call('HDEL', steps, 'qw:' .. name)
+end
+if best then
+  local attempt = redis.call('HGET', steps, 'a' .. best)
+  -- Its timeout will not be needed.
+  redis.call('ZREM', delayed, run .. '|' .. best .. '|' .. attempt)
+  step_succeeded(run_key, steps, ready, run, best, payload, '[]', attempt, now, used, nil, rs[4] == '1')
+  return {'delivered', redis.call('HGET', steps, 'i' .. best), ''}
+end
+local ht = redis.call('HMGET', steps, 'qh:' .. name, 'qt:' .. name)
+local h, t = tonumber(ht[1] or '0'), tonumber(ht[2] or '0')
+if t - h >= tonumber(ARGV[6]) then return {'full'} end
+redis.call('HSET', steps, 'qp:' .. name .. ':' .. t, payload, 'qt:' .. name, t + 1, 'qh:' .. name, h, 'b', used)
+return {'kept', t + 1 - h}
 "#;
 
 /// Moves retries that are due from the delayed set to the ready stream.
@@ -387,6 +466,7 @@ pub struct Scripts {
     pub commit: redis::Script,
     pub finish: redis::Script,
     pub cancel: redis::Script,
+    pub signal: redis::Script,
     pub promote: redis::Script,
     pub ack: redis::Script,
     pub release: redis::Script,
@@ -405,6 +485,7 @@ impl Scripts {
             commit: with_prelude(COMMIT),
             finish: with_prelude(FINISH),
             cancel: with_prelude(CANCEL),
+            signal: with_prelude(SIGNAL),
             promote: alone(PROMOTE),
             ack: alone(ACK),
             release: alone(RELEASE),

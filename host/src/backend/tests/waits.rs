@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Harness, Kind, T0, claim_next, spec, status};
-use crate::backend::{Claim, NewRun, Outcome};
-use crate::scheduler::model::{StepStatus, Target, TaskKind};
+use crate::backend::{Claim, NewRun, Outcome, Signalled};
+use crate::scheduler::model::{RunStatus, StepStatus, Target, TaskKind};
 
 pub(super) async fn a_wait_holds_no_attempt_and_its_wake_up_ends_it(kind: Kind) {
     let mut h = Harness::new(kind).await;
@@ -103,4 +103,119 @@ pub(super) async fn cancelling_ends_a_waiting_step(kind: Kind) {
     assert_eq!(status(b, "approval").await, StepStatus::Waiting);
     b.cancel("t", "run_1", T0 + 10).await.unwrap();
     assert_eq!(status(b, "approval").await, StepStatus::Cancelled);
+}
+
+/// The output of `step` of run_1, as a value.
+async fn output(b: &dyn super::Backend, step: &str) -> Option<serde_json::Value> {
+    let view = b.run("t", "run_1").await.unwrap().unwrap();
+    view.steps[step].output.as_ref().map(|o| o.to_value())
+}
+
+/// Claims the next signal step and commits its wait (no timeout).
+async fn wait_for(b: &dyn super::Backend, index: usize, name: &str) {
+    let work = claim_next(b).await;
+    assert_eq!(work.index, index);
+    let wait = Outcome::Wait {
+        due: None,
+        signal: Some(name.into()),
+    };
+    let committed = b
+        .commit("run_1", Target::Step(index), work.lease, wait, T0)
+        .await
+        .unwrap();
+    assert!(committed.applied);
+}
+
+pub(super) async fn signals_are_kept_taken_once_in_order_and_refused_past_their_limits(
+    kind: Kind,
+) {
+    let mut h = Harness::new(kind).await;
+    let mut run = spec(json!({ "steps": [
+        { "id": "first", "signal": "go" },
+        { "id": "second", "signal": "go", "needs": ["first"] },
+        { "id": "third", "signal": "go", "needs": ["second"] },
+        { "id": "after", "component": "x@1", "needs": ["third"] }
+    ] }));
+    run.defaults.run_bytes = 100_000;
+    h.backend.create_run(NewRun::new(run)).await.unwrap();
+    let b = h.backend.clone();
+    let send = |b: std::sync::Arc<dyn super::Backend>, tenant: &'static str, payload| async move {
+        b.signal(tenant, "run_1", "go", payload, T0).await.unwrap()
+    };
+
+    // Sent before any step waits: kept, oldest first; not another tenant's.
+    assert_eq!(send(b.clone(), "t", json!(1)).await, Signalled::Buffered { buffered: 1 });
+    assert_eq!(send(b.clone(), "t", json!(2)).await, Signalled::Buffered { buffered: 2 });
+    assert_eq!(send(b.clone(), "u", json!(0)).await, Signalled::Missing);
+    assert_eq!(
+        b.signal("t", "run_9", "go", json!(0), T0).await.unwrap(),
+        Signalled::Missing
+    );
+
+    // A step reached later takes the oldest kept one at once.
+    wait_for(&*b, 0, "go").await;
+    assert_eq!(status(&*b, "first").await, StepStatus::Succeeded);
+    assert_eq!(output(&*b, "first").await, Some(json!(1)));
+
+    // What is kept outlives the process.
+    let b = match kind {
+        Kind::Memory => b,
+        _ => {
+            drop(b);
+            h.reopen().await
+        }
+    };
+    wait_for(&*b, 1, "go").await;
+    assert_eq!(output(&*b, "second").await, Some(json!(2)));
+
+    // Sent while a step waits: that step takes it; two sent at once are
+    // taken once: one by the step, the other kept.
+    wait_for(&*b, 2, "go").await;
+    assert_eq!(status(&*b, "third").await, StepStatus::Waiting);
+    let (one, two) = tokio::join!(send(b.clone(), "t", json!(3)), send(b.clone(), "t", json!(4)));
+    let delivered = Signalled::Delivered {
+        step: "third".into(),
+    };
+    let kept = Signalled::Buffered { buffered: 1 };
+    assert!(
+        (one == delivered && two == kept) || (one == kept && two == delivered),
+        "{one:?} {two:?}"
+    );
+    assert_eq!(status(&*b, "third").await, StepStatus::Succeeded);
+    let taken = output(&*b, "third").await.unwrap();
+    assert!(taken == json!(3) || taken == json!(4), "{taken}");
+
+    // At most 100 are kept per name; a payload past run_bytes is refused.
+    for n in 2..=100 {
+        assert_eq!(
+            send(b.clone(), "t", json!(n)).await,
+            Signalled::Buffered { buffered: n }
+        );
+    }
+    assert_eq!(send(b.clone(), "t", json!(101)).await, Signalled::Full);
+    let other = b
+        .signal("t", "run_1", "other", json!("x".repeat(200_000)), T0)
+        .await
+        .unwrap();
+    assert_eq!(other, Signalled::TooLarge { run_bytes: 100_000 });
+
+    // The step after the signals runs; once the run ends, signals are refused.
+    let after = claim_next(&*b).await;
+    assert_eq!(after.index, 3);
+    let done = Outcome::Succeeded {
+        output: json!(null),
+        logs: vec![],
+    };
+    b.commit("run_1", Target::Step(3), after.lease, done, T0)
+        .await
+        .unwrap();
+    let d = b.next(1).await.unwrap().pop().unwrap();
+    assert_eq!(d.task.kind, TaskKind::Finalize);
+    assert!(matches!(b.claim(&d, T0).await.unwrap(), Claim::Finalize { .. }));
+    b.ack(&[d]).await.unwrap();
+    b.finish("run_1", Ok(json!(null)), T0).await.unwrap();
+    assert_eq!(
+        send(b.clone(), "t", json!(5)).await,
+        Signalled::Finished(RunStatus::Succeeded)
+    );
 }

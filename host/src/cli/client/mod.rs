@@ -9,7 +9,9 @@
 mod runs;
 mod submit;
 
-pub use runs::{CancelArgs, RunsArgs, TenantLimitsArgs, WorkflowArgs, cancel, runs, workflow};
+pub use runs::{
+    CancelArgs, RunsArgs, SignalArgs, TenantLimitsArgs, WorkflowArgs, cancel, runs, signal, workflow,
+};
 pub use submit::{SubmitArgs, submit};
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! `weft runs`, `weft cancel`, `weft workflow ...` and `weft tenant limits`:
+//! `weft runs`, `weft cancel`, `weft signal`, `weft workflow ...` and `weft tenant limits`:
 //! a table or a line for people by default, the server's JSON with `--json`.
 
 use std::path::PathBuf;
@@ -41,6 +41,24 @@ pub struct CancelArgs {
     /// The run's id (`run_...`).
     pub run_id: String,
     /// Print the server's JSON (`{"id", "status"}`).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// Arguments of `weft signal`.
+#[derive(Debug, clap::Args)]
+pub struct SignalArgs {
+    /// The run's id (`run_...`).
+    pub run_id: String,
+    /// The signal's name: what the run's signal step waits for.
+    pub name: String,
+    /// What the signal carries, as JSON (or @FILE): the output of the step
+    /// that takes it; null when left out.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Print the server's JSON (`{"run", "signal", "status", "step" or "buffered"}`).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -216,6 +234,46 @@ async fn try_cancel(args: CancelArgs) -> Result<ExitCode, Error> {
             ),
             other => println!("run {}: {other}", args.run_id),
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weft signal`: sends a signal to a run.
+pub async fn signal(args: SignalArgs) -> ExitCode {
+    finish(try_signal(args).await)
+}
+
+async fn try_signal(args: SignalArgs) -> Result<ExitCode, Error> {
+    let payload = match &args.payload {
+        None => Value::Null,
+        Some(arg) => crate::cli::read_input_arg(arg).map_err(|e| match e {
+            crate::cli::JsonArg::Unreadable(message) => Error::Other(message),
+            crate::cli::JsonArg::NotJson { origin, error } => Error::refused(
+                "invalid_request",
+                format!("{} is not JSON", origin.replace("--input", "--payload")),
+                json!([{"path": "/payload", "message": error}]),
+            ),
+        })?,
+    };
+    let client = Client::tenant(&args.connection)?;
+    let request = client
+        .request(
+            Method::POST,
+            &["v1", "runs", &args.run_id, "signals", &args.name],
+        )
+        .json(&json!({ "payload": payload }));
+    let (_, answer) = client.call(request).await?;
+    if args.json {
+        println!("{}", pretty(&answer));
+    } else if let Some(step) = answer["step"].as_str() {
+        println!("run {}: signal {} taken by step {step}", args.run_id, args.name);
+    } else {
+        println!(
+            "run {}: signal {} kept until a step waits for it ({} kept)",
+            args.run_id,
+            args.name,
+            answer["buffered"].as_u64().unwrap_or(1)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -107,7 +107,8 @@ return results
 /// counter and items of each commit
 /// ARGV: group, commit count, then per commit: target (`s`, `e`, `c`),
 /// index, item, lease, outcome (`ok`, `retry`, `fail`, `cont` (failed, the
-/// run goes on), `skip`, `expand`), output or error JSON (a skip's reason),
+/// run goes on), `skip`, `expand`, `wait`), output or error JSON (a skip's
+/// reason, a wait's signal name or ''),
 /// logs JSON, now, due (retry), stored bytes of the outcome, the run's
 /// `run_bytes`, run error JSON (fail), the stream entry of the attempt's
 /// delivery ('' if unknown), a second error JSON (a skip's, a failed item's
@@ -288,12 +289,20 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
       return done()
     end
   end
+  if outcome == 'wait' and payload ~= '' then
+    -- A signal step: it takes the oldest signal sent before it was reached,
+    -- or is listed among the steps waiting for its name.
+    local kept = take_signal(steps, payload)
+    if kept then
+      outcome, payload = 'ok', kept
+    else
+      local waiters = redis.call('HGET', steps, 'qw:' .. payload)
+      if waiters then waiters = waiters .. ',' .. i else waiters = i end
+      redis.call('HSET', steps, 'qw:' .. payload, waiters)
+    end
+  end
   if outcome == 'ok' then
-    put('s' .. i, 'succeeded', 'o' .. i, payload, 'g' .. i, logs, 'f' .. i, now)
-    redis.call('HDEL', steps, 'e' .. i)
-    redis.call('HINCRBY', steps, 'c' .. i, 1)
-    step_event(run, steps, i, 'succeeded', attempt, now, nil)
-    step_ended(run_key, steps, ready, run, i, now, true, dependents, numbered)
+    step_succeeded(run_key, steps, ready, run, i, payload, logs, attempt, now, used, dependents, numbered)
     return done()
   elseif outcome == 'skip' then
     put('s' .. i, 'skipped', 'a' .. i, 0, 'rs' .. i, payload, 'f' .. i, now)
