@@ -82,6 +82,8 @@ fn embedded(c: &mut Criterion) {
                             created_at: now,
                             template: None,
                             parent: None,
+                            parent_step: None,
+                            children: Default::default(),
                         };
                         let started = Instant::now();
                         let id = scheduler.start(spec).await.expect("run stored");

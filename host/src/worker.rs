@@ -10,7 +10,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::backend::{BackendError, Claim, Delivery, Outcome, StepWork};
+use crate::backend::{
+    BackendError, Claim, Delivery, Idempotency, NewRun, Outcome, StateStore, StepWork,
+};
 use crate::cache::ComponentCache;
 use crate::engine::{Failure, Invocation};
 use crate::scheduler::Scheduler;
@@ -137,9 +139,26 @@ impl Worker {
     /// Runs one attempt and commits its result; false when the commit could
     /// not be made (the task is then left to be delivered again).
     async fn step(&self, work: StepWork) -> bool {
+        let now = self.scheduler.clock().now();
         if let Target::Step(_) = work.target
             && !work.over_delivered
-            && let Some(outcome) = decide_without_running(&work, self.scheduler.clock().now()).await
+            && work.spec.workflow.steps[work.index]
+                .sub_workflow()
+                .is_some()
+        {
+            let store = self.scheduler.store();
+            let Ok(outcome) =
+                retry_backend("start a child run", || sub_workflow(&**store, &work, now)).await
+            else {
+                return false;
+            };
+            let committed =
+                retry_backend("commit", || self.scheduler.commit(&work, outcome.clone())).await;
+            return committed.is_ok();
+        }
+        if let Target::Step(_) = work.target
+            && !work.over_delivered
+            && let Some(outcome) = decide_without_running(&work, now).await
         {
             let committed =
                 retry_backend("commit", || self.scheduler.commit(&work, outcome.clone())).await;
@@ -246,6 +265,78 @@ impl Worker {
     }
 }
 
+/// What an attempt of a sub-workflow step decides: skipped by its gate;
+/// else, once its child run ended, the child's output or `child_failed`;
+/// else it waits for the child, which it starts first if nothing did yet
+/// (the child's id is the same on every delivery, so it starts once).
+async fn sub_workflow(
+    store: &dyn StateStore,
+    work: &StepWork,
+    now: Millis,
+) -> Result<Outcome, BackendError> {
+    let spec = &work.spec;
+    let step = &spec.workflow.steps[work.index];
+    let failed = |failure: Failure| Outcome::Failed {
+        failure,
+        logs: Vec::new(),
+        continues: rules::continues(step),
+    };
+    let child_id = spec.child_id(work.index);
+    match store.run(&spec.tenant, &child_id).await? {
+        Some(child) if child.status.is_terminal() => {
+            let ended =
+                rules::child_ended(&child_id, child.status, child.output, child.error.as_ref());
+            return Ok(match ended {
+                Ok(output) => Outcome::Succeeded {
+                    output,
+                    logs: Vec::new(),
+                },
+                Err(failure) => failed(failure),
+            });
+        }
+        Some(_) => {
+            return Ok(Outcome::Wait {
+                due: None,
+                signal: None,
+            });
+        }
+        None => {}
+    }
+    if !work.woken
+        && let Some(outcome) = gate(work).await
+    {
+        return Ok(outcome);
+    }
+    let input = match resolve(work, &step.input, spec.defaults.input_bytes).await {
+        Ok(input) => input,
+        Err(e) => return Ok(failed(resolve_failure("the step's input", e))),
+    };
+    let child = match spec.child(work.index, input, now) {
+        Ok(child) => child,
+        Err(message) => {
+            return Ok(failed(Failure {
+                code: "child_failed".into(),
+                message,
+                retryable: false,
+            }));
+        }
+    };
+    // Keyed by its id, with a key no client can send (it has a space).
+    let new = NewRun {
+        spec: Arc::new(child),
+        idempotency: Some(Idempotency {
+            key: format!("child {child_id}"),
+            fingerprint: child_id,
+        }),
+        max_active: u32::MAX,
+    };
+    store.create_run(new).await?;
+    Ok(Outcome::Wait {
+        due: None,
+        signal: None,
+    })
+}
+
 /// What a step's attempt decides without running anything: skipped by its
 /// gate (a first attempt), for a step that waits its wait or what its
 /// wake-up ends it with, for a for_each step its list (or why it has none).
@@ -272,7 +363,7 @@ async fn decide_without_running(work: &StepWork, now: Millis) -> Option<Outcome>
         return Some(outcome);
     }
     match &step.action {
-        Action::Run(_) => {}
+        Action::Run(_) | Action::Workflow(_) => {}
         Action::Signal(name) => {
             return Some(Outcome::Wait {
                 due: rules::signal_due(step, now),

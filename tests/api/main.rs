@@ -12,5 +12,6 @@ mod language;
 mod resilience;
 mod server;
 mod signals;
+mod subworkflows;
 mod templates;
 mod walkthrough;

@@ -38,7 +38,13 @@ fn signals_are_taken_before_during_and_after_the_wait_and_refused_once_the_run_e
     let id = server.submit(&key, &doc, json!({}));
 
     // Before: kept.
-    let before = signal(&server, &key, &id, "approved", &json!({ "payload": { "by": "ada" } }));
+    let before = signal(
+        &server,
+        &key,
+        &id,
+        "approved",
+        &json!({ "payload": { "by": "ada" } }),
+    );
     assert_eq!(before.status, 202, "{:?}", before.body);
     assert_eq!(before.body["status"], "buffered");
     assert_eq!(before.body["buffered"], 1);
@@ -52,9 +58,13 @@ fn signals_are_taken_before_during_and_after_the_wait_and_refused_once_the_run_e
 
     // During, from the command line; then a second one to the same step,
     // which no step waits for any more: kept for the next signal step.
-    let during = weft_run(
-        weft(&server.url, &data).args(["signal", &id, "approved", "--payload", r#"{"by": "grace"}"#]),
-    );
+    let during = weft_run(weft(&server.url, &data).args([
+        "signal",
+        &id,
+        "approved",
+        "--payload",
+        r#"{"by": "grace"}"#,
+    ]));
     assert_eq!(during.code, 0, "{}", during.stderr);
     assert_eq!(
         during.stdout.trim(),
@@ -69,7 +79,12 @@ fn signals_are_taken_before_during_and_after_the_wait_and_refused_once_the_run_e
         "--json",
     ]));
     assert_eq!(twice.code, 0, "{}", twice.stderr);
-    assert_eq!(stdout_json(&twice)["status"], "buffered", "{}", twice.stdout);
+    assert_eq!(
+        stdout_json(&twice)["status"],
+        "buffered",
+        "{}",
+        twice.stdout
+    );
 
     let done = wait(&server, &key, &id, "the run to end", ended);
     assert_eq!(done["status"], "succeeded", "{done}");
@@ -99,7 +114,14 @@ fn signals_are_taken_before_during_and_after_the_wait_and_refused_once_the_run_e
     let foreign = signal(&server, &other_key, &mine, "go", &json!({ "payload": 1 }));
     assert_eq!(foreign.status, 404, "{:?}", foreign.body);
     assert_eq!(
-        signal(&server, &key, "run_00000000000000000000000000", "go", &json!({})).status,
+        signal(
+            &server,
+            &key,
+            "run_00000000000000000000000000",
+            "go",
+            &json!({})
+        )
+        .status,
         404
     );
     assert_eq!(run(&server, &key, &mine)["status"], "running");

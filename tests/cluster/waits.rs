@@ -33,7 +33,9 @@ fn a_signal_sent_to_one_node_is_taken_once_by_a_run_another_node_handles() {
         { "id": "after", "component": "echo@1", "needs": ["approval"],
           "input": { "by": "${steps.approval.output}" } }
     ], "output": "${steps.after.output.by}" });
-    let ids: Vec<String> = (0..20).map(|_| submit(&api.addr, &key, &workflow)).collect();
+    let ids: Vec<String> = (0..20)
+        .map(|_| submit(&api.addr, &key, &workflow))
+        .collect();
     for id in &ids {
         wait_until(&api.addr, &key, id, &worker, "the step to wait", |run| {
             run["steps"]["approval"]["status"] == "waiting"
@@ -94,13 +96,29 @@ fn a_run_sleeping_30_s_is_woken_on_time_by_another_node_after_its_node_is_killed
     });
     doomed.kill_9();
     let survivor = Node::start(&redis, &["--role", "worker"]);
-    let run = wait_all(&api.addr, &key, &[id.clone()], Duration::from_secs(60)).remove(0);
+    let run = wait_all(
+        &api.addr,
+        &key,
+        std::slice::from_ref(&id),
+        Duration::from_secs(60),
+    )
+    .remove(0);
     assert_eq!(run["status"], "succeeded", "{run}\n{}", survivor.log());
     let nap = &run["steps"]["nap"];
-    let (started, finished) = (millis_of_day(&nap["started_at"]), millis_of_day(&nap["finished_at"]));
-    let finished = if finished < started { finished + 86_400_000 } else { finished };
+    let (started, finished) = (
+        millis_of_day(&nap["started_at"]),
+        millis_of_day(&nap["finished_at"]),
+    );
+    let finished = if finished < started {
+        finished + 86_400_000
+    } else {
+        finished
+    };
     assert!(finished >= started + 30_000, "woke early: {nap}");
-    assert!(finished <= started + 32_000, "woke more than 2 s late: {nap}");
+    assert!(
+        finished <= started + 32_000,
+        "woke more than 2 s late: {nap}"
+    );
     assert_eq!(nap["attempts"], 1);
     let after = get(&api.addr, &format!("/v1/runs/{id}"), &key).body;
     assert_eq!(after["steps"]["after"]["output"], json!({ "woke": true }));

@@ -12,8 +12,8 @@ pub mod metrics;
 mod openapi;
 mod run_body;
 mod runs;
-mod signals;
 pub mod server;
+mod signals;
 pub mod tenants;
 mod workflows;
 

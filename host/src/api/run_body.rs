@@ -193,6 +193,8 @@ mod tests {
                 reason: None,
                 items: None,
                 compensation: None,
+                workflow: None,
+                run: None,
             };
             view.steps.insert(id.into(), step);
         }

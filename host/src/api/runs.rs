@@ -1,5 +1,7 @@
 //! Validating workflows, submitting, reading and cancelling runs.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -15,7 +17,9 @@ use super::{ApiError, AppState};
 use crate::backend::listing::{self, RunQuery, RunsPage};
 use crate::backend::{Admission, Cancelled, Idempotency, Limits, NewRun, TenantRecord};
 use crate::registry::referenced_names;
-use crate::scheduler::model::{ItemsPage, RunSpec, RunStatus, RunView, TemplateRef};
+use crate::scheduler::model::{
+    ChildPlan, ItemsPage, MAX_CHILD_DEPTH, RunSpec, RunStatus, RunView, TemplateRef,
+};
 use crate::scheduler::new_run_id;
 use crate::workflow::{self, Problem, Validated};
 
@@ -162,7 +166,9 @@ pub async fn validate(
         bytes,
     }: JsonBody<serde_json::Value>,
 ) -> Result<Json<Valid>, ApiError> {
-    check_document(&state, &tenant, document, bytes.len()).await?;
+    let (validated, _) = check_document(&state, &tenant, document, bytes.len()).await?;
+    let mut steps = validated.workflow.steps.len();
+    plan_children(&state, &tenant, &validated.workflow, 1, &mut steps).await?;
     Ok(Json(Valid { valid: true }))
 }
 
@@ -191,6 +197,85 @@ async fn resolve_template(
         .resolve_template(tenant, name, &requirement)
         .await?
         .map_err(invalid)
+}
+
+/// Resolves and pins what each sub-workflow step of `workflow` starts, and
+/// theirs in turn: each template's highest matching version, its document
+/// validated with its component digests. Children nest at most
+/// `MAX_CHILD_DEPTH` deep (a root's are at `depth` 1), and the steps of the
+/// whole tree count against the tenant's `steps_per_run` (`steps` holds those
+/// counted so far).
+pub(super) fn plan_children<'a>(
+    state: &'a AppState,
+    tenant: &'a TenantRecord,
+    workflow: &'a workflow::Workflow,
+    depth: u32,
+    steps: &'a mut usize,
+) -> futures::future::BoxFuture<'a, Result<BTreeMap<u32, ChildPlan>, ApiError>> {
+    Box::pin(async move {
+        let invalid = |pointer: String, message: String| {
+            ApiError::unprocessable("invalid_workflow", message.clone())
+                .with_details(vec![Problem::new(pointer, message)])
+        };
+        let mut plans = BTreeMap::new();
+        for (i, step) in workflow.steps.iter().enumerate() {
+            let Some(call) = step.sub_workflow() else {
+                continue;
+            };
+            let pointer = format!("/steps/{i}/workflow");
+            if depth > MAX_CHILD_DEPTH {
+                return Err(invalid(
+                    pointer,
+                    format!(
+                        "sub-workflows nest at most {MAX_CHILD_DEPTH} deep; {:?} would start one at depth {depth}",
+                        call.name
+                    ),
+                ));
+            }
+            let (record, document) = state
+                .registry
+                .resolve_template(&tenant.name, &call.name, &call.requirement)
+                .await?
+                .map_err(|message| invalid(pointer.clone(), message))?;
+            let (validated, document) =
+                check_document(state, tenant, document, 0)
+                    .await
+                    .map_err(|_| {
+                        invalid(
+                            pointer.clone(),
+                            format!(
+                                "workflow template {}@{} does not validate now",
+                                record.name, record.version
+                            ),
+                        )
+                    })?;
+            *steps += validated.workflow.steps.len();
+            if *steps > tenant.limits.steps_per_run as usize {
+                return Err(invalid(
+                    pointer,
+                    format!(
+                        "with its sub-workflows the run has more than the tenant's steps_per_run ({})",
+                        tenant.limits.steps_per_run
+                    ),
+                ));
+            }
+            let children =
+                plan_children(state, tenant, &validated.workflow, depth + 1, steps).await?;
+            plans.insert(
+                i as u32,
+                ChildPlan {
+                    template: TemplateRef {
+                        name: record.name,
+                        version: record.version,
+                    },
+                    document,
+                    pins: validated.pins,
+                    children,
+                },
+            );
+        }
+        Ok(plans)
+    })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -277,6 +362,8 @@ pub async fn submit(
         document => (document, None),
     };
     let (validated, document) = check_document(&state, &tenant, document, bytes.len()).await?;
+    let mut steps = validated.workflow.steps.len();
+    let children = plan_children(&state, &tenant, &validated.workflow, 1, &mut steps).await?;
     let input = request.input.unwrap_or_else(|| serde_json::json!({}));
     let problems = workflow::check_input(&validated.workflow, &input);
     if !problems.is_empty() {
@@ -302,6 +389,8 @@ pub async fn submit(
         created_at: now,
         template,
         parent: None,
+        parent_step: None,
+        children,
     };
     let new = NewRun {
         spec: std::sync::Arc::new(spec),

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendError;
 use crate::scheduler::clock::Millis;
 use crate::scheduler::model::Target;
-use crate::scheduler::model::{RunSpec, StepDefaults, TemplateRef};
+use crate::scheduler::model::{ChildPlan, RunSpec, StepDefaults, TemplateRef};
 use crate::workflow::{self, Root, Template};
 
 /// What a store keeps of a spec.
@@ -23,6 +23,10 @@ struct StoredSpec {
     template: Option<TemplateRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     parent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent_step: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    children: std::collections::BTreeMap<u32, ChildPlan>,
 }
 
 pub(crate) fn store_spec(spec: &RunSpec) -> String {
@@ -36,6 +40,8 @@ pub(crate) fn store_spec(spec: &RunSpec) -> String {
         created_at: spec.created_at,
         template: spec.template.clone(),
         parent: spec.parent.clone(),
+        parent_step: spec.parent_step,
+        children: spec.children.clone(),
     })
     .expect("a spec serialises")
 }
@@ -63,6 +69,8 @@ pub(crate) fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
         created_at: stored.created_at,
         template: stored.template,
         parent: stored.parent,
+        parent_step: stored.parent_step,
+        children: stored.children,
     })
 }
 

@@ -137,6 +137,8 @@ fn spec(doc: Value) -> RunSpec {
         created_at: T0,
         template: None,
         parent: None,
+        parent_step: None,
+        children: Default::default(),
     }
 }
 
@@ -248,6 +250,7 @@ on_every_backend!(
     a_wait_holds_no_attempt_and_its_wake_up_ends_it,
     cancelling_ends_a_waiting_step,
     signals_are_kept_taken_once_in_order_and_refused_past_their_limits,
+    a_child_run_is_not_counted_and_its_end_wakes_its_parents_step,
 );
 
 on_every_backend!(

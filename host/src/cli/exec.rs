@@ -295,6 +295,8 @@ async fn prepare(
         created_at: now,
         template: None,
         parent: None,
+        parent_step: None,
+        children: Default::default(),
     })
 }
 

@@ -14,13 +14,13 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
-    Admission, BackendError, Cancelled, Committed, NewRun, Outcome, Signalled, StateStore, StepWork,
-    WorkQueue,
+    Admission, BackendError, Cancelled, Committed, NewRun, Outcome, Signalled, StateStore,
+    StepWork, WorkQueue,
 };
 use crate::engine::{Failure, LogLine};
 use crate::workflow::Root;
 use clock::Clock;
-use model::{RunError, RunEvent, RunSpec, RunStatus, RunView, Target};
+use model::{RunError, RunEvent, RunSpec, RunStatus, RunView, StepStatus, Target};
 use policy::Decision;
 
 /// The scheduler of one node.
@@ -88,8 +88,32 @@ impl Scheduler {
                 run_finished(*status);
             }
             tracing::info!(%run, %tenant, "run cancelled");
+            self.cancel_children(tenant, run).await?;
         }
         Ok(cancelled)
+    }
+
+    /// Cancels the child runs of a run that was stopped (cancelled, or
+    /// failed by a step): those its sub-workflow steps started and that
+    /// have not ended, and theirs in turn.
+    pub fn cancel_children<'a>(
+        &'a self,
+        tenant: &'a str,
+        run: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let Some(view) = self.store.run(tenant, run).await? else {
+                return Ok(());
+            };
+            for step in view.steps.values() {
+                if let Some(child) = &step.run
+                    && step.status == StepStatus::Cancelled
+                {
+                    self.cancel(tenant, child).await?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Sends the signal `name` with `payload` to the tenant's run
@@ -250,6 +274,13 @@ impl Scheduler {
         outcome: Outcome,
     ) -> Result<Committed, BackendError> {
         let now = self.clock.now();
+        let stops_run = matches!(
+            outcome,
+            Outcome::Failed {
+                continues: false,
+                ..
+            }
+        );
         let committed = self
             .store
             .commit(&work.spec.id, work.target, work.lease, outcome, now)
@@ -259,6 +290,13 @@ impl Scheduler {
         }
         if let Some(status) = committed.run_ended {
             run_finished(status);
+        }
+        if committed.applied
+            && stops_run
+            && !work.spec.children.is_empty()
+            && let Err(e) = self.cancel_children(&work.spec.tenant, &work.spec.id).await
+        {
+            tracing::warn!(run = %work.spec.id, error = %e, "cannot cancel the run's child runs");
         }
         Ok(committed)
     }
@@ -370,6 +408,8 @@ mod tests {
                 created_at: 1_000,
                 template: None,
                 parent: None,
+                parent_step: None,
+                children: Default::default(),
             })
             .await
             .unwrap();

@@ -164,6 +164,23 @@ pub struct RunSpec {
     pub template: Option<TemplateRef>,
     /// The run whose sub-workflow step started this one.
     pub parent: Option<String>,
+    /// The index of that step in the parent run.
+    pub parent_step: Option<u32>,
+    /// What each sub-workflow step starts, by step index: resolved and pinned
+    /// at submission.
+    pub children: std::collections::BTreeMap<u32, ChildPlan>,
+}
+
+/// The child run a sub-workflow step starts: its template, resolved and
+/// pinned at the root's submission, with the digests of its components and
+/// what its own sub-workflow steps start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildPlan {
+    pub template: TemplateRef,
+    pub document: serde_json::Value,
+    pub pins: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub children: std::collections::BTreeMap<u32, ChildPlan>,
 }
 
 /// A published workflow template's name and the version a run pinned.
@@ -173,7 +190,51 @@ pub struct TemplateRef {
     pub version: String,
 }
 
+/// How deep sub-workflows nest at most: a root's child is at depth 1.
+pub const MAX_CHILD_DEPTH: u32 = 5;
+
 impl RunSpec {
+    /// The id of the child run that sub-workflow step `index` starts: the
+    /// same on every delivery of the step, so that it is started once; it
+    /// lists beside its parent (ids are ordered by the time they carry).
+    pub fn child_id(&self, index: usize) -> String {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(format!("{}/{index}", self.id));
+        let suffix = u64::from_be_bytes(hash[..8].try_into().expect("8 bytes"));
+        format!("run_{:012x}{suffix:016x}", self.created_at)
+    }
+
+    /// The child run sub-workflow step `index` starts with `input`, as its
+    /// plan was pinned at submission; its limits are the parent's.
+    pub fn child(
+        &self,
+        index: usize,
+        input: serde_json::Value,
+        now: Millis,
+    ) -> Result<RunSpec, String> {
+        let plan = self
+            .children
+            .get(&(index as u32))
+            .ok_or_else(|| format!("step {index} has no pinned sub-workflow"))?;
+        let any = |_: &str, _: &semver::VersionReq| Ok::<_, String>(String::new());
+        let validated = crate::workflow::validate(&plan.document, &any)
+            .map_err(|problems| format!("the sub-workflow no longer validates: {problems:?}"))?;
+        Ok(RunSpec {
+            id: self.child_id(index),
+            tenant: self.tenant.clone(),
+            document: plan.document.clone(),
+            workflow: validated.workflow,
+            pins: plan.pins.clone(),
+            input,
+            defaults: self.defaults,
+            created_at: now,
+            template: Some(plan.template.clone()),
+            parent: Some(self.id.clone()),
+            parent_step: Some(index as u32),
+            children: plan.children.clone(),
+        })
+    }
+
     /// The workflow's name as runs show it: the template's, else the document's.
     pub fn workflow_name(&self) -> &str {
         self.template
@@ -440,6 +501,12 @@ pub struct StepView {
     /// The step's compensation, once it started.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub compensation: Option<CompensationView>,
+    /// A sub-workflow step's template, as `name@version` (pinned at submission).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub workflow: Option<String>,
+    /// The child run a sub-workflow step started, once it started one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub run: Option<String>,
 }
 
 impl StepView {
@@ -463,6 +530,11 @@ impl StepView {
             reason: rec.reason.clone(),
             items: None,
             compensation: None,
+            workflow: spec
+                .children
+                .get(&(index as u32))
+                .map(|c| format!("{}@{}", c.template.name, c.template.version)),
+            run: (step.sub_workflow().is_some() && rec.attempts > 0).then(|| spec.child_id(index)),
         }
     }
 }

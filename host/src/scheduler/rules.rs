@@ -257,6 +257,32 @@ pub fn signal_goes(
     }
 }
 
+/// What a sub-workflow step ends with once its child run `id` ended with
+/// `status`: the child's output, or `child_failed` with the child's error.
+pub fn child_ended(
+    id: &str,
+    status: RunStatus,
+    output: serde_json::Value,
+    error: Option<&RunError>,
+) -> Result<serde_json::Value, Failure> {
+    match status {
+        RunStatus::Succeeded => Ok(output),
+        _ => Err(Failure {
+            code: "child_failed".into(),
+            message: match error {
+                Some(e) => format!(
+                    "child run {id} {}: {} ({})",
+                    status.as_str(),
+                    e.message,
+                    e.code
+                ),
+                None => format!("child run {id} {}", status.as_str()),
+            },
+            retryable: false,
+        }),
+    }
+}
+
 /// What the wake-up of a waiting step decides: a sleep has ended (output
 /// `null`); a signal step's time ran out before its signal came.
 pub fn woken(step: &Step) -> Result<serde_json::Value, Failure> {

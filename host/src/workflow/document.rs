@@ -113,6 +113,16 @@ pub enum Action {
     /// Waits for the signal of this name (`signal`); its payload is the
     /// output. The step's `timeout_ms`, if any, fails it `signal_timeout`.
     Signal(String),
+    /// Starts a child run of a published workflow template (`workflow`,
+    /// `name@requirement`) with the step's input; its output is the child's.
+    Workflow(TemplateCall),
+}
+
+/// A sub-workflow step's template: its name and version requirement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateCall {
+    pub name: String,
+    pub requirement: semver::VersionReq,
 }
 
 /// How long a sleep step sleeps.
@@ -177,6 +187,14 @@ impl Step {
     /// Whether the step waits (sleeps or waits for a signal) instead of running a component.
     pub fn waits(&self) -> bool {
         !matches!(self.action, Action::Run(_))
+    }
+
+    /// The template a sub-workflow step starts a child run of.
+    pub fn sub_workflow(&self) -> Option<&TemplateCall> {
+        match &self.action {
+            Action::Workflow(call) => Some(call),
+            _ => None,
+        }
     }
 
     /// The signal the step waits for, if it is a signal step.

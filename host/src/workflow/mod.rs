@@ -22,8 +22,8 @@ use std::fmt;
 pub use condition::{Condition, ConditionInput, StepFacts};
 pub use document::{
     Action, Compensation, ComponentRef, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_MS, ForEach,
-    MAX_TIMEOUT_MS, MAX_WAIT_MS, OnError, RetryPolicy, Sleep, Step, StepLimits, Workflow,
-    is_signal_name,
+    MAX_TIMEOUT_MS, MAX_WAIT_MS, OnError, RetryPolicy, Sleep, Step, StepLimits, TemplateCall,
+    Workflow, is_signal_name,
 };
 pub use requirement::{is_valid_name, parse_requirement};
 pub use schema::document_schema;

@@ -12,6 +12,7 @@ use super::document::{
 };
 use super::template::{Root, Template};
 use super::{ComponentResolver, Problem, Validated, cut, dag, quoted, schema, sort_problems};
+use super::{is_valid_name, parse_requirement};
 
 /// Parse and validate a workflow document and pin every step's component through `resolver`.
 ///
@@ -355,7 +356,7 @@ fn draft_step<'d>(
 }
 
 /// The fields that say what a step does: exactly one of them.
-const ACTIONS: [&str; 4] = ["component", "sleep_ms", "sleep_until", "signal"];
+const ACTIONS: [&str; 5] = ["component", "sleep_ms", "sleep_until", "signal", "workflow"];
 
 /// Fields only a step that runs a component may have.
 const COMPONENT_ONLY: [&str; 6] = [
@@ -385,7 +386,7 @@ fn wait_action(
         [] => {
             problems.push(Problem::new(
                 base,
-                "a step needs one of component, sleep_ms, sleep_until and signal",
+                "a step needs one of component, workflow, sleep_ms, sleep_until and signal",
             ));
             return None;
         }
@@ -393,7 +394,7 @@ fn wait_action(
         [first, second, ..] => {
             problems.push(Problem::new(
                 format!("{base}/{second}"),
-                format!("a step has one of component, sleep_ms, sleep_until and signal; this one has {first} too"),
+                format!("a step has one of component, workflow, sleep_ms, sleep_until and signal; this one has {first} too"),
             ));
             return None;
         }
@@ -404,11 +405,43 @@ fn wait_action(
     for field in COMPONENT_ONLY
         .into_iter()
         .filter(|f| fields.contains_key(*f))
+        .filter(|f| !(kind == "workflow" && *f == "input"))
     {
         problems.push(Problem::new(
             format!("{base}/{field}"),
             format!("a {kind} step runs no component and takes no {field}"),
         ));
+    }
+    if kind == "workflow" {
+        if fields.contains_key("timeout_ms") {
+            problems.push(Problem::new(
+                format!("{base}/timeout_ms"),
+                "a workflow step takes no timeout_ms: it ends when its child run ends",
+            ));
+        }
+        let pointer = format!("{base}/workflow");
+        let text = fields[kind].as_str()?;
+        let Some((name, requirement)) = text.split_once('@').filter(|(n, _)| is_valid_name(n))
+        else {
+            problems.push(Problem::new(
+                pointer,
+                format!(
+                    "{} is not a template reference such as \"shipping@1\"",
+                    quoted(text)
+                ),
+            ));
+            return None;
+        };
+        return match parse_requirement(requirement) {
+            Ok(requirement) => Some(Action::Workflow(crate::workflow::TemplateCall {
+                name: name.to_owned(),
+                requirement,
+            })),
+            Err(message) => {
+                problems.push(Problem::new(pointer, message));
+                None
+            }
+        };
     }
     if kind != "signal" && fields.contains_key("timeout_ms") {
         problems.push(Problem::new(

@@ -456,7 +456,9 @@ impl Inner {
     /// Books a run that just ended: retention and the tenant's active count.
     fn ended(&mut self, now: Millis, run: Arc<str>, spec: &crate::scheduler::model::RunSpec) {
         self.retain(now, run, spec);
-        if let Some(n) = self.active.get_mut(&spec.tenant) {
+        if spec.parent.is_none()
+            && let Some(n) = self.active.get_mut(&spec.tenant)
+        {
             *n = n.saturating_sub(1);
         }
     }

@@ -273,8 +273,7 @@ fn commit_step(
             }
         }
         Outcome::Wait {
-            signal: Some(name),
-            ..
+            signal: Some(name), ..
         } if run.signals.get(&name).is_some_and(|q| !q.is_empty()) => {
             // A signal sent before the step was reached: it takes the oldest.
             let queue = run.signals.get_mut(&name).expect("present");

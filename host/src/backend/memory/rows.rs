@@ -393,8 +393,18 @@ impl MemoryBackend {
             if row.status.is_terminal() {
                 ended.push((row.finished_at.unwrap_or(now), id.clone(), spec.clone()));
             } else {
-                *inner.active.entry(tenant).or_default() += 1;
-                requeue(&mut inner.work, &id, row.status, &steps, remaining, now);
+                if spec.parent.is_none() {
+                    *inner.active.entry(tenant).or_default() += 1;
+                }
+                requeue(
+                    &mut inner.work,
+                    &spec,
+                    &id,
+                    row.status,
+                    &steps,
+                    remaining,
+                    now,
+                );
             }
             let items = steps
                 .iter()
@@ -438,40 +448,49 @@ impl MemoryBackend {
 /// stopped again at once as the same attempt.
 fn requeue(
     work: &mut journal::Work,
+    spec: &crate::scheduler::model::RunSpec,
     id: &Arc<str>,
     status: RunStatus,
     steps: &[StepState],
     remaining: usize,
     now: Millis,
 ) {
-    let mut again = |slot: &Slot, kind: &dyn Fn(u32) -> TaskKind| match slot.status() {
-        StepStatus::Queued if slot.rec.attempts == 0 => work.enqueue(Task {
-            run: id.clone(),
-            kind: kind(1),
-        }),
-        StepStatus::Queued => work.delay(
-            slot.retry_due.unwrap_or(now),
-            id.clone(),
-            kind(slot.rec.attempts + 1),
-        ),
-        // Its wake-up, at its time; a signal step without a timeout waits for its signal.
-        StepStatus::Waiting => {
-            if let Some(due) = slot.retry_due {
-                work.delay(due, id.clone(), kind(slot.rec.attempts));
+    let mut again =
+        |slot: &Slot, sub_workflow: bool, kind: &dyn Fn(u32) -> TaskKind| match slot.status() {
+            StepStatus::Queued if slot.rec.attempts == 0 => work.enqueue(Task {
+                run: id.clone(),
+                kind: kind(1),
+            }),
+            StepStatus::Queued => work.delay(
+                slot.retry_due.unwrap_or(now),
+                id.clone(),
+                kind(slot.rec.attempts + 1),
+            ),
+            // Its wake-up, at its time; a signal step without a timeout waits
+            // for its signal. A sub-workflow step is woken at once to look at
+            // its child (which may have ended while the node was down).
+            StepStatus::Waiting => {
+                if let Some(due) = slot.retry_due {
+                    work.delay(due, id.clone(), kind(slot.rec.attempts));
+                } else if sub_workflow {
+                    work.enqueue(Task {
+                        run: id.clone(),
+                        kind: kind(slot.rec.attempts),
+                    });
+                }
             }
-        }
-        // Its process is gone: delivered again at once.
-        StepStatus::Running => work.enqueue(Task {
-            run: id.clone(),
-            kind: kind(slot.rec.attempts),
-        }),
-        _ => {}
-    };
+            // Its process is gone: delivered again at once.
+            StepStatus::Running => work.enqueue(Task {
+                run: id.clone(),
+                kind: kind(slot.rec.attempts),
+            }),
+            _ => {}
+        };
     for (i, step) in steps.iter().enumerate() {
         let index = i as u32;
         if status == RunStatus::Compensating {
             if let Some(c) = &step.compensation {
-                again(c, &|attempt| TaskKind::Compensate { index, attempt });
+                again(c, false, &|attempt| TaskKind::Compensate { index, attempt });
             }
             continue;
         }
@@ -479,14 +498,20 @@ fn requeue(
             Some(items) if step.slot.status() == StepStatus::Running => {
                 for (k, slot) in items.slots.iter().enumerate() {
                     let item = k as u32;
-                    again(slot, &|attempt| TaskKind::Item {
+                    again(slot, false, &|attempt| TaskKind::Item {
                         index,
                         item,
                         attempt,
                     });
                 }
             }
-            _ => again(&step.slot, &|attempt| TaskKind::Step { index, attempt }),
+            _ => {
+                let sub_workflow = spec.workflow.steps[i].sub_workflow().is_some();
+                again(&step.slot, sub_workflow, &|attempt| TaskKind::Step {
+                    index,
+                    attempt,
+                })
+            }
         }
     }
     if status != RunStatus::Compensating && remaining == 0 {

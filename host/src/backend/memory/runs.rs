@@ -199,7 +199,10 @@ impl MemoryBackend {
         if active >= max_active {
             return (Admission::AtLimit { active }, false, None);
         }
-        *inner.active.entry(tenant.clone()).or_default() += 1;
+        // A child run does not count against its tenant's concurrent_runs.
+        if spec.parent.is_none() {
+            *inner.active.entry(tenant.clone()).or_default() += 1;
+        }
         let run: Arc<str> = Arc::from(spec.id.as_str());
         if let Some(idem) = &idempotency {
             inner.idempotency.insert(
@@ -545,11 +548,16 @@ impl MemoryBackend {
             return (Signalled::Finished(run.status), false, None);
         }
         let spec = run.spec.clone();
-        let waiting = spec.workflow.steps.iter().enumerate().filter_map(|(i, step)| {
-            let waits = matches!(&step.action, Action::Signal(n) if n == name)
-                && run.steps[i].slot.status() == StepStatus::Waiting;
-            waits.then_some(i)
-        });
+        let waiting = spec
+            .workflow
+            .steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, step)| {
+                let waits = matches!(&step.action, Action::Signal(n) if n == name)
+                    && run.steps[i].slot.status() == StepStatus::Waiting;
+                waits.then_some(i)
+            });
         let buffered = run.signals.get(name).map_or(0, |q| q.len() as u32);
         let bytes = crate::workflow::json_size(&payload, usize::MAX).unwrap_or(0) as u64;
         let goes = rules::signal_goes(waiting, buffered, run.bytes, bytes, spec.defaults.run_bytes);
@@ -579,7 +587,11 @@ impl MemoryBackend {
                 let pushed = tx.pushed;
                 self.book_if_ended(inner, run_key, now);
                 let step = spec.workflow.steps[index].id.clone();
-                return (Signalled::Delivered { step }, pushed, inner.work.wait_point());
+                return (
+                    Signalled::Delivered { step },
+                    pushed,
+                    inner.work.wait_point(),
+                );
             }
         };
         (signalled, false, inner.work.wait_point())
@@ -595,6 +607,17 @@ impl MemoryBackend {
         }
         let (status, spec) = (run.status, run.spec.clone());
         inner.ended(now, key, &spec);
+        // A child run: its parent's sub-workflow step is woken to end with it.
+        if let (Some(parent), Some(index)) = (&spec.parent, spec.parent_step)
+            && let Some((parent, _)) = inner.runs.get_key_value(parent.as_str())
+        {
+            let wake = Task {
+                run: parent.clone(),
+                kind: TaskKind::Step { index, attempt: 1 },
+            };
+            inner.work.enqueue(wake);
+            self.ready.notify_one();
+        }
         self.expire(inner, now);
         Some(status)
     }

@@ -273,7 +273,8 @@ impl StateStore for RedisBackend {
             )
             .arg(spec.workflow_name())
             .arg(spec.parent.as_deref().unwrap_or(""))
-            .arg(spec.defaults.run_bytes);
+            .arg(spec.defaults.run_bytes)
+            .arg(spec.parent_step.unwrap_or(0));
         for (i, step) in spec.workflow.steps.iter().enumerate() {
             let dependents: Vec<String> = spec
                 .workflow

@@ -208,12 +208,19 @@ local function stop_steps(run_key, steps, items, run, now)
 end
 
 -- Ends a run with `status`. The run, its steps, its items and its
--- idempotency key are kept for the run's retention.
-local function finish_run(run_key, steps, items, active, run, status, now)
+-- idempotency key are kept for the run's retention. A child run (`parent`,
+-- `pstep` in the run hash) wakes its parent's step.
+local function finish_run(run_key, steps, items, active, ready, run, status, now)
   local retention = redis.call('HGET', run_key, 'retention') or '86400000'
   local idem = redis.call('HGET', run_key, 'idem')
   redis.call('HSET', run_key, 'status', status, 'finished_at', now)
-  redis.call('DECR', active)
+  local parent = redis.call('HMGET', run_key, 'parent', 'pstep')
+  if parent[1] then
+    -- A child run: its parent's sub-workflow step is woken to end with it.
+    redis.call('XADD', ready, '*', 'r', parent[1], 'k', 's', 'i', parent[2], 'a', 1)
+  else
+    redis.call('DECR', active)
+  end
   redis.call('PEXPIRE', run_key, retention)
   redis.call('PEXPIRE', steps, retention)
   redis.call('PEXPIRE', items, retention)
@@ -235,7 +242,7 @@ local function stop_run(run_key, steps, items, active, ready, run, now, err)
   else
     local status = 'cancelled'
     if redis.call('HEXISTS', run_key, 'error') == 1 then status = 'failed' end
-    finish_run(run_key, steps, items, active, run, status, now)
+    finish_run(run_key, steps, items, active, ready, run, status, now)
   end
   if #stopped > 0 then redis.call('PUBLISH', 'weft:cancel', run) end
   return stopped
@@ -250,7 +257,7 @@ end
 /// ARGV: run id, spec JSON, tenant, now, max active, has idempotency key (0/1),
 /// fingerprint, retention (ms), step count, stored bytes of the input,
 /// steps_per_run, any compensation (0/1), workflow name, parent run ('' for
-/// none), run_bytes, then per step: id, dependency
+/// none), run_bytes, the parent's sub-workflow step, then per step: id, dependency
 /// count, dependents (comma separated), max_concurrency (0 without
 /// for_each), has a compensation (0/1)
 /// The idempotency key lives as long as its run: it expires with it.
@@ -265,11 +272,12 @@ if ARGV[6] == '1' then
 end
 local count = tonumber(redis.call('GET', active) or '0')
 if count >= tonumber(ARGV[5]) then return {'limit', tostring(count)} end
-redis.call('INCR', active)
+-- A child run does not count against its tenant's concurrent_runs.
+if ARGV[14] == '' then redis.call('INCR', active) end
 redis.call('HSET', run_key, 'spec', ARGV[2], 'tenant', ARGV[3], 'status', 'queued',
   'created_at', now, 'remaining', n, 'n', n, 'leases', 0, 'retention', ARGV[8],
   'ended', 0, 'items', 0, 'spr', ARGV[11], 'comp', ARGV[12], 'workflow', ARGV[13], 'rb', ARGV[15])
-if ARGV[14] ~= '' then redis.call('HSET', run_key, 'parent', ARGV[14]) end
+if ARGV[14] ~= '' then redis.call('HSET', run_key, 'parent', ARGV[14], 'pstep', ARGV[16]) end
 -- The listing index: this run in, and the oldest ids whose runs expired out.
 redis.call('ZADD', listed, 0, run)
 for _, old in ipairs(redis.call('ZRANGE', listed, '-', '+', 'BYLEX', 'LIMIT', 0, 2)) do
@@ -278,7 +286,7 @@ end
 redis.call('HSET', steps, 'b', ARGV[10])
 if ARGV[6] == '1' then redis.call('HSET', run_key, 'idem', idem) end
 for i = 0, n - 1 do
-  local base = 16 + 5 * i
+  local base = 17 + 5 * i
   local deps = tonumber(ARGV[base + 1])
   local status = 'pending'
   if deps == 0 then status = 'queued' end
@@ -312,7 +320,7 @@ end
 local run = string.sub(run_key, 11, -6)
 if ARGV[1] == 'ok' then
   redis.call('HSET', run_key, 'output', ARGV[2])
-  finish_run(run_key, steps, items, active, run, 'succeeded', ARGV[3])
+  finish_run(run_key, steps, items, active, ready, run, 'succeeded', ARGV[3])
 else
   stop_run(run_key, steps, items, active, ready, run, ARGV[3], ARGV[2])
 end

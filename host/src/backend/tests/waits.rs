@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Harness, Kind, T0, claim_next, spec, status};
-use crate::backend::{Claim, NewRun, Outcome, Signalled};
+use crate::backend::{Admission, Claim, NewRun, Outcome, Signalled};
 use crate::scheduler::model::{RunStatus, StepStatus, Target, TaskKind};
 
 pub(super) async fn a_wait_holds_no_attempt_and_its_wake_up_ends_it(kind: Kind) {
@@ -126,9 +126,7 @@ async fn wait_for(b: &dyn super::Backend, index: usize, name: &str) {
     assert!(committed.applied);
 }
 
-pub(super) async fn signals_are_kept_taken_once_in_order_and_refused_past_their_limits(
-    kind: Kind,
-) {
+pub(super) async fn signals_are_kept_taken_once_in_order_and_refused_past_their_limits(kind: Kind) {
     let mut h = Harness::new(kind).await;
     let mut run = spec(json!({ "steps": [
         { "id": "first", "signal": "go" },
@@ -144,8 +142,14 @@ pub(super) async fn signals_are_kept_taken_once_in_order_and_refused_past_their_
     };
 
     // Sent before any step waits: kept, oldest first; not another tenant's.
-    assert_eq!(send(b.clone(), "t", json!(1)).await, Signalled::Buffered { buffered: 1 });
-    assert_eq!(send(b.clone(), "t", json!(2)).await, Signalled::Buffered { buffered: 2 });
+    assert_eq!(
+        send(b.clone(), "t", json!(1)).await,
+        Signalled::Buffered { buffered: 1 }
+    );
+    assert_eq!(
+        send(b.clone(), "t", json!(2)).await,
+        Signalled::Buffered { buffered: 2 }
+    );
     assert_eq!(send(b.clone(), "u", json!(0)).await, Signalled::Missing);
     assert_eq!(
         b.signal("t", "run_9", "go", json!(0), T0).await.unwrap(),
@@ -172,7 +176,10 @@ pub(super) async fn signals_are_kept_taken_once_in_order_and_refused_past_their_
     // taken once: one by the step, the other kept.
     wait_for(&*b, 2, "go").await;
     assert_eq!(status(&*b, "third").await, StepStatus::Waiting);
-    let (one, two) = tokio::join!(send(b.clone(), "t", json!(3)), send(b.clone(), "t", json!(4)));
+    let (one, two) = tokio::join!(
+        send(b.clone(), "t", json!(3)),
+        send(b.clone(), "t", json!(4))
+    );
     let delivered = Signalled::Delivered {
         step: "third".into(),
     };
@@ -211,11 +218,100 @@ pub(super) async fn signals_are_kept_taken_once_in_order_and_refused_past_their_
         .unwrap();
     let d = b.next(1).await.unwrap().pop().unwrap();
     assert_eq!(d.task.kind, TaskKind::Finalize);
-    assert!(matches!(b.claim(&d, T0).await.unwrap(), Claim::Finalize { .. }));
+    assert!(matches!(
+        b.claim(&d, T0).await.unwrap(),
+        Claim::Finalize { .. }
+    ));
     b.ack(&[d]).await.unwrap();
     b.finish("run_1", Ok(json!(null)), T0).await.unwrap();
     assert_eq!(
         send(b.clone(), "t", json!(5)).await,
         Signalled::Finished(RunStatus::Succeeded)
+    );
+}
+
+pub(super) async fn a_child_run_is_not_counted_and_its_end_wakes_its_parents_step(kind: Kind) {
+    let mut h = Harness::new(kind).await;
+    let b = h.backend.clone();
+    let parent = spec(json!({ "steps": [{ "id": "ship", "workflow": "shipping@1" }] }));
+    let new = |spec, max_active| NewRun {
+        max_active,
+        ..NewRun::new(spec)
+    };
+    assert_eq!(
+        b.create_run(new(parent, 1)).await.unwrap(),
+        Admission::Created
+    );
+    let ship = claim_next(&*b).await;
+    let wait = Outcome::Wait {
+        due: None,
+        signal: None,
+    };
+    b.commit("run_1", Target::Step(0), ship.lease, wait, T0)
+        .await
+        .unwrap();
+    assert_eq!(status(&*b, "ship").await, StepStatus::Waiting);
+
+    // The child: admitted beside its parent, and not counted: one more root
+    // fits under a limit of two.
+    let mut child = spec(json!({ "steps": [{ "id": "pack", "component": "x@1" }] }));
+    child.id = "run_2".into();
+    child.parent = Some("run_1".into());
+    child.parent_step = Some(0);
+    assert_eq!(
+        b.create_run(new(child, u32::MAX)).await.unwrap(),
+        Admission::Created
+    );
+    let mut other = spec(json!({ "steps": [{ "id": "a", "component": "x@1" }] }));
+    other.id = "run_3".into();
+    assert_eq!(
+        b.create_run(new(other, 2)).await.unwrap(),
+        Admission::Created
+    );
+    let listed = b.run("t", "run_2").await.unwrap().unwrap();
+    assert_eq!(listed.parent.as_deref(), Some("run_1"));
+
+    let pack = claim_next(&*b).await;
+    assert_eq!(pack.spec.id, "run_2");
+    let done = Outcome::Succeeded {
+        output: json!("packed"),
+        logs: vec![],
+    };
+    b.commit("run_2", Target::Step(0), pack.lease, done, T0)
+        .await
+        .unwrap();
+    let other = claim_next(&*b).await;
+    assert_eq!(other.spec.id, "run_3");
+    let d = b.next(1).await.unwrap().pop().unwrap();
+    assert!(matches!(
+        b.claim(&d, T0).await.unwrap(),
+        Claim::Finalize { .. }
+    ));
+    b.ack(&[d]).await.unwrap();
+    assert!(
+        b.finish("run_2", Ok(json!({ "parcel": 7 })), T0)
+            .await
+            .unwrap()
+    );
+
+    // The child ended: its parent's step is woken, also after a restart.
+    drop(b);
+    let b = match kind {
+        Kind::Memory => h.backend.clone(),
+        _ => h.reopen().await,
+    };
+    let woken = super::claim_next_current(&*b).await;
+    assert_eq!((woken.spec.id.as_str(), woken.index), ("run_1", 0));
+    assert!(woken.woken, "the wake-up of the waiting step");
+    assert_eq!(woken.attempt, 1);
+    // Another root still fits: the ended child took nothing from the count.
+    let mut last = spec(json!({ "steps": [{ "id": "a", "component": "x@1" }] }));
+    last.id = "run_4".into();
+    assert!(
+        matches!(
+            b.create_run(new(last, 2)).await.unwrap(),
+            Admission::AtLimit { active: 2 }
+        ),
+        "run_1 and run_3 are the two counted"
     );
 }

@@ -10,7 +10,8 @@ mod runs;
 mod submit;
 
 pub use runs::{
-    CancelArgs, RunsArgs, SignalArgs, TenantLimitsArgs, WorkflowArgs, cancel, runs, signal, workflow,
+    CancelArgs, RunsArgs, SignalArgs, TenantLimitsArgs, WorkflowArgs, cancel, runs, signal,
+    workflow,
 };
 pub use submit::{SubmitArgs, submit};
 

@@ -266,7 +266,10 @@ async fn try_signal(args: SignalArgs) -> Result<ExitCode, Error> {
     if args.json {
         println!("{}", pretty(&answer));
     } else if let Some(step) = answer["step"].as_str() {
-        println!("run {}: signal {} taken by step {step}", args.run_id, args.name);
+        println!(
+            "run {}: signal {} taken by step {step}",
+            args.run_id, args.name
+        );
     } else {
         println!(
             "run {}: signal {} kept until a step waits for it ({} kept)",

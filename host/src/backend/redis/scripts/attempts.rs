@@ -205,7 +205,7 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
     else
       local final = 'cancelled'
       if redis.call('HEXISTS', run_key, 'error') == 1 then final = 'failed' end
-      finish_run(run_key, steps, items, active, run, final, now)
+      finish_run(run_key, steps, items, active, ready, run, final, now)
       ended = final
     end
     return done()
