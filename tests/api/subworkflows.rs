@@ -182,3 +182,68 @@ fn sub_workflows_nest_five_deep_and_a_sixth_level_is_refused_at_validation() {
         assert!(message.contains("at most 5 deep"), "{message}");
     }
 }
+
+#[test]
+fn a_tree_of_sub_workflows_past_its_budgets_is_refused_and_the_node_stays_up() {
+    let server = Server::start();
+    let key = server.default_key();
+    // A template of about 300 KB, started by 20 steps: 6 MB of documents.
+    publish(
+        &server,
+        &key,
+        "bulky",
+        &json!({
+            "steps": [{ "id": "a", "component": "echo@1", "input": { "pad": "x".repeat(300_000) } }]
+        }),
+    );
+    let steps: Vec<Value> = (0..20)
+        .map(|i| json!({ "id": format!("s{i}"), "workflow": "bulky@1" }))
+        .collect();
+    let refused = post_json(
+        server.addr(),
+        "/v1/runs",
+        &key,
+        &json!({ "workflow": { "steps": steps } }),
+    );
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    let message = refused.body["error"]["details"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("larger than 4 MiB together"), "{message}");
+    assert_eq!(get(server.addr(), "/healthz", "").status, 200);
+
+    // The root's steps and its children's count against steps_per_run.
+    let limits = request(
+        server.addr(),
+        "PUT",
+        "/v1/tenants/default/limits",
+        crate::server::ADMIN_TOKEN,
+        Some(("application/json", br#"{"steps_per_run": 3}"#)),
+    );
+    assert_eq!(limits.status, 200, "{:?}", limits.body);
+    publish(
+        &server,
+        &key,
+        "pair",
+        &json!({ "steps": [
+        { "id": "a", "component": "echo@1" },
+        { "id": "b", "component": "echo@1" }
+    ] }),
+    );
+    let one = json!({ "steps": [{ "id": "p", "workflow": "pair@1" }] });
+    let id = server.submit(&key, &one, json!({}));
+    assert_eq!(
+        wait(&server, &key, &id, "three steps to end", ended)["status"],
+        "succeeded"
+    );
+    let two = json!({ "steps": [
+        { "id": "p", "workflow": "pair@1" },
+        { "id": "q", "component": "echo@1" }
+    ] });
+    let refused = post_json(server.addr(), "/v1/runs", &key, &json!({ "workflow": two }));
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    let message = refused.body["error"]["details"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("steps_per_run (3)"), "{message}");
+}

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::auth::Tenant;
 use super::body::JsonBody;
 use super::error::ErrorBody;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, MAX_JSON_BODY};
 use crate::backend::listing::{self, RunQuery, RunsPage};
 use crate::backend::{Admission, Cancelled, Idempotency, Limits, NewRun, TenantRecord};
 use crate::registry::referenced_names;
@@ -167,8 +167,8 @@ pub async fn validate(
     }: JsonBody<serde_json::Value>,
 ) -> Result<Json<Valid>, ApiError> {
     let (validated, _) = check_document(&state, &tenant, document, bytes.len()).await?;
-    let mut steps = validated.workflow.steps.len();
-    plan_children(&state, &tenant, &validated.workflow, 1, &mut steps).await?;
+    let mut tree = Tree::of(&validated.workflow);
+    plan_children(&state, &tenant, &validated.workflow, 1, &mut tree).await?;
     Ok(Json(Valid { valid: true }))
 }
 
@@ -199,18 +199,36 @@ async fn resolve_template(
         .map_err(invalid)
 }
 
+/// What the sub-workflows of a run add up to, counted while they are planned.
+pub(super) struct Tree {
+    /// Steps of the root and of every child it would start.
+    pub steps: usize,
+    /// Bytes of the children's documents.
+    pub bytes: usize,
+}
+
+impl Tree {
+    pub fn of(root: &workflow::Workflow) -> Self {
+        Self {
+            steps: root.steps.len(),
+            bytes: 0,
+        }
+    }
+}
+
 /// Resolves and pins what each sub-workflow step of `workflow` starts, and
 /// theirs in turn: each template's highest matching version, its document
 /// validated with its component digests. Children nest at most
-/// `MAX_CHILD_DEPTH` deep (a root's are at `depth` 1), and the steps of the
-/// whole tree count against the tenant's `steps_per_run` (`steps` holds those
-/// counted so far).
+/// `MAX_CHILD_DEPTH` deep (a root's are at `depth` 1); the steps of the
+/// whole tree count against the tenant's `steps_per_run`, and the children's
+/// documents together are at most `MAX_JSON_BODY` bytes (`tree` holds what
+/// is counted so far).
 pub(super) fn plan_children<'a>(
     state: &'a AppState,
     tenant: &'a TenantRecord,
     workflow: &'a workflow::Workflow,
     depth: u32,
-    steps: &'a mut usize,
+    tree: &'a mut Tree,
 ) -> futures::future::BoxFuture<'a, Result<BTreeMap<u32, ChildPlan>, ApiError>> {
     Box::pin(async move {
         let invalid = |pointer: String, message: String| {
@@ -249,8 +267,19 @@ pub(super) fn plan_children<'a>(
                             ),
                         )
                     })?;
-            *steps += validated.workflow.steps.len();
-            if *steps > tenant.limits.steps_per_run as usize {
+            tree.bytes += workflow::json_size(&document, usize::MAX).unwrap_or(usize::MAX);
+            if tree.bytes > MAX_JSON_BODY {
+                return Err(invalid(
+                    pointer,
+                    format!(
+                        "the documents of the run's sub-workflows, each counted as often as a step starts it, \
+                         are larger than {} MiB together",
+                        MAX_JSON_BODY >> 20
+                    ),
+                ));
+            }
+            tree.steps += validated.workflow.steps.len();
+            if tree.steps > tenant.limits.steps_per_run as usize {
                 return Err(invalid(
                     pointer,
                     format!(
@@ -260,7 +289,7 @@ pub(super) fn plan_children<'a>(
                 ));
             }
             let children =
-                plan_children(state, tenant, &validated.workflow, depth + 1, steps).await?;
+                plan_children(state, tenant, &validated.workflow, depth + 1, tree).await?;
             plans.insert(
                 i as u32,
                 ChildPlan {
@@ -362,8 +391,8 @@ pub async fn submit(
         document => (document, None),
     };
     let (validated, document) = check_document(&state, &tenant, document, bytes.len()).await?;
-    let mut steps = validated.workflow.steps.len();
-    let children = plan_children(&state, &tenant, &validated.workflow, 1, &mut steps).await?;
+    let mut tree = Tree::of(&validated.workflow);
+    let children = plan_children(&state, &tenant, &validated.workflow, 1, &mut tree).await?;
     let input = request.input.unwrap_or_else(|| serde_json::json!({}));
     let problems = workflow::check_input(&validated.workflow, &input);
     if !problems.is_empty() {
