@@ -350,7 +350,7 @@ fn saga(compensation_ms: u64, b_ms: u64) -> Value {
 fn a_cancelled_run_is_compensating_until_its_compensations_end() {
     let server = Server::start();
     let key = server.default_key();
-    let id = server.submit(&key, &saga(500, 10_000), json!({}));
+    let id = server.submit(&key, &saga(3_000, 10_000), json!({}));
     wait(&server, &key, &id, "wait running", |b| {
         b["steps"]["wait"]["status"] == "running"
     });

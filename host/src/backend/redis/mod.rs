@@ -36,6 +36,9 @@ use crate::scheduler::model::{
 };
 use crate::scheduler::rules;
 
+/// The index under which a finalisation's delivery is kept for its finish.
+const FINALIZE: usize = usize::MAX;
+
 /// How a node uses Redis.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
@@ -380,6 +383,11 @@ impl StateStore for RedisBackend {
                         Some(s) => parse_json(s, "step output").map(|v| Some(Arc::new(v))),
                     })
                     .collect::<Result<_, _>>()?;
+                // The finish of this run acknowledges its delivery too.
+                self.receipts
+                    .lock()
+                    .unwrap()
+                    .insert((spec.id.clone(), FINALIZE, 0), delivery.tag);
                 Ok(Claim::Finalize { spec, outputs })
             }
             Some("step") => {
@@ -593,7 +601,13 @@ impl StateStore for RedisBackend {
             Ok(output) => ("ok", output.to_string()),
             Err(error) => ("err", serde_json::to_string(&error).expect("JSON")),
         };
-        let ended: i64 = self
+        let receipt = self
+            .receipts
+            .lock()
+            .unwrap()
+            .remove(&(run.to_string(), FINALIZE, 0));
+        let entry = receipt.and_then(|tag| self.entries.lock().unwrap().get(&tag).cloned());
+        let reply: Result<i64, _> = self
             .scripts
             .finish
             .key(keys::run(run))
@@ -604,9 +618,26 @@ impl StateStore for RedisBackend {
             .arg(kind)
             .arg(payload)
             .arg(now)
+            .arg(entry.as_deref().unwrap_or(""))
+            .arg(keys::GROUP)
             .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
+            .await;
+        let ended = match reply {
+            Ok(ended) => ended,
+            Err(e) => {
+                // Tried again with the same delivery.
+                if let Some(tag) = receipt {
+                    self.receipts
+                        .lock()
+                        .unwrap()
+                        .insert((run.to_string(), FINALIZE, 0), tag);
+                }
+                return Err(unavailable(e));
+            }
+        };
+        if let Some(tag) = receipt {
+            self.entries.lock().unwrap().remove(&tag);
+        }
         Ok(ended == 1)
     }
 

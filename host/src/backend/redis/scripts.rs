@@ -308,10 +308,16 @@ return {'created'}
 /// error resolving it (then its compensations run first).
 ///
 /// KEYS: run, steps, tenant's active counter, items, ready stream
-/// ARGV: `ok` or `err`, output JSON or run error JSON, now
+/// ARGV: `ok` or `err`, output JSON or run error JSON, now, the stream entry
+/// of the finalisation's delivery ('' if unknown), group
+/// The delivery is acknowledged with it: its task is done either way.
 /// Returns 1 when the run ended now (or its compensations started).
 const FINISH: &str = r#"
 local run_key, steps, active, items, ready = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+if ARGV[4] ~= '' then
+  redis.call('XACK', ready, ARGV[5], ARGV[4])
+  redis.call('XDEL', ready, ARGV[4])
+end
 local status = redis.call('HGET', run_key, 'status')
 if not status or terminal(status) or status == 'compensating'
   or redis.call('HGET', run_key, 'remaining') ~= '0' then
