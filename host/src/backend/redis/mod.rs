@@ -13,7 +13,9 @@ mod scripts;
 mod view;
 
 use super::spec::{parse_json, parse_spec, store_spec};
-use requests::{ClaimRequest, CommitRequest, claim_batcher, commit_batcher};
+use requests::{
+    ClaimRequest, CommitRequest, FinishRequest, claim_batcher, commit_batcher, finish_batcher,
+};
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
@@ -65,6 +67,7 @@ pub struct RedisBackend {
     conn: ConnectionManager,
     claims: batch::Batcher<ClaimRequest, Vec<Value>>,
     commits: batch::Batcher<CommitRequest, Vec<Value>>,
+    finishes: batch::Batcher<FinishRequest, i64>,
     /// A connection of its own for blocking stream reads, which would stall
     /// every other command on a shared connection.
     reader: tokio::sync::Mutex<ConnectionManager>,
@@ -165,6 +168,7 @@ impl RedisBackend {
         let backend = Arc::new(Self {
             claims: claim_batcher(conn.clone(), scripts.claim.clone()),
             commits: commit_batcher(conn.clone(), scripts.commit.clone()),
+            finishes: finish_batcher(conn.clone(), scripts.finish.clone()),
             conn,
             reader: tokio::sync::Mutex::new(reader),
             client,
@@ -607,20 +611,16 @@ impl StateStore for RedisBackend {
             .unwrap()
             .remove(&(run.to_string(), FINALIZE, 0));
         let entry = receipt.and_then(|tag| self.entries.lock().unwrap().get(&tag).cloned());
-        let reply: Result<i64, _> = self
-            .scripts
-            .finish
-            .key(keys::run(run))
-            .key(keys::steps(run))
-            .key(keys::active(&spec.tenant))
-            .key(keys::items(run))
-            .key(keys::READY)
-            .arg(kind)
-            .arg(payload)
-            .arg(now)
-            .arg(entry.as_deref().unwrap_or(""))
-            .arg(keys::GROUP)
-            .invoke_async(&mut self.conn())
+        let reply = self
+            .finishes
+            .call(FinishRequest {
+                run: run.to_string(),
+                tenant: spec.tenant.clone(),
+                kind,
+                payload,
+                now,
+                entry: entry.unwrap_or_default(),
+            })
             .await;
         let ended = match reply {
             Ok(ended) => ended,
@@ -632,7 +632,7 @@ impl StateStore for RedisBackend {
                         .unwrap()
                         .insert((run.to_string(), FINALIZE, 0), tag);
                 }
-                return Err(unavailable(e));
+                return Err(e);
             }
         };
         if let Some(tag) = receipt {

@@ -1,4 +1,4 @@
-//! Claims and commits as they travel in batches (see `batch.rs`): the
+//! Claims, commits and finishes as they travel in batches (see `batch.rs`): the
 //! arguments of one script call serving many steps.
 
 use redis::Value;
@@ -43,6 +43,17 @@ pub(super) struct CommitRequest {
     pub(super) second: String,
     /// A list's items, as JSON.
     pub(super) extras: Vec<String>,
+}
+
+/// One finish of a batch.
+pub(super) struct FinishRequest {
+    pub(super) run: String,
+    pub(super) tenant: String,
+    /// `ok` (`payload` is the output) or `err` (`payload` is the run error).
+    pub(super) kind: &'static str,
+    pub(super) payload: String,
+    pub(super) now: Millis,
+    pub(super) entry: String,
 }
 
 /// Most requests in one script call.
@@ -127,6 +138,38 @@ pub(super) fn commit_batcher(
             }
             invocation
                 .invoke_async::<Vec<Vec<Value>>>(&mut conn)
+                .await
+                .map_err(unavailable)
+        }
+    })
+}
+
+pub(super) fn finish_batcher(
+    conn: ConnectionManager,
+    script: redis::Script,
+) -> batch::Batcher<FinishRequest, i64> {
+    batch::Batcher::new(BATCH, move |requests: Vec<FinishRequest>| {
+        let mut conn = conn.clone();
+        let script = script.clone();
+        async move {
+            let mut invocation = script.prepare_invoke();
+            invocation
+                .key(keys::READY)
+                .arg(keys::GROUP)
+                .arg(requests.len());
+            for r in &requests {
+                invocation
+                    .key(keys::run(&r.run))
+                    .key(keys::steps(&r.run))
+                    .key(keys::active(&r.tenant))
+                    .key(keys::items(&r.run))
+                    .arg(r.kind)
+                    .arg(&r.payload)
+                    .arg(r.now)
+                    .arg(&r.entry);
+            }
+            invocation
+                .invoke_async::<Vec<i64>>(&mut conn)
                 .await
                 .map_err(unavailable)
         }

@@ -304,33 +304,46 @@ end
 return {'created'}
 "#;
 
-/// Ends a run whose steps all ended: with its output, or failed by an
-/// error resolving it (then its compensations run first).
+/// Ends runs whose steps all ended: each with its output, or failed by an
+/// error resolving it (then its compensations run first). Many finishes go
+/// in one call.
 ///
-/// KEYS: run, steps, tenant's active counter, items, ready stream
-/// ARGV: `ok` or `err`, output JSON or run error JSON, now, the stream entry
-/// of the finalisation's delivery ('' if unknown), group
+/// KEYS: ready stream, then run, steps, tenant's active counter and items
+/// of each finish
+/// ARGV: group, finish count, then per finish: `ok` or `err`, output JSON or
+/// run error JSON, now, the stream entry of the finalisation's delivery (''
+/// if unknown)
 /// The delivery is acknowledged with it: its task is done either way.
-/// Returns 1 when the run ended now (or its compensations started).
+/// Returns per finish 1 when the run ended now (or its compensations started).
 const FINISH: &str = r#"
-local run_key, steps, active, items, ready = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-if ARGV[4] ~= '' then
-  redis.call('XACK', ready, ARGV[5], ARGV[4])
-  redis.call('XDEL', ready, ARGV[4])
+local ready, group = KEYS[1], ARGV[1]
+local function finish_one(run_key, steps, active, items, kind, payload, now, entry)
+  if entry ~= '' then
+    redis.call('XACK', ready, group, entry)
+    redis.call('XDEL', ready, entry)
+  end
+  local status = redis.call('HGET', run_key, 'status')
+  if not status or terminal(status) or status == 'compensating'
+    or redis.call('HGET', run_key, 'remaining') ~= '0' then
+    return 0
+  end
+  local run = string.sub(run_key, 11, -6)
+  if kind == 'ok' then
+    redis.call('HSET', run_key, 'output', payload)
+    finish_run(run_key, steps, items, active, ready, run, 'succeeded', now)
+  else
+    stop_run(run_key, steps, items, active, ready, run, now, payload)
+  end
+  return 1
 end
-local status = redis.call('HGET', run_key, 'status')
-if not status or terminal(status) or status == 'compensating'
-  or redis.call('HGET', run_key, 'remaining') ~= '0' then
-  return 0
+
+local results = {}
+for c = 1, tonumber(ARGV[2]) do
+  local k, a = 4 * c - 2, 4 * c - 1
+  results[c] = finish_one(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3],
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
 end
-local run = string.sub(run_key, 11, -6)
-if ARGV[1] == 'ok' then
-  redis.call('HSET', run_key, 'output', ARGV[2])
-  finish_run(run_key, steps, items, active, ready, run, 'succeeded', ARGV[3])
-else
-  stop_run(run_key, steps, items, active, ready, run, ARGV[3], ARGV[2])
-end
-return 1
+return results
 "#;
 
 /// Cancels a run of a tenant.
