@@ -146,3 +146,19 @@ fn input_that_is_not_json_is_refused_with_code_2() {
     assert_eq!(out.code, 2);
     assert_eq!(out.error()["error"]["code"], "invalid_input");
 }
+
+#[test]
+fn a_sub_workflow_is_refused_with_what_to_do_instead() {
+    let workflow = json!({ "steps": [
+        { "id": "a", "component": "echo@1" },
+        { "id": "ship", "workflow": "shipping@1", "needs": ["a"] }
+    ] });
+    let out = exec(&workflow, &json!({}));
+    assert_eq!(out.code, 2, "stdout: {}", out.stdout);
+    assert_eq!(out.problem_paths(), vec!["/steps/1/workflow".to_string()]);
+    let message = out.error()["error"]["details"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("weft serve"), "{message}");
+}

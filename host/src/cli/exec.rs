@@ -238,6 +238,24 @@ async fn prepare(
         message: format!("the workflow has {} problem(s)", details.len()),
         details,
     })?;
+    // Templates are published to a server; here there are none to start.
+    let children: Vec<Problem> = (validated.workflow.steps.iter().enumerate())
+        .filter(|(_, step)| step.sub_workflow().is_some())
+        .map(|(i, _)| {
+            Problem::new(
+                format!("/steps/{i}/workflow"),
+                "a sub-workflow starts a published workflow template, which weft exec has none of: \
+                 run it on a server (weft serve, then weft submit)",
+            )
+        })
+        .collect();
+    if !children.is_empty() {
+        return Err(Refusal {
+            code: "invalid_workflow",
+            message: format!("the workflow has {} problem(s)", children.len()),
+            details: children,
+        });
+    }
     let problems = workflow::check_input(&validated.workflow, &input);
     if !problems.is_empty() {
         return Err(Refusal {
