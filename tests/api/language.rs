@@ -455,3 +455,23 @@ fn a_run_sleeping_30_s_survives_a_kill_of_its_node_and_wakes_on_time() {
     assert!(finished <= started + 30_000 + 2_000, "woke late: {nap}");
     assert_eq!(nap["attempts"], 1);
 }
+
+#[test]
+fn a_run_sleeping_2_s_resumes_on_time() {
+    let server = Server::start();
+    let key = server.default_key();
+    let doc = json!({ "steps": [
+        { "id": "nap", "sleep_ms": 2_000 },
+        { "id": "after", "component": "echo@1", "needs": ["nap"], "input": { "woke": true } }
+    ], "output": "${steps.after.output}" });
+    let id = server.submit(&key, &doc, json!({}));
+    let done = wait(&server, &key, &id, "the run to end", ended);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({ "woke": true }));
+    let nap = &done["steps"]["nap"];
+    assert_eq!(nap["status"], "succeeded");
+    assert_eq!(nap["output"], Value::Null);
+    let slept = nap["duration_ms"].as_u64().expect("a duration");
+    // The precision under load is measured by `benches/timers.rs`; here, on time.
+    assert!((2_000..3_000).contains(&slept), "slept {slept} ms: {nap}");
+}
