@@ -366,14 +366,38 @@ fn run_finished(status: RunStatus) {
     metrics::counter!("weft_runs_finished_total", "status" => status.as_str()).increment(1);
 }
 
-/// A new run id: time-ordered, unguessable.
+/// A new run id: time-ordered, unguessable, and increasing within this
+/// process even for runs created in the same millisecond, so that a listing
+/// (newest first, by id) shows them in the order they were created.
 pub fn new_run_id(now: clock::Millis) -> String {
-    format!("run_{now:012x}{:016x}", rand::random::<u64>())
+    static LAST: std::sync::Mutex<(clock::Millis, u64)> = std::sync::Mutex::new((0, 0));
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    // A fresh random start each millisecond, with room above it for the
+    // runs that follow within the same one.
+    *last = if now > last.0 {
+        (now, rand::random::<u64>() >> 1)
+    } else {
+        (last.0, last.1 + 1 + u64::from(rand::random::<u16>()))
+    };
+    let (at, suffix) = *last;
+    format!("run_{at:012x}{suffix:016x}")
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    #[test]
+    fn run_ids_created_in_one_millisecond_increase() {
+        let ids: Vec<String> = (0..1_000).map(|_| super::new_run_id(5_000)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 32 && id.starts_with("run_"))
+        );
+        // A clock that steps back does not reorder them either.
+        assert!(super::new_run_id(4_000) > ids[999]);
+    }
 
     use serde_json::json;
 
