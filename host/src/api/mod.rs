@@ -4,6 +4,7 @@
 
 mod auth;
 mod body;
+mod children;
 mod cluster;
 mod components;
 pub mod error;

@@ -1,7 +1,5 @@
 //! Validating workflows, submitting, reading and cancelling runs.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,13 +11,11 @@ use tracing::Instrument;
 use super::auth::Tenant;
 use super::body::JsonBody;
 use super::error::ErrorBody;
-use super::{ApiError, AppState, MAX_JSON_BODY};
+use super::{ApiError, AppState};
 use crate::backend::listing::{self, RunQuery, RunsPage};
 use crate::backend::{Admission, Cancelled, Idempotency, Limits, NewRun, TenantRecord};
 use crate::registry::referenced_names;
-use crate::scheduler::model::{
-    ChildPlan, ItemsPage, MAX_CHILD_DEPTH, RunSpec, RunStatus, RunView, TemplateRef,
-};
+use crate::scheduler::model::{ItemsPage, RunSpec, RunStatus, RunView, TemplateRef};
 use crate::scheduler::new_run_id;
 use crate::workflow::{self, Problem, Validated};
 
@@ -167,8 +163,8 @@ pub async fn validate(
     }: JsonBody<serde_json::Value>,
 ) -> Result<Json<Valid>, ApiError> {
     let (validated, _) = check_document(&state, &tenant, document, bytes.len()).await?;
-    let mut tree = Tree::of(&validated.workflow);
-    plan_children(&state, &tenant, &validated.workflow, 1, &mut tree).await?;
+    let mut tree = super::children::Tree::of(&validated.workflow);
+    super::children::plan(&state, &tenant, &validated.workflow, 1, &mut tree).await?;
     Ok(Json(Valid { valid: true }))
 }
 
@@ -197,114 +193,6 @@ async fn resolve_template(
         .resolve_template(tenant, name, &requirement)
         .await?
         .map_err(invalid)
-}
-
-/// What the sub-workflows of a run add up to, counted while they are planned.
-pub(super) struct Tree {
-    /// Steps of the root and of every child it would start.
-    pub steps: usize,
-    /// Bytes of the children's documents.
-    pub bytes: usize,
-}
-
-impl Tree {
-    pub fn of(root: &workflow::Workflow) -> Self {
-        Self {
-            steps: root.steps.len(),
-            bytes: 0,
-        }
-    }
-}
-
-/// Resolves and pins what each sub-workflow step of `workflow` starts, and
-/// theirs in turn: each template's highest matching version, its document
-/// validated with its component digests. Children nest at most
-/// `MAX_CHILD_DEPTH` deep (a root's are at `depth` 1); the steps of the
-/// whole tree count against the tenant's `steps_per_run`, and the children's
-/// documents together are at most `MAX_JSON_BODY` bytes (`tree` holds what
-/// is counted so far).
-pub(super) fn plan_children<'a>(
-    state: &'a AppState,
-    tenant: &'a TenantRecord,
-    workflow: &'a workflow::Workflow,
-    depth: u32,
-    tree: &'a mut Tree,
-) -> futures::future::BoxFuture<'a, Result<BTreeMap<u32, ChildPlan>, ApiError>> {
-    Box::pin(async move {
-        let invalid = |pointer: String, message: String| {
-            ApiError::unprocessable("invalid_workflow", message.clone())
-                .with_details(vec![Problem::new(pointer, message)])
-        };
-        let mut plans = BTreeMap::new();
-        for (i, step) in workflow.steps.iter().enumerate() {
-            let Some(call) = step.sub_workflow() else {
-                continue;
-            };
-            let pointer = format!("/steps/{i}/workflow");
-            if depth > MAX_CHILD_DEPTH {
-                return Err(invalid(
-                    pointer,
-                    format!(
-                        "sub-workflows nest at most {MAX_CHILD_DEPTH} deep; {:?} would start one at depth {depth}",
-                        call.name
-                    ),
-                ));
-            }
-            let (record, document) = state
-                .registry
-                .resolve_template(&tenant.name, &call.name, &call.requirement)
-                .await?
-                .map_err(|message| invalid(pointer.clone(), message))?;
-            let (validated, document) =
-                check_document(state, tenant, document, 0)
-                    .await
-                    .map_err(|_| {
-                        invalid(
-                            pointer.clone(),
-                            format!(
-                                "workflow template {}@{} does not validate now",
-                                record.name, record.version
-                            ),
-                        )
-                    })?;
-            tree.bytes += workflow::json_size(&document, usize::MAX).unwrap_or(usize::MAX);
-            if tree.bytes > MAX_JSON_BODY {
-                return Err(invalid(
-                    pointer,
-                    format!(
-                        "the documents of the run's sub-workflows, each counted as often as a step starts it, \
-                         are larger than {} MiB together",
-                        MAX_JSON_BODY >> 20
-                    ),
-                ));
-            }
-            tree.steps += validated.workflow.steps.len();
-            if tree.steps > tenant.limits.steps_per_run as usize {
-                return Err(invalid(
-                    pointer,
-                    format!(
-                        "with its sub-workflows the run has more than the tenant's steps_per_run ({})",
-                        tenant.limits.steps_per_run
-                    ),
-                ));
-            }
-            let children =
-                plan_children(state, tenant, &validated.workflow, depth + 1, tree).await?;
-            plans.insert(
-                i as u32,
-                ChildPlan {
-                    template: TemplateRef {
-                        name: record.name,
-                        version: record.version,
-                    },
-                    document,
-                    pins: validated.pins,
-                    children,
-                },
-            );
-        }
-        Ok(plans)
-    })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -391,8 +279,9 @@ pub async fn submit(
         document => (document, None),
     };
     let (validated, document) = check_document(&state, &tenant, document, bytes.len()).await?;
-    let mut tree = Tree::of(&validated.workflow);
-    let children = plan_children(&state, &tenant, &validated.workflow, 1, &mut tree).await?;
+    let mut tree = super::children::Tree::of(&validated.workflow);
+    let children =
+        super::children::plan(&state, &tenant, &validated.workflow, 1, &mut tree).await?;
     let input = request.input.unwrap_or_else(|| serde_json::json!({}));
     let problems = workflow::check_input(&validated.workflow, &input);
     if !problems.is_empty() {
