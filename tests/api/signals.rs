@@ -28,7 +28,7 @@ fn signals_are_taken_before_during_and_after_the_wait_and_refused_once_the_run_e
         { "id": "nap", "sleep_ms": 1_000 },
         { "id": "first", "signal": "approved", "needs": ["nap"] },
         { "id": "second", "signal": "approved", "needs": ["first"] },
-        { "id": "gap", "sleep_ms": 500, "needs": ["second"] },
+        { "id": "gap", "sleep_ms": 3_000, "needs": ["second"] },
         { "id": "third", "signal": "approved", "needs": ["gap"] }
     ], "output": {
         "first": "${steps.first.output}",
@@ -111,6 +111,9 @@ fn signals_are_taken_before_during_and_after_the_wait_and_refused_once_the_run_e
     let other_key = other.body["api_key"].as_str().unwrap().to_string();
     let waits = json!({ "steps": [{ "id": "w", "signal": "go" }] });
     let mine = server.submit(&key, &waits, json!({}));
+    wait(&server, &key, &mine, "the step to wait", |r| {
+        r["steps"]["w"]["status"] == "waiting"
+    });
     let foreign = signal(&server, &other_key, &mine, "go", &json!({ "payload": 1 }));
     assert_eq!(foreign.status, 404, "{:?}", foreign.body);
     assert_eq!(
@@ -124,7 +127,8 @@ fn signals_are_taken_before_during_and_after_the_wait_and_refused_once_the_run_e
         .status,
         404
     );
-    assert_eq!(run(&server, &key, &mine)["status"], "running");
+    let untouched = run(&server, &key, &mine);
+    assert_eq!(untouched["steps"]["w"]["status"], "waiting", "{untouched}");
 
     // Bad names and payloads are refused, and nothing changes.
     let bad_name = signal(&server, &key, &mine, "-go", &json!({}));
