@@ -473,5 +473,5 @@ fn a_run_sleeping_2_s_resumes_on_time() {
     assert_eq!(nap["output"], Value::Null);
     let slept = nap["duration_ms"].as_u64().expect("a duration");
     // The precision under load is measured by `benches/timers.rs`; here, on time.
-    assert!((2_000..3_000).contains(&slept), "slept {slept} ms: {nap}");
+    assert!((2_000..4_000).contains(&slept), "slept {slept} ms: {nap}");
 }
