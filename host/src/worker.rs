@@ -17,7 +17,7 @@ use crate::cache::ComponentCache;
 use crate::engine::{Failure, Invocation};
 use crate::scheduler::Scheduler;
 use crate::scheduler::clock::Millis;
-use crate::scheduler::model::{RunSpec, StepStatus, Target};
+use crate::scheduler::model::{RunSpec, RunStatus, StepStatus, Target};
 use crate::scheduler::policy::{self, resolve_failure};
 use crate::scheduler::rules::{self, Gate};
 use crate::workflow::{
@@ -136,6 +136,27 @@ impl Worker {
         }
     }
 
+    /// Cancels the child a sub-workflow step started when its run ended
+    /// meanwhile (cancelled, or failed by another step): nothing waits for
+    /// it. (A wait superseded by another delivery of the step keeps it.)
+    async fn drop_unwanted_child(&self, work: &StepWork) {
+        let (spec, store) = (&work.spec, self.scheduler.store());
+        let ended = match store.run(&spec.tenant, &spec.id).await {
+            Ok(run) => {
+                run.is_none_or(|r| r.status.is_terminal() || r.status == RunStatus::Compensating)
+            }
+            Err(_) => false,
+        };
+        if ended
+            && let Err(e) = self
+                .scheduler
+                .cancel(&spec.tenant, &spec.child_id(work.index))
+                .await
+        {
+            tracing::warn!(run = %spec.id, error = %e, "cannot cancel a child run nothing waits for");
+        }
+    }
+
     /// Runs one attempt and commits its result; false when the commit could
     /// not be made (the task is then left to be delivered again).
     async fn step(&self, work: StepWork) -> bool {
@@ -152,8 +173,12 @@ impl Worker {
             else {
                 return false;
             };
+            let waits = matches!(outcome, Outcome::Wait { .. });
             let committed =
                 retry_backend("commit", || self.scheduler.commit(&work, outcome.clone())).await;
+            if committed.as_ref().is_ok_and(|c| !c.applied) && waits {
+                self.drop_unwanted_child(&work).await;
+            }
             return committed.is_ok();
         }
         if let Target::Step(_) = work.target
