@@ -21,7 +21,7 @@ use crate::scheduler::model::{RunSpec, RunStatus, StepStatus, Target};
 use crate::scheduler::policy::{self, resolve_failure};
 use crate::scheduler::rules::{self, Gate};
 use crate::workflow::{
-    ABSENT, Action, ConditionInput, ResolveError, Root, Sleep, StepFacts, Template, json_size,
+    ABSENT, Action, ConditionInput, ResolveError, Root, Sleep, Step, StepFacts, Template, json_size,
 };
 
 /// Runs steps of any run on this node, up to `concurrency` at once.
@@ -290,6 +290,22 @@ impl Worker {
     }
 }
 
+/// How a step that ran no component ends with `result`: it succeeded with
+/// its output, or failed (the run goes on if the step says `on_error: continue`).
+fn ended(step: &Step, result: Result<serde_json::Value, Failure>) -> Outcome {
+    match result {
+        Ok(output) => Outcome::Succeeded {
+            output,
+            logs: Vec::new(),
+        },
+        Err(failure) => Outcome::Failed {
+            failure,
+            logs: Vec::new(),
+            continues: rules::continues(step),
+        },
+    }
+}
+
 /// What an attempt of a sub-workflow step decides: skipped by its gate;
 /// else, once its child run ended, the child's output or `child_failed`;
 /// else it waits for the child, which it starts first if nothing did yet
@@ -301,23 +317,13 @@ async fn sub_workflow(
 ) -> Result<Outcome, BackendError> {
     let spec = &work.spec;
     let step = &spec.workflow.steps[work.index];
-    let failed = |failure: Failure| Outcome::Failed {
-        failure,
-        logs: Vec::new(),
-        continues: rules::continues(step),
-    };
+    let failed = |failure: Failure| ended(step, Err(failure));
     let child_id = spec.child_id(work.index);
     match store.run(&spec.tenant, &child_id).await? {
         Some(child) if child.status.is_terminal() => {
-            let ended =
+            let result =
                 rules::child_ended(&child_id, child.status, child.output, child.error.as_ref());
-            return Ok(match ended {
-                Ok(output) => Outcome::Succeeded {
-                    output,
-                    logs: Vec::new(),
-                },
-                Err(failure) => failed(failure),
-            });
+            return Ok(ended(step, result));
         }
         Some(_) => {
             return Ok(Outcome::Wait {
@@ -368,17 +374,7 @@ async fn sub_workflow(
 async fn decide_without_running(work: &StepWork, now: Millis) -> Option<Outcome> {
     let spec = &work.spec;
     let step = &spec.workflow.steps[work.index];
-    let ended = |result: Result<serde_json::Value, Failure>| match result {
-        Ok(output) => Outcome::Succeeded {
-            output,
-            logs: Vec::new(),
-        },
-        Err(failure) => Outcome::Failed {
-            failure,
-            logs: Vec::new(),
-            continues: rules::continues(step),
-        },
-    };
+    let ended = |result| ended(step, result);
     if work.woken {
         return Some(ended(rules::woken(step)));
     }
@@ -418,16 +414,8 @@ async fn decide_without_running(work: &StepWork, now: Millis) -> Option<Outcome>
     let resolved = resolve(work, list, usize::MAX).await;
     Some(match resolved {
         Ok(serde_json::Value::Array(items)) => Outcome::Expand { items },
-        Ok(other) => Outcome::Failed {
-            failure: rules::not_a_list(&other),
-            logs: Vec::new(),
-            continues: rules::continues(step),
-        },
-        Err(e) => Outcome::Failed {
-            failure: resolve_failure("the step's for_each", e),
-            logs: Vec::new(),
-            continues: rules::continues(step),
-        },
+        Ok(other) => ended(Err(rules::not_a_list(&other))),
+        Err(e) => ended(Err(resolve_failure("the step's for_each", e))),
     })
 }
 

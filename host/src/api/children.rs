@@ -10,20 +10,25 @@ use crate::scheduler::model::{ChildPlan, MAX_CHILD_DEPTH, TemplateRef};
 use crate::workflow::{self, Problem};
 
 /// What the sub-workflows of a run add up to, counted while they are planned.
-pub(super) struct Tree {
+struct Tree {
     /// Steps of the root and of every child it would start.
-    pub steps: usize,
+    steps: usize,
     /// Bytes of the children's documents.
-    pub bytes: usize,
+    bytes: usize,
 }
 
-impl Tree {
-    pub fn of(root: &workflow::Workflow) -> Self {
-        Self {
-            steps: root.steps.len(),
-            bytes: 0,
-        }
-    }
+/// What the sub-workflow steps of the root workflow `root` start, planned
+/// (`plan`) with the whole tree's budgets.
+pub(super) async fn plan_root(
+    state: &AppState,
+    tenant: &TenantRecord,
+    root: &workflow::Workflow,
+) -> Result<BTreeMap<u32, ChildPlan>, ApiError> {
+    let mut tree = Tree {
+        steps: root.steps.len(),
+        bytes: 0,
+    };
+    plan(state, tenant, root, 1, &mut tree).await
 }
 
 /// Resolves and pins what each sub-workflow step of `workflow` starts, and
@@ -33,7 +38,7 @@ impl Tree {
 /// whole tree count against the tenant's `steps_per_run`, and the children's
 /// documents together are at most `MAX_JSON_BODY` bytes (`tree` holds what
 /// is counted so far).
-pub(super) fn plan<'a>(
+fn plan<'a>(
     state: &'a AppState,
     tenant: &'a TenantRecord,
     workflow: &'a workflow::Workflow,

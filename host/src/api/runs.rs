@@ -163,8 +163,7 @@ pub async fn validate(
     }: JsonBody<serde_json::Value>,
 ) -> Result<Json<Valid>, ApiError> {
     let (validated, _) = check_document(&state, &tenant, document, bytes.len()).await?;
-    let mut tree = super::children::Tree::of(&validated.workflow);
-    super::children::plan(&state, &tenant, &validated.workflow, 1, &mut tree).await?;
+    super::children::plan_root(&state, &tenant, &validated.workflow).await?;
     Ok(Json(Valid { valid: true }))
 }
 
@@ -279,9 +278,7 @@ pub async fn submit(
         document => (document, None),
     };
     let (validated, document) = check_document(&state, &tenant, document, bytes.len()).await?;
-    let mut tree = super::children::Tree::of(&validated.workflow);
-    let children =
-        super::children::plan(&state, &tenant, &validated.workflow, 1, &mut tree).await?;
+    let children = super::children::plan_root(&state, &tenant, &validated.workflow).await?;
     let input = request.input.unwrap_or_else(|| serde_json::json!({}));
     let problems = workflow::check_input(&validated.workflow, &input);
     if !problems.is_empty() {

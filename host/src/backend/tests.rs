@@ -148,6 +148,20 @@ async fn claim_next(b: &dyn Backend) -> StepWork {
     work
 }
 
+/// Waits for the next delivery of `b` while `h`'s clock is moved on: not
+/// one millisecond before `ms` from now, and at once when it is due.
+async fn delivered_once_due(h: &Harness, b: Arc<dyn Backend>, ms: u64) -> Vec<Delivery> {
+    let waiting = tokio::spawn(async move { b.next(1).await.unwrap() });
+    h.clock.advance(Duration::from_millis(ms - 1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "delivered before its due time");
+    h.clock.advance(Duration::from_millis(1));
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("delivered once due")
+        .unwrap()
+}
+
 /// Claims the next task and never acknowledges it, as a process that stops
 /// while the attempt runs.
 async fn claim_unacked(b: &dyn Backend) -> StepWork {
@@ -462,18 +476,7 @@ async fn a_retry_waits_for_the_clock_not_for_real_time(kind: Kind) {
     assert!(committed.applied && committed.retrying);
     assert_eq!(status(b, "a").await, StepStatus::Queued);
 
-    let waiting = {
-        let b = h.backend.clone();
-        tokio::spawn(async move { b.next(1).await.unwrap() })
-    };
-    h.clock.advance(Duration::from_millis(4_999));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "delivered before its due time");
-    h.clock.advance(Duration::from_millis(1));
-    let got = tokio::time::timeout(Duration::from_secs(5), waiting)
-        .await
-        .expect("delivered once due")
-        .unwrap();
+    let got = delivered_once_due(&h, h.backend.clone(), 5_000).await;
     assert_eq!(
         got[0].task.kind,
         TaskKind::Step {

@@ -158,13 +158,23 @@ pub(crate) fn read_json_file(path: &std::path::Path) -> Result<serde_json::Value
 
 /// `--input`: inline JSON, or `@FILE` to read it from a file.
 pub(crate) fn read_input_arg(arg: &str) -> Result<serde_json::Value, JsonArg> {
+    read_json_arg(arg, "--input", "input")
+}
+
+/// A JSON option (`flag`, e.g. `--payload`): inline JSON, or `@FILE` to
+/// read it from a file (`what` the file holds, for its errors).
+pub(crate) fn read_json_arg(
+    arg: &str,
+    flag: &str,
+    what: &str,
+) -> Result<serde_json::Value, JsonArg> {
     let (text, origin) = match arg.strip_prefix('@') {
         Some(path) => (
             std::fs::read_to_string(path)
-                .map_err(|e| JsonArg::Unreadable(format!("cannot read input file {path}: {e}")))?,
+                .map_err(|e| JsonArg::Unreadable(format!("cannot read {what} file {path}: {e}")))?,
             path,
         ),
-        None => (arg.to_string(), "--input"),
+        None => (arg.to_string(), flag),
     };
     parse_json_arg(&text, origin)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::MemoryBackend;
 use super::journal::Work;
-use super::runs::{Items, RunState, Slot};
+use super::runs::{Items, RunState, Signals, Slot};
 use super::store::RowKey;
 use crate::backend::{Committed, Outcome};
 use crate::engine::Failure;
@@ -213,6 +213,16 @@ pub(super) fn apply(
     }
 }
 
+/// Takes the oldest kept signal `name`, if any.
+fn take_signal(signals: &mut Signals, name: &str) -> Option<Arc<serde_json::Value>> {
+    let queue = signals.get_mut(name)?;
+    let payload = queue.pop_front();
+    if queue.is_empty() {
+        signals.remove(name);
+    }
+    payload
+}
+
 /// Applies an outcome of a step's own attempt.
 fn commit_step(
     tx: &mut Tx<'_>,
@@ -223,6 +233,20 @@ fn commit_step(
 ) {
     let spec = run.spec.clone();
     let now = tx.now;
+    // A signal step reached after its signal was sent takes the oldest kept
+    // one at once: it succeeds with it.
+    let outcome = match outcome {
+        Outcome::Wait {
+            signal: Some(name), ..
+        } if let Some(payload) = take_signal(&mut run.signals, &name) => {
+            tx.touch(RowKey::Signals);
+            Outcome::Succeeded {
+                output: Arc::unwrap_or_clone(payload),
+                logs: Vec::new(),
+            }
+        }
+        other => other,
+    };
     let step = &mut run.steps[index];
     let attempt = step.slot.rec.attempts;
     match outcome {
@@ -271,22 +295,6 @@ fn commit_step(
                 let error = step_failed(&spec, index, &failure);
                 committed.cancelled = tx.stop_run(run, Some(error));
             }
-        }
-        Outcome::Wait {
-            signal: Some(name), ..
-        } if run.signals.get(&name).is_some_and(|q| !q.is_empty()) => {
-            // A signal sent before the step was reached: it takes the oldest.
-            let queue = run.signals.get_mut(&name).expect("present");
-            let payload = queue.pop_front().expect("not empty");
-            if queue.is_empty() {
-                run.signals.remove(&name);
-            }
-            tx.touch(RowKey::Signals);
-            let step = &mut run.steps[index];
-            step.slot.rec.output = Some(payload);
-            step.slot.end(StepStatus::Succeeded, now);
-            tx.step_event(&spec, index, StepStatus::Succeeded, attempt, None);
-            tx.step_ended(run, index);
         }
         Outcome::Wait { due, signal: _ } => {
             // It holds no worker: its wake-up is a delayed task of the same

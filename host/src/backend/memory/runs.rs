@@ -18,7 +18,6 @@ use crate::scheduler::model::{
 };
 use crate::scheduler::policy;
 use crate::scheduler::rules::{self, SignalGoes};
-use crate::workflow::Action;
 
 pub(super) struct RunState {
     pub(super) spec: Arc<RunSpec>,
@@ -554,7 +553,7 @@ impl MemoryBackend {
             .iter()
             .enumerate()
             .filter_map(|(i, step)| {
-                let waits = matches!(&step.action, Action::Signal(n) if n == name)
+                let waits = step.signal() == Some(name)
                     && run.steps[i].slot.status() == StepStatus::Waiting;
                 waits.then_some(i)
             });

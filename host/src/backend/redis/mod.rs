@@ -611,7 +611,9 @@ impl StateStore for RedisBackend {
             .unwrap()
             .remove(&(run.to_string(), FINALIZE, 0));
         let entry = receipt.and_then(|tag| self.entries.lock().unwrap().get(&tag).cloned());
-        let reply = self
+        // Should the call fail, the worker's own acknowledgement of the
+        // delivery follows the finish it tries again.
+        let ended = self
             .finishes
             .call(FinishRequest {
                 run: run.to_string(),
@@ -621,20 +623,7 @@ impl StateStore for RedisBackend {
                 now,
                 entry: entry.unwrap_or_default(),
             })
-            .await;
-        let ended = match reply {
-            Ok(ended) => ended,
-            Err(e) => {
-                // Tried again with the same delivery.
-                if let Some(tag) = receipt {
-                    self.receipts
-                        .lock()
-                        .unwrap()
-                        .insert((run.to_string(), FINALIZE, 0), tag);
-                }
-                return Err(e);
-            }
-        };
+            .await?;
         if let Some(tag) = receipt {
             self.entries.lock().unwrap().remove(&tag);
         }

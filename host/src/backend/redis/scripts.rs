@@ -372,7 +372,7 @@ return out
 /// KEYS: run, steps, tenant's active counter, items, ready stream, delayed set
 /// ARGV: tenant, name, payload JSON, its bytes, now, most kept per name
 /// Returns `{'missing'}`, `{'finished', status}`, `{'too_large', run_bytes}`,
-/// `{'full'}`, `{'delivered', step id, run ended ('' or status)}` or `{'kept', count}`.
+/// `{'full'}`, `{'delivered', step id}` or `{'kept', count}`.
 const SIGNAL: &str = r#"
 local run_key, steps, active, items, ready, delayed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local name, payload, bytes, now = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -384,19 +384,14 @@ local used = tonumber(redis.call('HGET', steps, 'b') or '0') + bytes
 if rs[3] and used > tonumber(rs[3]) then return {'too_large', rs[3]} end
 local run = string.sub(run_key, 11, -6)
 local waiters = redis.call('HGET', steps, 'qw:' .. name)
-local best, rest = nil, {}
+local still = {}
 for j in string.gmatch(waiters or '', '[^,]+') do
-  if redis.call('HGET', steps, 's' .. j) == 'waiting' then
-    if best == nil or tonumber(j) < tonumber(best) then
-      if best then table.insert(rest, best) end
-      best = j
-    else
-      table.insert(rest, j)
-    end
-  end
+  if redis.call('HGET', steps, 's' .. j) == 'waiting' then table.insert(still, tonumber(j)) end
 end
-if #rest > 0 then
-  redis.call('HSET', steps, 'qw:' .. name, table.concat(rest, ','))
+table.sort(still)
+local best = table.remove(still, 1)
+if #still > 0 then
+  redis.call('HSET', steps, 'qw:' .. name, table.concat(still, ','))
 elseif waiters then
   redis.call('HDEL', steps, 'qw:' .. name)
 end
@@ -405,7 +400,7 @@ if best then
   -- Its timeout will not be needed.
   redis.call('ZREM', delayed, run .. '|' .. best .. '|' .. attempt)
   step_succeeded(run_key, steps, ready, run, best, payload, '[]', attempt, now, used, nil, rs[4] == '1')
-  return {'delivered', redis.call('HGET', steps, 'i' .. best), ''}
+  return {'delivered', redis.call('HGET', steps, 'i' .. best)}
 end
 local ht = redis.call('HMGET', steps, 'qh:' .. name, 'qt:' .. name)
 local h, t = tonumber(ht[1] or '0'), tonumber(ht[2] or '0')

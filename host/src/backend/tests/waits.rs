@@ -2,8 +2,6 @@
 //! holds no attempt, its wake-up is delivered at its time (also after a
 //! restart) and ends it, and a cancel ends a waiting step.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::{Harness, Kind, T0, claim_next, spec, status};
@@ -42,18 +40,7 @@ pub(super) async fn a_wait_holds_no_attempt_and_its_wake_up_ends_it(kind: Kind) 
         _ => h.reopen().await,
     };
     assert_eq!(status(&*b, "nap").await, StepStatus::Waiting);
-    let woken = {
-        let b = b.clone();
-        tokio::spawn(async move { b.next(1).await.unwrap() })
-    };
-    h.clock.advance(Duration::from_millis(4_999));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!woken.is_finished(), "woken before its time");
-    h.clock.advance(Duration::from_millis(1));
-    let got = tokio::time::timeout(Duration::from_secs(5), woken)
-        .await
-        .expect("woken once due")
-        .unwrap();
+    let got = super::delivered_once_due(&h, b.clone(), 5_000).await;
     assert_eq!(
         got[0].task.kind,
         TaskKind::Step {

@@ -246,14 +246,8 @@ pub async fn signal(args: SignalArgs) -> ExitCode {
 async fn try_signal(args: SignalArgs) -> Result<ExitCode, Error> {
     let payload = match &args.payload {
         None => Value::Null,
-        Some(arg) => crate::cli::read_input_arg(arg).map_err(|e| match e {
-            crate::cli::JsonArg::Unreadable(message) => Error::Other(message),
-            crate::cli::JsonArg::NotJson { origin, error } => Error::refused(
-                "invalid_request",
-                format!("{} is not JSON", origin.replace("--input", "--payload")),
-                json!([{"path": "/payload", "message": error}]),
-            ),
-        })?,
+        Some(arg) => crate::cli::read_json_arg(arg, "--payload", "payload")
+            .map_err(|e| super::submit::refusal("invalid_request", "/payload", e))?,
     };
     let client = Client::tenant(&args.connection)?;
     let request = client
@@ -290,14 +284,8 @@ pub async fn workflow(args: WorkflowArgs) -> ExitCode {
 }
 
 async fn workflow_publish(args: WorkflowPublishArgs) -> Result<ExitCode, Error> {
-    let document = crate::cli::read_json_file(&args.file).map_err(|e| match e {
-        crate::cli::JsonArg::Unreadable(message) => Error::Other(message),
-        crate::cli::JsonArg::NotJson { origin, error } => Error::refused(
-            "invalid_workflow",
-            format!("{origin} is not JSON"),
-            json!([{"path": "", "message": error}]),
-        ),
-    })?;
+    let document = crate::cli::read_json_file(&args.file)
+        .map_err(|e| super::submit::refusal("invalid_workflow", "", e))?;
     let client = Client::tenant(&args.connection)?;
     let request = client
         .request(Method::PUT, &["v1", "workflows", &args.name, &args.version])

@@ -113,7 +113,7 @@ fn read_input(arg: &str) -> Result<Value, Error> {
 
 /// A JSON argument that cannot be used: a file that cannot be read is a local
 /// error; JSON that does not parse is refused as the server would.
-fn refusal(code: &str, pointer: &str, e: JsonArg) -> Error {
+pub(super) fn refusal(code: &str, pointer: &str, e: JsonArg) -> Error {
     match e {
         JsonArg::Unreadable(message) => Error::Other(message),
         JsonArg::NotJson { origin, error } => Error::refused(
