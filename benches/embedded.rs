@@ -52,6 +52,7 @@ fn embedded(c: &mut Criterion) {
         scheduler.clone(),
         node.cache.clone(),
         common::CONCURRENCY as usize,
+        weft::worker::Capabilities::of_tenants(&scheduler, None),
     );
     let shutdown = CancellationToken::new();
     rt.spawn(worker.run(shutdown.clone()));

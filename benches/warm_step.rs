@@ -14,7 +14,8 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use weft::backend::StateStore;
-use weft::bindings::{self, Step, StepPre};
+use weft::bindings::v2::StepPre;
+use weft::bindings::{self, v2};
 use weft::bundled::paths;
 
 /// Bare wasmtime's store data: a WASI context as the builder makes it, and
@@ -46,14 +47,25 @@ impl bindings::Host for Bare {
     fn log(&mut self, _level: bindings::Level, _message: String) {}
 }
 
-impl bindings::weft::step::types::Host for Bare {}
+impl v2::weft::step::types::Host for Bare {}
+
+impl v2::weft::step::secrets::Host for Bare {
+    fn get(&mut self, _name: String) -> Option<String> {
+        None
+    }
+}
 
 /// `InstancePre` of a component on an engine with `config`.
 fn bare_pre(config: &Config, path: &str) -> (wasmtime::Engine, StepPre<Bare>) {
     let engine = wasmtime::Engine::new(config).expect("engine");
     let mut linker = Linker::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("WASI links");
-    Step::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |h| h).expect("step imports link");
+    v2::weft::step::host::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |h| h)
+        .expect("step imports link");
+    v2::weft::step::secrets::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |h| h)
+        .expect("step imports link");
+    v2::weft::step::types::add_to_linker::<_, HasSelf<Bare>>(&mut linker, |h| h)
+        .expect("step imports link");
     let component = Component::from_file(&engine, path).expect("component compiles");
     let pre = linker
         .instantiate_pre(&component)
@@ -93,7 +105,14 @@ fn warm_step(c: &mut Criterion) {
                 let execution = node
                     .cache
                     .engine()
-                    .run(&linked, common::invocation(), input, &limits, &cancel)
+                    .run(
+                        &linked,
+                        common::invocation(),
+                        input,
+                        &limits,
+                        weft::engine::Grants::default(),
+                        &cancel,
+                    )
                     .await;
                 execution.result.expect("step succeeds")
             });

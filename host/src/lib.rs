@@ -11,6 +11,7 @@ pub mod bindings;
 pub mod budget;
 pub mod bundled;
 pub mod cache;
+pub mod capability;
 pub mod cli;
 pub mod engine;
 pub mod registry;

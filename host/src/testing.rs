@@ -122,6 +122,15 @@ fn redis_server() -> String {
     std::env::var("WEFT_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
 }
 
+/// The `redis-cli` that comes with the `redis-server` the tests use.
+pub fn redis_cli() -> String {
+    let server = redis_server();
+    match server.strip_suffix("redis-server") {
+        Some(dir) if !dir.is_empty() => format!("{dir}redis-cli"),
+        _ => "redis-cli".into(),
+    }
+}
+
 fn ping(port: u16) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;

@@ -26,15 +26,19 @@
 //! [`StepError::BAD_OUTPUT`]). [`raw_step!`] hands the function the input
 //! string as it came and returns its string unchecked.
 //!
-//! [`invocation`] tells which tenant, run, step and attempt is running, and
-//! [`log`] writes to the step's log on the host.
+//! [`invocation`] tells which tenant, run, step and attempt is running,
+//! [`log`] writes to the step's log on the host, [`secret`] reads a secret
+//! the step lists, and [`http`] sends requests to the hosts it may call.
 
 mod error;
 mod host;
+pub mod http;
 pub mod log;
+mod secrets;
 
 pub use error::StepError;
 pub use host::{Invocation, invocation};
+pub use secrets::secret;
 
 /// Bindings generated from `wit/` (world `step`); used by the macros only.
 #[doc(hidden)]
@@ -45,6 +49,7 @@ pub mod __bindings {
         pub_export_macro: true,
         export_macro_name: "__export_step",
         default_bindings_module: "weft_sdk::__bindings",
+        generate_all,
     });
 }
 

@@ -238,7 +238,7 @@ fn cancelling_mid_for_each_stops_the_items_and_starts_no_more() {
 }
 
 /// Reads the events stream of a run until it ends; returns `(event, data)`.
-fn events(server: &Server, key: &str, id: &str) -> Vec<(String, Value)> {
+pub(crate) fn events(server: &Server, key: &str, id: &str) -> Vec<(String, Value)> {
     let mut stream = TcpStream::connect(server.addr()).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))

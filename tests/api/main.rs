@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod capabilities;
 mod cli;
 mod durable;
 mod hostile;

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 /// The admin token every test server is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// The secrets key of servers on Redis, which has no data directory to
+/// keep a generated one in.
+pub const SECRETS_KEY: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+
 /// How long a fresh server may take to compile and publish the bundled components.
 const READY_WITHIN: Duration = Duration::from_secs(120);
 
@@ -25,6 +29,8 @@ pub struct Server {
     dir: tempfile::TempDir,
     /// Extra `weft serve` arguments, given again on restart.
     args: Vec<String>,
+    /// Extra environment variables, given again on restart.
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -36,23 +42,36 @@ impl Server {
     /// Starts `weft serve` with extra arguments (e.g. `--header-timeout 1s`)
     /// and waits for `/healthz`.
     pub fn start_with_args(args: &[&str]) -> Self {
-        Self::start_on(crate::common::redis(), args)
+        Self::start_on(crate::common::redis(), args, &[])
+    }
+
+    /// [`Server::start_with_args`] with extra environment variables (e.g. `WEFT_LOG`).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on(crate::common::redis(), args, env)
     }
 
     /// Starts `weft serve` on the embedded backend whichever backend the
     /// suites run on: for what only the embedded backend has (its file store).
     pub fn start_embedded() -> Self {
-        Self::start_on(None, &[])
+        Self::start_on(None, &[], &[])
     }
 
-    fn start_on(redis: Option<weft::testing::RedisServer>, args: &[&str]) -> Self {
+    fn start_on(
+        redis: Option<weft::testing::RedisServer>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("weft-serve-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("create server dir");
         let addr = format!("127.0.0.1:{}", free_port());
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let child = spawn(dir.path(), &addr, redis.as_ref(), &args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = spawn(dir.path(), &addr, redis.as_ref(), &args, &env);
         let mut server = Self {
             child,
             url: format!("http://{addr}"),
@@ -60,6 +79,7 @@ impl Server {
             redis,
             dir,
             args,
+            env,
         };
         server.wait_ready();
         server
@@ -103,8 +123,19 @@ impl Server {
             self.child.try_wait().expect("poll weft serve").is_some(),
             "the server is still running"
         );
-        self.child = spawn(self.dir.path(), &self.addr, self.redis.as_ref(), &self.args);
+        self.child = spawn(
+            self.dir.path(),
+            &self.addr,
+            self.redis.as_ref(),
+            &self.args,
+            &self.env,
+        );
         self.wait_ready();
+    }
+
+    /// The port of the server's Redis, when it runs on Redis.
+    pub fn redis_port(&self) -> Option<u16> {
+        self.redis.as_ref().map(|r| r.port())
     }
 
     /// `host:port` of the server.
@@ -153,6 +184,18 @@ impl Server {
         answer.body["id"].as_str().unwrap().to_string()
     }
 
+    /// Creates a tenant with the default limits; returns its API key.
+    pub fn create_tenant(&self, name: &str) -> String {
+        let created = crate::http::post_json(
+            self.addr(),
+            "/v1/tenants",
+            ADMIN_TOKEN,
+            &serde_json::json!({ "name": name }),
+        );
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        created.body["api_key"].as_str().unwrap().to_string()
+    }
+
     /// Everything the server wrote on stdout and stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
@@ -195,6 +238,7 @@ fn spawn(
     addr: &str,
     redis: Option<&weft::testing::RedisServer>,
     args: &[String],
+    env: &[(String, String)],
 ) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -204,7 +248,11 @@ fn spawn(
     let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
     clear_env(&mut command);
     if let Some(redis) = redis {
-        command.arg("serve").arg("--redis").arg(redis.url());
+        command
+            .arg("serve")
+            .arg("--redis")
+            .arg(redis.url())
+            .args(["--secrets-key", SECRETS_KEY]);
     } else {
         command.arg("serve");
     }
@@ -213,6 +261,7 @@ fn spawn(
         .arg("--data-dir")
         .arg(dir.join("weft"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         // Compiled components are shared by every test process.
         .env("WEFT_CACHE_DIR", crate::common::data_dir())
         .stdin(Stdio::null())

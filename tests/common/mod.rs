@@ -31,7 +31,17 @@ pub const COMPONENTS: &[(&str, &str)] = &[
     ("wrongsig", paths::WRONGSIG),
     ("badimport", paths::BADIMPORT),
     ("span", paths::SPAN),
+    ("fetch", paths::FETCH),
+    ("leak", paths::LEAK),
+    // Built against weft:step@0.1.0 by an earlier Weft, and kept as it was.
+    ("oldlog", OLD_LOG),
 ];
+
+/// The `log` example as built against world `weft:step@0.1.0`, before 0.2.0 existed.
+pub const OLD_LOG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/fixtures/log-0.1.0.wasm"
+);
 
 /// The `weft` binary under test.
 pub fn weft() -> Command {
@@ -168,4 +178,27 @@ pub fn millis(v: &Value) -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis()
+}
+
+pub mod target;
+
+/// The Python or JavaScript example component `name` (`fetch-json`,
+/// `summarize`), built from source by `scripts/polyglot.sh` on first use in
+/// this test process (a no-op when up to date); the test fails if it cannot be built.
+pub fn polyglot(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("the target directory")
+            .to_path_buf();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/polyglot.sh");
+        let status = Command::new(&script)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run scripts/polyglot.sh");
+        assert!(status.success(), "scripts/polyglot.sh failed: {status}");
+        target.join("polyglot")
+    });
+    dir.join(format!("{name}.wasm"))
 }

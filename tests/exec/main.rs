@@ -4,6 +4,7 @@
 mod common;
 
 mod artifacts;
+mod capabilities;
 mod components;
 mod examples;
 mod language;

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft::bundled::paths;
 use weft::cache::ComponentCache;
-use weft::engine::{Engine, EngineConfig, Invocation, StepLimits};
+use weft::engine::{Engine, EngineConfig, Grants, Invocation, StepLimits};
 
 use crate::common::{data_dir, exec, millis};
 
@@ -202,6 +202,7 @@ fn one_engine_survives_every_hostile_component() {
                     invocation(),
                     "{}",
                     &limits(timeout_ms),
+                    Grants::default(),
                     &CancellationToken::new(),
                 )
                 .await;
@@ -225,6 +226,7 @@ fn one_engine_survives_every_hostile_component() {
                 invocation(),
                 r#"{"still":"fine"}"#,
                 &limits(30_000),
+                Grants::default(),
                 &CancellationToken::new(),
             )
             .await;
@@ -257,7 +259,14 @@ fn cancellation_stops_a_running_step() {
         });
         let started = Instant::now();
         let execution = engine
-            .run(&linked, invocation(), "{}", &limits, &token)
+            .run(
+                &linked,
+                invocation(),
+                "{}",
+                &limits,
+                Grants::default(),
+                &token,
+            )
             .await;
         assert_eq!(execution.result.unwrap_err().code, "cancelled");
         assert!(started.elapsed() < Duration::from_secs(10));

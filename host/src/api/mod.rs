@@ -13,6 +13,7 @@ pub mod metrics;
 mod openapi;
 mod run_body;
 mod runs;
+mod secrets;
 pub mod server;
 mod signals;
 pub mod tenants;
@@ -33,6 +34,7 @@ use utoipa_axum::routes;
 
 use crate::backend::StateStore;
 use crate::cache::ComponentCache;
+use crate::capability::secrets::{SecretsKey, Vault};
 use crate::registry::Registry;
 use crate::scheduler::Scheduler;
 pub use error::ApiError;
@@ -49,6 +51,8 @@ pub struct Shared {
     pub scheduler: Arc<Scheduler>,
     pub registry: Registry,
     pub cache: Arc<ComponentCache>,
+    /// The tenants' secrets.
+    pub vault: Vault,
     /// SHA-256 of the admin token; admin calls are refused without one.
     admin_token_hash: Option<[u8; 32]>,
     rates: tenants::RateLimits,
@@ -70,16 +74,23 @@ impl AppState {
         scheduler: Arc<Scheduler>,
         cache: Arc<ComponentCache>,
         admin_token: Option<&str>,
+        secrets_key: Option<SecretsKey>,
     ) -> Self {
         let registry = Registry::new(
             scheduler.store().clone(),
             cache.clone(),
             scheduler.clock().clone(),
         );
+        let vault = Vault::new(
+            scheduler.store().clone(),
+            secrets_key,
+            scheduler.clock().clone(),
+        );
         Self(Arc::new(Shared {
             scheduler,
             registry,
             cache,
+            vault,
             admin_token_hash: admin_token.map(tenants::hash_secret),
             rates: tenants::RateLimits::default(),
             publishes: tenants::RateLimits::default(),
@@ -108,6 +119,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::items))
         .routes(routes!(signals::send))
+        .routes(routes!(secrets::list))
+        .routes(routes!(secrets::set, secrets::delete))
         .routes(routes!(runs::schema))
         .routes(routes!(workflows::list))
         .routes(routes!(workflows::publish, workflows::get))

@@ -18,6 +18,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "components", description = "The component registry"),
         (name = "workflows", description = "Workflow documents"),
         (name = "runs", description = "Runs of workflows"),
+        (name = "secrets", description = "The tenant's secrets, which steps read (values are never returned)"),
         (name = "health", description = "Probes and metrics"),
     ),
 )]

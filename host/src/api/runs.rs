@@ -90,7 +90,7 @@ pub(super) async fn check_document(
         .registry
         .snapshot(&tenant.name, referenced_names(&document))
         .await?;
-    let limits = tenant.limits;
+    let limits = tenant.limits.clone();
     let checked = crate::budget::offload_if_large(size, move || {
         let validated = workflow::validate(&document, &snapshot)?;
         let problems = over_limits(&validated.workflow, &limits);
@@ -101,7 +101,42 @@ pub(super) async fn check_document(
         }
     })
     .await;
-    checked.map_err(invalid)
+    let (validated, document) = checked.map_err(invalid)?;
+    let problems = unknown_secrets(state, tenant, &validated.workflow).await?;
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    Ok((validated, document))
+}
+
+/// A problem for each secret a step lists that the tenant does not have.
+async fn unknown_secrets(
+    state: &AppState,
+    tenant: &TenantRecord,
+    workflow: &workflow::Workflow,
+) -> Result<Vec<Problem>, ApiError> {
+    let listed = workflow.steps.iter().flat_map(|s| s.secrets.iter());
+    if listed.clone().next().is_none() {
+        return Ok(Vec::new());
+    }
+    let unknown = state
+        .vault
+        .unknown(&tenant.name, listed.map(String::as_str))
+        .await?;
+    let mut problems = Vec::new();
+    for (i, step) in workflow.steps.iter().enumerate() {
+        for (k, name) in step.secrets.iter().enumerate() {
+            if unknown.contains(name) {
+                problems.push(Problem::new(
+                    format!("/steps/{i}/secrets/{k}"),
+                    format!(
+                        "unknown secret {name:?}: set it first with PUT /v1/secrets/{name} (weft secret set {name})"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(problems)
 }
 
 /// Steps asking for more than the tenant may use.

@@ -148,7 +148,19 @@ pub struct LimitsPatch {
     #[serde(default, deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_deliveries: Option<u32>,
+    /// Host patterns, replacing the tenant's list (`[]` allows nothing).
+    #[schema(max_items = 1000)]
+    pub allowed_hosts: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 100_000)]
+    pub http_requests: Option<u32>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
+    pub http_response_bytes: Option<u64>,
 }
+
+/// Most entries of a tenant's `allowed_hosts`.
+pub const MAX_ALLOWED_HOSTS: usize = 1000;
 
 /// Reads a limit that is a whole number, also when written `64.0`: JSON Schema,
 /// and so the OpenAPI document, counts that as an integer; serde does not.
@@ -323,6 +335,41 @@ impl LimitsPatch {
             &mut l.max_deliveries,
             &mut p,
         );
+        set(
+            at,
+            "http_requests",
+            self.http_requests,
+            1,
+            100_000,
+            &mut l.http_requests,
+            &mut p,
+        );
+        set(
+            at,
+            "http_response_bytes",
+            self.http_response_bytes,
+            1,
+            MAX_INT64,
+            &mut l.http_response_bytes,
+            &mut p,
+        );
+        if let Some(hosts) = &self.allowed_hosts {
+            if hosts.len() > MAX_ALLOWED_HOSTS {
+                p.push(crate::workflow::Problem::new(
+                    format!("{at}/allowed_hosts"),
+                    format!("at most {MAX_ALLOWED_HOSTS} entries"),
+                ));
+            }
+            for (i, host) in hosts.iter().enumerate().take(MAX_ALLOWED_HOSTS) {
+                if let Err(why) = crate::capability::hosts::HostPattern::parse(host) {
+                    p.push(crate::workflow::Problem::new(
+                        format!("{at}/allowed_hosts/{i}"),
+                        why,
+                    ));
+                }
+            }
+            l.allowed_hosts = hosts.clone();
+        }
         if p.is_empty() {
             Ok(limits)
         } else {
@@ -449,7 +496,7 @@ pub async fn set_limits(
     let not_found = || ApiError::not_found(format_args!("tenant {name:?}"));
     let tenant = state.store().tenant(&name).await?.ok_or_else(not_found)?;
     let limits = patch.apply(tenant.limits, "")?;
-    if !state.store().set_limits(&name, limits).await? {
+    if !state.store().set_limits(&name, limits.clone()).await? {
         return Err(not_found());
     }
     Ok(Json(limits))

@@ -160,6 +160,23 @@ pub struct VersionRecord {
     pub published_at: Millis,
 }
 
+/// A secret as stores keep it: only its sealed bytes (`capability::secrets`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedSecret {
+    /// Nonce and ciphertext.
+    pub sealed: Vec<u8>,
+    pub updated_at: Millis,
+}
+
+/// A secret as clients may see it: its name, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SecretInfo {
+    pub name: String,
+    /// When it was last set (RFC 3339 in the API).
+    #[serde(skip)]
+    pub updated_at: Millis,
+}
+
 /// What publishing a version did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Published {
@@ -244,7 +261,7 @@ pub enum Signalled {
 
 /// Per-tenant limits. The per-step ones are both the default of a step that
 /// sets nothing and the most a step may ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Unfinished runs at once.
@@ -275,6 +292,14 @@ pub struct Limits {
     pub retention_hours: u32,
     /// Deliveries of one step attempt before it fails `delivery_limit`.
     pub max_deliveries: u32,
+    /// Hosts the tenant's steps may call (`api.example.com`,
+    /// `*.stripe.com:443`, `10.0.0.5:8080`); a step still lists the ones it
+    /// calls. Internal addresses are reached only when named here literally.
+    pub allowed_hosts: Vec<String>,
+    /// Outgoing HTTP requests per step attempt.
+    pub http_requests: u32,
+    /// Largest body of one outgoing HTTP response, in bytes.
+    pub http_response_bytes: u64,
 }
 
 impl Default for Limits {
@@ -283,7 +308,8 @@ impl Default for Limits {
         Self {
             concurrent_runs: 1_000,
             runs_per_second: 500,
-            component_bytes: 16 << 20,
+            // A componentize-py step is about 18 MiB, a componentize-js one 12.
+            component_bytes: 64 << 20,
             fuel: step.fuel,
             memory_mb: step.memory_mb,
             timeout_ms: step.timeout_ms,
@@ -295,6 +321,9 @@ impl Default for Limits {
             publishes_per_minute: 60,
             retention_hours: 24,
             max_deliveries: step.max_deliveries,
+            allowed_hosts: Vec::new(),
+            http_requests: 50,
+            http_response_bytes: 10 << 20,
         }
     }
 }
@@ -481,6 +510,23 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Replaces a tenant's limits; false when there is no such tenant.
     async fn set_limits(&self, name: &str, limits: Limits) -> Result<bool, BackendError>;
+
+    /// Sets the tenant's secret `name` (sealed); true when it is new.
+    async fn put_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        secret: SealedSecret,
+    ) -> Result<bool, BackendError>;
+
+    /// The tenant's secret `name`, sealed.
+    async fn secret(&self, tenant: &str, name: &str) -> Result<Option<SealedSecret>, BackendError>;
+
+    /// The names of the tenant's secrets and when each was set, sorted by name.
+    async fn secrets(&self, tenant: &str) -> Result<Vec<SecretInfo>, BackendError>;
+
+    /// Deletes the tenant's secret `name`; false when there was none.
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, BackendError>;
 
     /// Records that this node is alive, for [`StateStore::cluster`]; nodes
     /// not heard of for a while are left out.

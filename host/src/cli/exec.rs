@@ -9,17 +9,20 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::redact::printable_redis_url;
+use crate::backend::Limits;
 use crate::backend::memory::{MemoryBackend, Retention};
 use crate::backend::redis::{RedisBackend, RedisConfig};
 use crate::backend::{StateStore, WorkQueue};
 use crate::bundled;
 use crate::cache::ComponentCache;
+use crate::capability::hosts::HostPattern;
+use crate::capability::secrets::{MAX_SECRET_BYTES, SecretsKey, Vault};
 use crate::engine::{Engine, EngineConfig};
 use crate::registry::Snapshot;
 use crate::scheduler::clock::{Clock, SystemClock};
 use crate::scheduler::model::{RunSpec, RunStatus, StepDefaults};
 use crate::scheduler::{Scheduler, new_run_id};
-use crate::worker::Worker;
+use crate::worker::{Capabilities, Worker};
 use crate::workflow::{self, Problem};
 
 /// Arguments of `weft exec`.
@@ -45,6 +48,16 @@ pub struct ExecArgs {
     /// with its password replaced by `***`.
     #[arg(long, env = "WEFT_REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
+    /// A secret the steps may list under `"secrets"`: `NAME=VALUE`, or
+    /// `NAME=@FILE` to read the value from a file; repeatable. Kept in this
+    /// process only.
+    #[arg(long = "secret", value_name = "NAME=VALUE")]
+    pub secrets: Vec<String>,
+    /// A host the steps may call when they also list it under
+    /// `"http": {"allow": [...]}` (`api.example.com`, `*.example.com`,
+    /// `127.0.0.1:8080`); repeatable. Without it no request goes out.
+    #[arg(long = "allow-host", value_name = "PATTERN")]
+    pub allow_hosts: Vec<String>,
 }
 
 /// A component available to `weft exec`.
@@ -163,8 +176,20 @@ pub async fn exec(args: ExecArgs) -> ExitCode {
         "components ready"
     );
 
+    let capabilities = match capabilities(&args, &spec, clock.clone()).await {
+        Ok(c) => c,
+        Err(refusal) => {
+            refusal.print();
+            return ExitCode::from(2);
+        }
+    };
     let scheduler = Scheduler::new(store, queue, clock);
-    let worker = Worker::new(scheduler.clone(), cache.clone(), args.concurrency as usize);
+    let worker = Worker::new(
+        scheduler.clone(),
+        cache.clone(),
+        args.concurrency as usize,
+        capabilities,
+    );
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
 
     let tenant = spec.tenant.clone();
@@ -197,6 +222,89 @@ pub async fn exec(args: ExecArgs) -> ExitCode {
             ExitCode::from(3)
         }
     }
+}
+
+/// The secrets of `--secret` (in a store of this process only, sealed like a
+/// server's) and the hosts of `--allow-host`; every secret a step lists must
+/// be given.
+async fn capabilities(
+    args: &ExecArgs,
+    spec: &RunSpec,
+    clock: Arc<dyn Clock>,
+) -> Result<Capabilities, Refusal> {
+    let problems: Vec<Problem> = (args.allow_hosts.iter().enumerate())
+        .filter_map(|(i, h)| {
+            let why = HostPattern::parse(h).err()?;
+            Some(Problem::new(format!("/allow-host/{i}"), why))
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(Refusal {
+            code: "invalid_request",
+            message: "an --allow-host is not a host pattern".into(),
+            details: problems,
+        });
+    }
+    let store = MemoryBackend::new(clock.clone(), None, Retention::default());
+    let vault = Vault::new(store, Some(SecretsKey::random()), clock);
+    let mut given = Vec::new();
+    for arg in &args.secrets {
+        let Some((name, value)) = arg.split_once('=') else {
+            return Err(Refusal::new(
+                "invalid_request",
+                format!(
+                    "--secret {:?} is not NAME=VALUE (or NAME=@FILE)",
+                    arg.split('=').next().unwrap_or_default()
+                ),
+            ));
+        };
+        let value = match value.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                Refusal::new(
+                    "invalid_request",
+                    format!("--secret {name}: cannot read {path}: {e}"),
+                )
+            })?,
+            None => value.to_string(),
+        };
+        if !workflow::is_valid_name(name) || value.len() > MAX_SECRET_BYTES {
+            return Err(Refusal::new(
+                "invalid_request",
+                format!(
+                    "--secret {name}: a name is lowercase letters, digits, `_` and `-`, and a value at most {MAX_SECRET_BYTES} bytes"
+                ),
+            ));
+        }
+        vault
+            .set(&spec.tenant, name, &value)
+            .await
+            .map_err(|e| Refusal::new("invalid_request", e.to_string()))?;
+        given.push(name.to_string());
+    }
+    let missing: Vec<Problem> = (spec.workflow.steps.iter().enumerate())
+        .flat_map(|(i, step)| step.secrets.iter().enumerate().map(move |(k, n)| (i, k, n)))
+        .filter(|(_, _, name)| !given.contains(name))
+        .map(|(i, k, name)| {
+            Problem::new(
+                format!("/steps/{i}/secrets/{k}"),
+                format!("unknown secret {name:?}: give it with --secret {name}=VALUE"),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(Refusal {
+            code: "invalid_workflow",
+            message: format!("the workflow has {} problem(s)", missing.len()),
+            details: missing,
+        });
+    }
+    Ok(Capabilities {
+        vault,
+        fixed_limits: Some(Limits {
+            allowed_hosts: args.allow_hosts.clone(),
+            ..Limits::default()
+        }),
+    })
 }
 
 /// Reads and validates everything; compiles (or loads) the components used.

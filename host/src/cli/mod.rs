@@ -87,6 +87,13 @@ pub enum Command {
     /// Exit code 0 when sent, 2 when the server refused (no such run, it has
     /// ended, too many kept), 3 when the server cannot be reached or failed.
     Signal(client::SignalArgs),
+    /// Set, list and delete the tenant's secrets, which steps read when they
+    /// list them under `"secrets"`; values are never shown again.
+    ///
+    /// Exit code 0 when done, 2 when the server refused (e.g. no such
+    /// secret; its error on stderr, as JSON), 3 when the server cannot be
+    /// reached or failed.
+    Secret(client::SecretArgs),
     /// Publish and list workflow templates.
     Workflow(client::WorkflowArgs),
     /// Manage the tenants of a Weft server (needs the admin token).
@@ -122,6 +129,7 @@ pub fn main() -> ExitCode {
             Command::Runs(args) => client::runs(args).await,
             Command::Cancel(args) => client::cancel(args).await,
             Command::Signal(args) => client::signal(args).await,
+            Command::Secret(args) => client::secret(args).await,
             Command::Workflow(args) => client::workflow(args).await,
             Command::Tenant(args) => client::tenant(args).await,
         }

@@ -16,11 +16,12 @@ use crate::backend::redis::{RedisBackend, RedisConfig};
 use crate::backend::{BackendError, Limits, NodeInfo, Published, StateStore, WorkQueue};
 use crate::bundled;
 use crate::cache::ComponentCache;
+use crate::capability::secrets::SecretsKey;
 use crate::engine::{Engine, EngineConfig};
 use crate::registry::Registry;
 use crate::scheduler::Scheduler;
 use crate::scheduler::clock::{Clock, SystemClock, rfc3339};
-use crate::worker::Worker;
+use crate::worker::{Capabilities, Worker};
 
 /// Arguments of `weft serve`.
 #[derive(Debug, clap::Args)]
@@ -91,6 +92,32 @@ pub struct ServeArgs {
     /// things out and for comparing.
     #[arg(long, env = "WEFT_STORE", value_enum, default_value = "file")]
     pub store: StoreKind,
+    /// The 256-bit key secrets are sealed with, as 64 hexadecimal digits
+    /// (e.g. from `openssl rand -hex 32`); the same on every node of a
+    /// cluster. Needed with --redis for secrets; without it the embedded
+    /// backend generates one in DATA_DIR/secrets-key (mode 0600).
+    #[arg(long, env = "WEFT_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+    /// A PEM file of CA certificates that steps' HTTPS requests trust besides
+    /// the usual public roots (a private CA); repeatable.
+    #[arg(long = "http-ca-file", env = "WEFT_HTTP_CA_FILE", value_name = "PEM")]
+    pub http_ca_files: Vec<PathBuf>,
+}
+
+/// The key secrets are sealed with: `--secrets-key`, else on the embedded
+/// backend the one in the data directory (made on first start); with Redis
+/// and no key, the node refuses secrets.
+fn secrets_key(args: &ServeArgs, data_dir: &Path) -> Result<Option<SecretsKey>, String> {
+    match (&args.secrets_key, &args.redis) {
+        (Some(hex), _) => SecretsKey::from_hex(hex).map(Some),
+        (None, None) => SecretsKey::load_or_create(data_dir).map(Some),
+        (None, Some(_)) => {
+            tracing::warn!(
+                "no WEFT_SECRETS_KEY: this node refuses secrets; give every node the same key to use them"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// A duration such as `10s` or `1m`, not zero.
@@ -151,6 +178,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
 
     let engine = Engine::new(&EngineConfig {
         max_concurrency: args.concurrency,
+        http_ca_files: args.http_ca_files.clone(),
         ..EngineConfig::default()
     })
     .map_err(|e| format!("cannot create the wasm engine: {e:#}"))?;
@@ -232,13 +260,24 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         "http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
     );
-    let state = AppState::new(scheduler.clone(), cache.clone(), Some(&admin_token));
+    let secrets_key = secrets_key(&args, &data_dir)?;
+    let state = AppState::new(
+        scheduler.clone(),
+        cache.clone(),
+        Some(&admin_token),
+        secrets_key.clone(),
+    );
     let router = match args.role {
         Role::Worker => api::probes(state.clone()),
         Role::All | Role::Api => api::router(state.clone()),
     };
 
-    let worker = Worker::new(scheduler.clone(), cache.clone(), args.concurrency as usize);
+    let worker = Worker::new(
+        scheduler.clone(),
+        cache.clone(),
+        args.concurrency as usize,
+        Capabilities::of_tenants(&scheduler, secrets_key),
+    );
     let stop_worker = CancellationToken::new();
     let worker_task =
         (args.role != Role::Api).then(|| tokio::spawn(worker.clone().run(stop_worker.clone())));

@@ -1,6 +1,6 @@
 //! Weft's wasmtime policy, and the only place that configures wasmtime: pooling
-//! allocator, epoch ticker, fuel, memory limiter, and a WASI context that grants
-//! nothing.
+//! allocator, epoch ticker, fuel, memory limiter, a WASI context that grants
+//! nothing, and the capabilities a step is granted (`capability`).
 
 mod host;
 mod output;
@@ -14,9 +14,11 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Enabled, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-use crate::bindings::{Step, StepPre};
+use crate::bindings::{v1, v2};
+use crate::capability::http::Outbound;
 
-pub use host::{LogLine, StepHost};
+pub(crate) use host::Attempt;
+pub use host::{Grants, LogLine, StepHost};
 pub use run::{Execution, Failure, Invocation, StepLimits};
 
 /// How a node's wasmtime engine is set up. Every field changes either the
@@ -32,6 +34,10 @@ pub struct EngineConfig {
     pub epoch_tick_ms: u64,
     /// Cranelift optimisation; `false` compiles faster and runs slower.
     pub optimize: bool,
+    /// PEM files of CA certificates that steps' HTTPS requests trust besides
+    /// webpki's roots (a private CA).
+    #[serde(default)]
+    pub http_ca_files: Vec<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +47,7 @@ impl Default for EngineConfig {
             max_memory_mb: 4096,
             epoch_tick_ms: 10,
             optimize: true,
+            http_ca_files: Vec::new(),
         }
     }
 }
@@ -72,7 +79,14 @@ pub enum ComponentError {
 /// the step signature: the only state in which a component can be run.
 #[derive(Clone)]
 pub struct Linked {
-    pre: StepPre<StepHost>,
+    pre: Pre,
+}
+
+/// The world version a component was built against.
+#[derive(Clone)]
+enum Pre {
+    V1(v1::StepPre<StepHost>),
+    V2(v2::StepPre<StepHost>),
 }
 
 /// The node's wasmtime engine with Weft's policy applied.
@@ -82,6 +96,7 @@ pub struct Engine {
     fingerprint: String,
     tick: Duration,
     compiles: AtomicU64,
+    outbound: Outbound,
 }
 
 impl Engine {
@@ -125,7 +140,14 @@ impl Engine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Step::add_to_linker::<_, wasmtime::component::HasSelf<StepHost>>(&mut linker, |h| h)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        type Data = wasmtime::component::HasSelf<StepHost>;
+        // World 0.2.0's own interfaces; its `wasi:http` is linked above.
+        v2::weft::step::host::add_to_linker::<_, Data>(&mut linker, |h| h)?;
+        v2::weft::step::secrets::add_to_linker::<_, Data>(&mut linker, |h| h)?;
+        v2::weft::step::types::add_to_linker::<_, Data>(&mut linker, |h| h)?;
+        v1::Step::add_to_linker::<_, Data>(&mut linker, |h| h)?;
+        let outbound = Outbound::new(&config.http_ca_files)?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -140,6 +162,7 @@ impl Engine {
             fingerprint,
             tick,
             compiles: AtomicU64::new(0),
+            outbound,
         }))
     }
 
@@ -183,8 +206,14 @@ impl Engine {
             let msg = root_cause(&e);
             ComponentError::UnsatisfiedImport(describe_import(&msg))
         })?;
-        let pre =
-            StepPre::new(instance_pre).map_err(|e| ComponentError::WrongExport(root_cause(&e)))?;
+        // A component of either version exports `run` with its own `step-error`.
+        let pre = match v2::StepPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::V2(pre),
+            Err(v2_error) => match v1::StepPre::new(instance_pre) {
+                Ok(pre) => Pre::V1(pre),
+                Err(_) => return Err(ComponentError::WrongExport(root_cause(&v2_error))),
+            },
+        };
         Ok(Linked { pre })
     }
 
@@ -194,6 +223,10 @@ impl Engine {
 
     pub(crate) fn tick(&self) -> Duration {
         self.tick
+    }
+
+    pub(crate) fn outbound(&self) -> &Outbound {
+        &self.outbound
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::host::{LogLine, StepHost};
-use super::{Engine, Linked};
+use super::host::{Grants, LogLine, StepHost};
+use super::{Engine, Linked, Pre};
 use crate::bindings;
 
 /// Who is running: passed to the guest through `current-invocation`.
@@ -63,6 +63,9 @@ enum Interrupted {
     Timeout,
     #[error("step was cancelled")]
     Cancelled,
+    /// A capability's budget ran out; the attempt holds the reason.
+    #[error("step was stopped by the host")]
+    Stopped,
 }
 
 const MAX_ERROR_CODE: usize = 64;
@@ -77,6 +80,7 @@ impl Engine {
         invocation: Invocation,
         input: &str,
         limits: &StepLimits,
+        grants: Grants,
         cancel: &CancellationToken,
     ) -> Execution {
         let started = Instant::now();
@@ -88,9 +92,12 @@ impl Engine {
                 step_id: invocation.step_id,
                 attempt: invocation.attempt,
             },
+            grants,
+            self.outbound().clone(),
             limits.memory_bytes,
             limits.output_bytes.min(64 * 1024),
         );
+        let attempt = host.attempt.clone();
         let mut store = Store::new(self.wasmtime(), host);
         store.limiter(|h| &mut h.limiter);
         // Fuel and epochs both stop CPU-bound guests; only the outer timeout below
@@ -98,9 +105,13 @@ impl Engine {
         let _ = store.set_fuel(limits.fuel);
         store.set_epoch_deadline(1);
         let token = cancel.clone();
+        let stopped = attempt.stopped().clone();
         store.epoch_deadline_callback(move |_| {
             if token.is_cancelled() {
                 return Err(Interrupted::Cancelled.into());
+            }
+            if stopped.is_cancelled() {
+                return Err(Interrupted::Stopped.into());
             }
             if Instant::now() >= deadline {
                 return Err(Interrupted::Timeout.into());
@@ -110,24 +121,46 @@ impl Engine {
 
         let called = {
             let call = async {
-                let step = linked.pre.instantiate_async(&mut store).await?;
-                step.call_run(&mut store, input).await
+                match &linked.pre {
+                    Pre::V2(pre) => {
+                        let step = pre.instantiate_async(&mut store).await?;
+                        step.call_run(&mut store, input).await
+                    }
+                    Pre::V1(pre) => {
+                        let step = pre.instantiate_async(&mut store).await?;
+                        let result = step.call_run(&mut store, input).await?;
+                        Ok(result.map_err(|e| bindings::v2::StepError {
+                            code: e.code,
+                            message: e.message,
+                            retryable: e.retryable,
+                        }))
+                    }
+                }
             };
             let outer = tokio::time::sleep_until((deadline + self.tick()).into());
             tokio::select! {
                 r = call => Called::Returned(r),
                 _ = outer => Called::Interrupted(Interrupted::Timeout),
                 _ = cancel.cancelled() => Called::Interrupted(Interrupted::Cancelled),
+                _ = attempt.stopped().cancelled() => Called::Interrupted(Interrupted::Stopped),
             }
         };
 
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let result = match called {
-            Called::Returned(Ok(Ok(output))) => check_output(output, limits.output_bytes),
+            // A budget that ran out fails the attempt whatever the guest did next.
+            _ if attempt.stop_reason().is_some() => Err(attempt.stop_reason().expect("stopped")),
+            Called::Returned(Ok(Ok(output))) => check_output(output, limits.output_bytes)
+                .map(|output| redact_json(output, &attempt)),
             Called::Returned(Ok(Err(e))) => Err(guest_error(e)),
             Called::Returned(Err(e)) => Err(classify(&e, store.data().limiter.denied, limits)),
             Called::Interrupted(i) => Err(interrupted(&i, limits)),
         };
+        let result = result.map_err(|mut f| {
+            f.message = attempt.redact(&f.message);
+            f.code = attempt.redact(&f.code);
+            f
+        });
         let host = store.into_data();
         Execution {
             result,
@@ -139,7 +172,7 @@ impl Engine {
 }
 
 enum Called {
-    Returned(wasmtime::Result<Result<String, bindings::StepError>>),
+    Returned(wasmtime::Result<Result<String, bindings::v2::StepError>>),
     Interrupted(Interrupted),
 }
 
@@ -166,7 +199,31 @@ fn check_output(output: String, cap: usize) -> Result<serde_json::Value, Failure
         .map_err(|e| Failure::host("invalid_output", format!("output is not JSON: {e}")))
 }
 
-fn guest_error(e: bindings::StepError) -> Failure {
+/// `value` with the step's secrets replaced by `***` in every string and key.
+fn redact_json(value: serde_json::Value, attempt: &super::host::Attempt) -> serde_json::Value {
+    use serde_json::Value;
+    fn walk(value: Value, attempt: &super::host::Attempt) -> Value {
+        match value {
+            Value::String(s) => Value::String(attempt.redact(&s)),
+            Value::Array(items) => {
+                Value::Array(items.into_iter().map(|v| walk(v, attempt)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (attempt.redact(&k), walk(v, attempt)))
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+    if attempt.redacts() {
+        walk(value, attempt)
+    } else {
+        value
+    }
+}
+
+fn guest_error(e: bindings::v2::StepError) -> Failure {
     let mut code = e.code;
     if code.is_empty() {
         code = "error".to_string();
@@ -192,6 +249,7 @@ fn interrupted(i: &Interrupted, limits: &StepLimits) -> Failure {
             message: "step was cancelled".into(),
             retryable: false,
         },
+        Interrupted::Stopped => Failure::host("stopped", "step was stopped by the host"),
     }
 }
 
@@ -224,27 +282,26 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, limits: &StepLimits) -> Fa
 
 /// The attempt's log: host `log` lines, then stdout and stderr lines, all under
 /// the same caps, and one final warning when anything was dropped.
-fn collect_logs(mut host: StepHost) -> Vec<LogLine> {
+fn collect_logs(host: StepHost) -> Vec<LogLine> {
     let mut dropped_bytes = 0;
-    for stream in ["stdout", "stderr"] {
-        let pipe = if stream == "stdout" {
-            host.stdout.clone()
+    for pipe in [&host.stdout, &host.stderr] {
+        let stream = if std::ptr::eq(pipe, &host.stdout) {
+            "stdout"
         } else {
-            host.stderr.clone()
+            "stderr"
         };
         let (lines, dropped) = pipe.lines();
         dropped_bytes += dropped;
         for line in lines {
-            host.push_log(stream, &line);
+            host.attempt.log(stream, &line);
         }
     }
-    let mut logs = std::mem::take(&mut host.logs);
-    if host.dropped_logs > 0 || dropped_bytes > 0 {
+    let (mut logs, dropped_lines) = host.attempt.take_log();
+    if dropped_lines > 0 || dropped_bytes > 0 {
         logs.push(LogLine {
             level: "warn".into(),
             message: format!(
-                "log truncated: {} lines and {dropped_bytes} bytes of output dropped over the caps",
-                host.dropped_logs
+                "log truncated: {dropped_lines} lines and {dropped_bytes} bytes of output dropped over the caps"
             ),
         });
     }

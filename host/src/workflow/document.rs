@@ -5,6 +5,8 @@ use std::fmt;
 use semver::VersionReq;
 use serde_json::Value;
 
+use crate::capability::hosts::HostPattern;
+
 use super::condition::Condition;
 use super::template::Template;
 
@@ -101,6 +103,11 @@ pub struct Step {
     pub on_error: OnError,
     /// What undoes the step when the run fails or is cancelled after it succeeded.
     pub compensate: Option<Compensation>,
+    /// Hosts the step (and its compensation) may call (`"http": {"allow": [...]}`),
+    /// within the tenant's `allowed_hosts`.
+    pub http_allow: Vec<HostPattern>,
+    /// The tenant's secrets the step (and its compensation) may read.
+    pub secrets: Vec<String>,
 }
 
 /// What a step does.

@@ -13,6 +13,7 @@ use super::document::{
 use super::template::{Root, Template};
 use super::{ComponentResolver, Problem, Validated, cut, dag, quoted, schema, sort_problems};
 use super::{is_valid_name, parse_requirement};
+use crate::capability::hosts::HostPattern;
 
 /// Parse and validate a workflow document and pin every step's component through `resolver`.
 ///
@@ -117,6 +118,8 @@ pub fn validate(doc: &Value, resolver: &dyn ComponentResolver) -> Result<Validat
                 retry: draft.retry,
                 timeout_ms: draft.timeout_ms,
                 limits: draft.limits,
+                http_allow: draft.http_allow,
+                secrets: draft.secrets,
             }),
             // Only reachable together with a problem already reported for this step.
             _ if !problems.is_empty() => {}
@@ -227,6 +230,8 @@ struct Draft<'d> {
     when: Option<Condition>,
     on_error: OnError,
     compensate: Option<CompensationDraft>,
+    http_allow: Vec<HostPattern>,
+    secrets: Vec<String>,
 }
 
 /// What could be read of a step's `compensate`.
@@ -338,7 +343,11 @@ fn draft_step<'d>(
             format!("{t} is more than a step that runs a component may take ({MAX_TIMEOUT_MS} ms, a day)"),
         ));
     }
+    let http_allow = http_allow(get("http"), &base, problems);
+    let secrets = secret_names(get("secrets"), &base, problems);
     Draft {
+        http_allow,
+        secrets,
         id: get("id").and_then(Value::as_str),
         component,
         wait,
@@ -355,17 +364,67 @@ fn draft_step<'d>(
     }
 }
 
+/// Most hosts one step may list under `http.allow`, and most secrets.
+pub const MAX_STEP_HOSTS: usize = 100;
+pub const MAX_STEP_SECRETS: usize = 100;
+
+/// `"http": {"allow": [...]}`: each entry a host pattern.
+fn http_allow(raw: Option<&Value>, base: &str, problems: &mut Vec<Problem>) -> Vec<HostPattern> {
+    let entries = raw
+        .and_then(|h| h.get("allow"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .take(MAX_STEP_HOSTS);
+    let mut allow = Vec::new();
+    for (k, entry) in entries {
+        let Some(text) = entry.as_str() else { continue };
+        match HostPattern::parse(text) {
+            Ok(p) => allow.push(p),
+            Err(why) => problems.push(Problem::new(format!("{base}/http/allow/{k}"), why)),
+        }
+    }
+    allow
+}
+
+/// `"secrets": [...]`: names of the tenant's secrets (whether they exist is
+/// checked at submission, against the tenant's secrets).
+fn secret_names(raw: Option<&Value>, base: &str, problems: &mut Vec<Problem>) -> Vec<String> {
+    let mut names = Vec::new();
+    for (k, name) in raw
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .take(MAX_STEP_SECRETS)
+    {
+        let Some(name) = name.as_str() else { continue };
+        if !super::is_valid_name(name) {
+            problems.push(Problem::new(
+                format!("{base}/secrets/{k}"),
+                format!("{} is not a secret name: lowercase letters, digits, `_` and `-`, starting with a letter", quoted(name)),
+            ));
+        } else if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
 /// The fields that say what a step does: exactly one of them.
 const ACTIONS: [&str; 5] = ["component", "sleep_ms", "sleep_until", "signal", "workflow"];
 
 /// Fields only a step that runs a component may have.
-const COMPONENT_ONLY: [&str; 6] = [
+const COMPONENT_ONLY: [&str; 8] = [
     "input",
     "retry",
     "limits",
     "for_each",
     "max_concurrency",
     "compensate",
+    "http",
+    "secrets",
 ];
 
 /// What a step that waits does (`sleep_ms`, `sleep_until` or `signal`);

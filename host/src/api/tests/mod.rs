@@ -68,7 +68,12 @@ impl Api {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let backend = MemoryBackend::new(clock.clone(), None, Retention::default());
         let scheduler = Scheduler::new(backend.clone(), backend.clone(), clock.clone());
-        let state = AppState::new(scheduler.clone(), cache(), Some(ADMIN));
+        let state = AppState::new(
+            scheduler.clone(),
+            cache(),
+            Some(ADMIN),
+            Some(crate::capability::secrets::SecretsKey::random()),
+        );
         let registry = Registry::new(backend.clone(), cache(), clock.clone());
         let mut keys = Vec::new();
         for name in ["acme", "other"] {
@@ -87,7 +92,8 @@ impl Api {
             keys.push(key);
         }
         let stop = CancellationToken::new();
-        tokio::spawn(Worker::new(scheduler, cache(), 8).run(stop.clone()));
+        let capabilities = crate::worker::Capabilities::of_tenants(&scheduler, None);
+        tokio::spawn(Worker::new(scheduler, cache(), 8, capabilities).run(stop.clone()));
         let (router, openapi) = router_and_openapi(state.clone());
         Self {
             router,

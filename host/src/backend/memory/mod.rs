@@ -25,8 +25,8 @@ pub use store::Fsync;
 
 use super::{
     Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Delivery, Limits, NewRun,
-    NodeInfo, Outcome, Published, QueueInfo, Signalled, StateStore, TenantRecord, VersionRecord,
-    WorkQueue,
+    NodeInfo, Outcome, Published, QueueInfo, SealedSecret, SecretInfo, Signalled, StateStore,
+    TenantRecord, VersionRecord, WorkQueue,
 };
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::model::{ItemsPage, RunError, RunEvent, RunView, Target};
@@ -391,12 +391,44 @@ impl StateStore for MemoryBackend {
         })
     }
 
+    async fn put_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        secret: SealedSecret,
+    ) -> Result<bool, BackendError> {
+        let _order = self.persisting.lock().await;
+        let (owner, key, stored) = (tenant.to_string(), name.to_string(), secret.clone());
+        self.with_store(move |s| s.put_secret(&owner, &key, &stored))
+            .await?;
+        Ok(self.lock().registry.put_secret(tenant, name, secret))
+    }
+
+    async fn secret(&self, tenant: &str, name: &str) -> Result<Option<SealedSecret>, BackendError> {
+        Ok(self.lock().registry.secret(tenant, name))
+    }
+
+    async fn secrets(&self, tenant: &str) -> Result<Vec<SecretInfo>, BackendError> {
+        Ok(self.lock().registry.secrets(tenant))
+    }
+
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, BackendError> {
+        let _order = self.persisting.lock().await;
+        if !self.lock().registry.has_secret(tenant, name) {
+            return Ok(false);
+        }
+        let (owner, key) = (tenant.to_string(), name.to_string());
+        self.with_store(move |s| s.delete_secret(&owner, &key))
+            .await?;
+        Ok(self.lock().registry.delete_secret(tenant, name))
+    }
+
     async fn set_limits(&self, name: &str, limits: Limits) -> Result<bool, BackendError> {
         let _order = self.persisting.lock().await;
         let Some(mut tenant) = self.lock().registry.tenant(name) else {
             return Ok(false);
         };
-        tenant.limits = limits;
+        tenant.limits = limits.clone();
         self.with_store(move |s| s.update_tenant(&tenant)).await?;
         Ok(self.lock().registry.set_limits(name, limits))
     }

@@ -3,12 +3,14 @@
 //! it before they change here; blobs go to their own files, named by digest,
 //! before the record naming them is written.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
 use super::MemoryBackend;
-use crate::backend::{BackendError, Limits, Published, TenantRecord, VersionRecord};
+use crate::backend::{
+    BackendError, Limits, Published, SealedSecret, SecretInfo, TenantRecord, VersionRecord,
+};
 
 /// Tenants and `(tenant, name)` -> versions, oldest first.
 #[derive(Default)]
@@ -17,6 +19,8 @@ pub(super) struct Registry {
     tenants: HashMap<String, TenantRecord>,
     /// API key hash -> tenant name.
     keys: HashMap<String, String>,
+    /// (tenant, name) -> sealed secret; sorted so that listing is by name.
+    secrets: BTreeMap<(String, String), SealedSecret>,
 }
 
 impl Registry {
@@ -24,8 +28,12 @@ impl Registry {
     pub(super) fn from_records(
         tenants: Vec<TenantRecord>,
         versions: Vec<(String, VersionRecord)>,
+        secrets: Vec<((String, String), SealedSecret)>,
     ) -> Self {
-        let mut registry = Self::default();
+        let mut registry = Self {
+            secrets: secrets.into_iter().collect(),
+            ..Self::default()
+        };
         for tenant in tenants {
             registry.create_tenant(tenant);
         }
@@ -110,6 +118,42 @@ impl Registry {
         };
         tenant.limits = limits;
         true
+    }
+
+    /// Sets a secret; true when it is new.
+    pub(super) fn put_secret(&mut self, tenant: &str, name: &str, secret: SealedSecret) -> bool {
+        self.secrets
+            .insert((tenant.to_string(), name.to_string()), secret)
+            .is_none()
+    }
+
+    pub(super) fn secret(&self, tenant: &str, name: &str) -> Option<SealedSecret> {
+        self.secrets
+            .get(&(tenant.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    pub(super) fn has_secret(&self, tenant: &str, name: &str) -> bool {
+        self.secrets
+            .contains_key(&(tenant.to_string(), name.to_string()))
+    }
+
+    pub(super) fn secrets(&self, tenant: &str) -> Vec<SecretInfo> {
+        let from = (tenant.to_string(), String::new());
+        self.secrets
+            .range(from..)
+            .take_while(|((t, _), _)| t == tenant)
+            .map(|((_, name), s)| SecretInfo {
+                name: name.clone(),
+                updated_at: s.updated_at,
+            })
+            .collect()
+    }
+
+    pub(super) fn delete_secret(&mut self, tenant: &str, name: &str) -> bool {
+        self.secrets
+            .remove(&(tenant.to_string(), name.to_string()))
+            .is_some()
     }
 }
 

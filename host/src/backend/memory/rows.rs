@@ -285,7 +285,11 @@ impl MemoryBackend {
         let now = self.clock.now();
         let mut inner = self.lock();
         let inner = &mut *inner;
-        inner.registry = super::registry::Registry::from_records(loaded.tenants, loaded.versions);
+        inner.registry = super::registry::Registry::from_records(
+            loaded.tenants,
+            loaded.versions,
+            loaded.secrets,
+        );
         // What is read back is stored already: the work it implies is not held.
         let journal = inner.work.journal.take();
         let mut ended = Vec::new();

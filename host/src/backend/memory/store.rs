@@ -17,14 +17,14 @@ use std::sync::Arc;
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{BackendError, TenantRecord, VersionRecord};
+use crate::backend::{BackendError, SealedSecret, TenantRecord, VersionRecord};
 use crate::engine::{Failure, LogLine};
 use crate::scheduler::clock::Millis;
 use crate::scheduler::model::{RunError, RunSpec, RunStatus, StepRecord, StepStatus};
 
 /// The schema this version of Weft writes. A file with a higher version was
 /// written by a newer Weft and is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a Weft store ("WEFT"), so that another
 /// program's SQLite file in the data directory is not taken for one.
@@ -89,6 +89,14 @@ const MIGRATIONS: &[&str] = &[
     // step keeps why, and a finished one when it ended among the run's steps.
     "ALTER TABLE steps ADD COLUMN reason TEXT;
     ALTER TABLE steps ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;",
+    // 2 -> 3: secrets, sealed (`capability::secrets`); no plaintext is stored.
+    "CREATE TABLE secrets (
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant, name)
+    ) WITHOUT ROWID;",
 ];
 
 /// What a row of `steps` holds, as its `idx` encodes it: a step's own
@@ -199,6 +207,8 @@ pub(super) struct Loaded {
     pub tenants: Vec<TenantRecord>,
     /// `(tenant, record)`, oldest first.
     pub versions: Vec<(String, VersionRecord)>,
+    /// (tenant, name) and the sealed secret.
+    pub secrets: Vec<((String, String), SealedSecret)>,
 }
 
 /// An error of the store, as a backend error naming the file.
@@ -416,6 +426,33 @@ impl Store {
         insert_version(&self.conn, tenant, record).map_err(|e| failed(&self.path, e))
     }
 
+    /// Sets a sealed secret.
+    pub fn put_secret(
+        &mut self,
+        tenant: &str,
+        name: &str,
+        secret: &SealedSecret,
+    ) -> Result<(), BackendError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO secrets (tenant, name, sealed, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                params![tenant, name, secret.sealed, secret.updated_at],
+            )
+            .map_err(|e| failed(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Deletes a secret.
+    pub fn delete_secret(&mut self, tenant: &str, name: &str) -> Result<(), BackendError> {
+        self.conn
+            .execute(
+                "DELETE FROM secrets WHERE tenant = ?1 AND name = ?2",
+                params![tenant, name],
+            )
+            .map_err(|e| failed(&self.path, e))?;
+        Ok(())
+    }
+
     /// Reads back everything the store holds.
     pub fn load(&self) -> Result<Loaded, BackendError> {
         let path = &self.path;
@@ -449,6 +486,25 @@ impl Store {
             let (tenant, record) = row.map_err(e)?;
             let record = serde_json::from_str(&record).map_err(|x| bad("version", &x))?;
             loaded.versions.push((tenant, record));
+        }
+
+        let mut secrets = self
+            .conn
+            .prepare("SELECT tenant, name, sealed, updated_at FROM secrets")
+            .map_err(e)?;
+        for row in secrets
+            .query_map([], |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                    SealedSecret {
+                        sealed: r.get(2)?,
+                        updated_at: r.get(3)?,
+                    },
+                ))
+            })
+            .map_err(e)?
+        {
+            loaded.secrets.push(row.map_err(e)?);
         }
 
         let mut steps: HashMap<String, Vec<StepRow>> = HashMap::new();

@@ -37,6 +37,11 @@ pub fn idempotency(tenant: &str, key: &str) -> String {
     format!("weft:tenant:{tenant}:idem:{key}")
 }
 
+/// The tenant's secrets: name -> `updated_at` (8 bytes, big-endian) and the sealed value.
+pub fn secrets(tenant: &str) -> String {
+    format!("weft:tenant:{tenant}:secrets")
+}
+
 pub fn blob(digest: &str) -> String {
     format!("weft:blob:{digest}")
 }

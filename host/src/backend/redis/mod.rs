@@ -30,7 +30,8 @@ use tokio::sync::broadcast;
 
 use super::{
     Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Delivery, Limits, NewRun,
-    NodeInfo, Outcome, Published, Signalled, StateStore, StepWork, TenantRecord, VersionRecord,
+    NodeInfo, Outcome, Published, SealedSecret, SecretInfo, Signalled, StateStore, StepWork,
+    TenantRecord, VersionRecord,
 };
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::model::{
@@ -781,6 +782,27 @@ impl StateStore for RedisBackend {
 
     async fn set_limits(&self, name: &str, limits: Limits) -> Result<bool, BackendError> {
         self.set_limits_now(name, limits).await
+    }
+
+    async fn put_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        secret: SealedSecret,
+    ) -> Result<bool, BackendError> {
+        self.put_secret_now(tenant, name, secret).await
+    }
+
+    async fn secret(&self, tenant: &str, name: &str) -> Result<Option<SealedSecret>, BackendError> {
+        self.secret_now(tenant, name).await
+    }
+
+    async fn secrets(&self, tenant: &str) -> Result<Vec<SecretInfo>, BackendError> {
+        self.secrets_now(tenant).await
+    }
+
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, BackendError> {
+        self.delete_secret_now(tenant, name).await
     }
 
     async fn heartbeat(&self, node: &NodeInfo) -> Result<(), BackendError> {

@@ -3,7 +3,9 @@
 use bytes::Bytes;
 
 use super::{RedisBackend, keys, unavailable};
-use crate::backend::{BackendError, Limits, Published, TenantRecord, VersionRecord};
+use crate::backend::{
+    BackendError, Limits, Published, SealedSecret, SecretInfo, TenantRecord, VersionRecord,
+};
 
 impl RedisBackend {
     pub(super) async fn put_blob_now(
@@ -180,4 +182,79 @@ return 1
             .map_err(unavailable)?;
         Ok(true)
     }
+
+    pub(super) async fn put_secret_now(
+        &self,
+        tenant: &str,
+        name: &str,
+        secret: SealedSecret,
+    ) -> Result<bool, BackendError> {
+        let value = [secret.updated_at.to_be_bytes().as_slice(), &secret.sealed].concat();
+        let created: i64 = redis::cmd("HSET")
+            .arg(keys::secrets(tenant))
+            .arg(name)
+            .arg(value)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(created == 1)
+    }
+
+    pub(super) async fn secret_now(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<SealedSecret>, BackendError> {
+        let value: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(keys::secrets(tenant))
+            .arg(name)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        value.map(|v| unpack_secret(name, &v)).transpose()
+    }
+
+    pub(super) async fn secrets_now(&self, tenant: &str) -> Result<Vec<SecretInfo>, BackendError> {
+        let all: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(keys::secrets(tenant))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut infos = all
+            .into_iter()
+            .map(|(name, v)| {
+                let updated_at = unpack_secret(&name, &v)?.updated_at;
+                Ok(SecretInfo { name, updated_at })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(infos)
+    }
+
+    pub(super) async fn delete_secret_now(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<bool, BackendError> {
+        let removed: i64 = redis::cmd("HDEL")
+            .arg(keys::secrets(tenant))
+            .arg(name)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed == 1)
+    }
+}
+
+fn unpack_secret(name: &str, value: &[u8]) -> Result<SealedSecret, BackendError> {
+    if value.len() < 8 {
+        return Err(BackendError::Corrupt(format!(
+            "secret {name:?} is truncated"
+        )));
+    }
+    let (at, sealed) = value.split_at(8);
+    Ok(SealedSecret {
+        sealed: sealed.to_vec(),
+        updated_at: u64::from_be_bytes(at.try_into().expect("8 bytes")),
+    })
 }

@@ -1,5 +1,5 @@
 //! The client commands `weft publish`, `submit`, `status`, `runs`, `cancel`,
-//! `workflow` and `tenant`: they
+//! `signal`, `secret`, `workflow` and `tenant`: they
 //! talk to a `weft serve` over the HTTP API of docs/api.md.
 //!
 //! Exit codes: 0 success, 1 the run failed or was cancelled (`submit --wait`),
@@ -7,12 +7,14 @@
 //! 3 the server cannot be reached or failed, or a local file cannot be read.
 
 mod runs;
+mod secrets;
 mod submit;
 
 pub use runs::{
     CancelArgs, RunsArgs, SignalArgs, TenantLimitsArgs, WorkflowArgs, cancel, runs, signal,
     workflow,
 };
+pub use secrets::{SecretArgs, secret};
 pub use submit::{SubmitArgs, submit};
 
 use std::path::{Path, PathBuf};

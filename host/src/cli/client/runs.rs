@@ -115,8 +115,10 @@ pub struct WorkflowListArgs {
 pub struct TenantLimitsArgs {
     /// The tenant's name.
     pub name: String,
-    /// Change a limit, e.g. `--set concurrent_runs=50` (repeatable); the
-    /// limits are printed either way.
+    /// Change a limit, e.g. `--set concurrent_runs=50` (repeatable);
+    /// `--set allowed_hosts=api.example.com,*.stripe.com:443` replaces the
+    /// hosts the tenant's steps may call (`--set allowed_hosts=` allows none).
+    /// The limits are printed either way.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Print the server's JSON.
@@ -193,7 +195,7 @@ async fn try_runs(args: RunsArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+pub(super) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(str::len);
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -343,6 +345,27 @@ async fn workflow_list(args: WorkflowListArgs) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The JSON of `--set KEY=VALUE`: a whole number, or for `allowed_hosts` a
+/// comma-separated list of host patterns (empty for none).
+fn limit_value(key: &str, value: &str) -> Result<Value, Error> {
+    if key == "allowed_hosts" {
+        let hosts: Vec<Value> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(Value::from)
+            .collect();
+        return Ok(Value::Array(hosts));
+    }
+    value.parse::<u64>().map(Value::from).map_err(|_| {
+        Error::refused(
+            "invalid_limits",
+            format!("--set {key}: {value:?} is not a whole number"),
+            json!([]),
+        )
+    })
+}
+
 /// `weft tenant limits`: shows a tenant's limits, changing some first.
 pub(super) async fn tenant_limits(args: TenantLimitsArgs) -> Result<ExitCode, Error> {
     let client = Client::admin(&args.connection)?;
@@ -361,13 +384,7 @@ pub(super) async fn tenant_limits(args: TenantLimitsArgs) -> Result<ExitCode, Er
                     json!([]),
                 ));
             };
-            let value: Value = value.trim().parse::<u64>().map(Value::from).map_err(|_| {
-                Error::refused(
-                    "invalid_limits",
-                    format!("--set {key}: {value:?} is not a whole number"),
-                    json!([]),
-                )
-            })?;
+            let value = limit_value(key.trim(), value.trim())?;
             patch.insert(key.trim().to_string(), value);
         }
         let request = client
