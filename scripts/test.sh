@@ -3,7 +3,8 @@
 # and integration, against real `weft` processes and real components), and
 # schemathesis against the HTTP API's OpenAPI document.
 # Installs what the tests need and is missing (the wasm target, redis-server,
-# schemathesis); needs Rust (rustup) and Python 3 (with venv and pip) to start.
+# Node.js, componentize-py and componentize-js, schemathesis); needs Rust
+# (rustup) and Python 3 (with venv and pip) to start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,18 @@ if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
 fi
+
+# The Python and JavaScript example components are built from source with
+# pinned componentize-py (a venv) and componentize-js (npm ci of a lockfile),
+# installed under target/polyglot/ on first use; Node.js comes from Debian
+# when the machine has none.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "==> installing node and npm"
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq nodejs npm >/dev/null
+fi
+echo "==> Python and JavaScript example components"
+./scripts/polyglot.sh
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

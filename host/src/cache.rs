@@ -151,6 +151,32 @@ impl ComponentCache {
         }
     }
 
+    /// Checks bytes about to be published without compiling their code
+    /// ([`Engine::check`]); returns their digest.
+    pub async fn check(&self, bytes: Bytes) -> Result<String, ComponentError> {
+        let digest = self::digest(&bytes);
+        if self.memory.lock().unwrap().contains(&digest) {
+            return Ok(digest);
+        }
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.check(&bytes))
+            .await
+            .map_err(|e| ComponentError::Invalid(format!("checker crashed: {e}")))??;
+        Ok(digest)
+    }
+
+    /// Compiles `bytes` in the background, unless memory or an artifact has
+    /// them already; a step that needs them meanwhile waits for this compile
+    /// (the digest's lock) instead of starting another.
+    pub fn prepare(self: &Arc<Self>, digest: String, bytes: Bytes) {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cache.get(&digest, async { Ok(Some(bytes)) }).await {
+                tracing::warn!(%digest, error = %e, "a published component does not compile; its steps fail component_unavailable");
+            }
+        });
+    }
+
     /// Holds the lock of `digest` until the guard is dropped; the lock is
     /// forgotten once nobody holds or waits for it.
     async fn lock_digest(&self, digest: &str) -> DigestGuard<'_> {

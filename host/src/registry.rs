@@ -52,8 +52,9 @@ impl Registry {
         }
     }
 
-    /// Checks the bytes exactly as a run would use them (compiling them), stores
-    /// the blob once per digest and records the immutable version.
+    /// Checks the bytes (types, imports and `run`, without compiling their
+    /// code), stores the blob once per digest, records the immutable version
+    /// and starts compiling it in the background.
     pub async fn publish(
         &self,
         tenant: &str,
@@ -89,16 +90,22 @@ impl Registry {
                 limit: storage_bytes,
             });
         }
-        let digest = self.cache.add(bytes.clone()).await?;
-        self.store.put_blob(&digest, bytes).await?;
+        // Checked without compiling, so that publishing answers fast; the
+        // code is compiled in the background once the version is recorded.
+        let digest = self.cache.check(bytes.clone()).await?;
+        self.store.put_blob(&digest, bytes.clone()).await?;
         let record = VersionRecord {
             name: name.to_string(),
             version: parsed.to_string(),
-            digest,
+            digest: digest.clone(),
             size,
             published_at: self.clock.now(),
         };
-        Ok(self.store.publish(tenant, record).await?)
+        let published = self.store.publish(tenant, record).await?;
+        if matches!(published, Published::Created(_)) {
+            self.cache.prepare(digest, bytes);
+        }
+        Ok(published)
     }
 
     /// Stores a workflow template: `document` must have been validated.

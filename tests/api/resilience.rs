@@ -20,7 +20,7 @@ fn metrics(server: &Server) -> String {
 }
 
 /// Polls until `check` holds, for at most 20 s.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -201,7 +201,10 @@ fn tenants_keys_and_components_survive_a_restart_and_sigterm_ends_streams() {
     assert_eq!(info.body["limits"]["concurrent_runs"], 7);
     let examples = get(server.addr(), "/v1/components", &default_key);
     assert_eq!(examples.status, 200);
-    assert_eq!(examples.body["components"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        examples.body["components"].as_array().unwrap().len(),
+        weft::bundled::EXAMPLES.len()
+    );
     // Both backends keep runs: the run is still there, and it ends.
     let after = get(server.addr(), &format!("/v1/runs/{id}"), &acme);
     assert_eq!(after.status, 200);

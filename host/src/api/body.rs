@@ -100,6 +100,20 @@ pub fn content_type(headers: &HeaderMap) -> Option<String> {
     Some(media)
 }
 
+/// The largest refused body read to its end before the connection closes,
+/// and for how long at most.
+const MAX_DISCARDED_BYTES: u64 = 256 << 20;
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn discard(body: Body) {
+    let mut body = body.into_data_stream();
+    let _ = tokio::time::timeout(DISCARD_FOR, async {
+        use futures::StreamExt;
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+}
+
 /// Reads at most `limit` bytes of body: a `Content-Length` over the limit is
 /// refused before anything is read, and a longer body as soon as it passes it.
 pub async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
@@ -114,7 +128,12 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        // Read (and drop) what the client is still sending, within bounds, so
+        // that it sees the answer instead of a connection reset mid-upload.
+        if n <= MAX_DISCARDED_BYTES {
+            tokio::spawn(discard(body));
+        }
         return Err(too_large());
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);

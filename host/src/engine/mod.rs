@@ -2,6 +2,7 @@
 //! allocator, epoch ticker, fuel, memory limiter, a WASI context that grants
 //! nothing, and the capabilities a step is granted (`capability`).
 
+mod check;
 mod host;
 mod output;
 mod run;
@@ -64,8 +65,11 @@ pub enum ComponentError {
     CoreModule,
     #[error("invalid component: {0}")]
     Invalid(String),
-    #[error("the component imports {0}, which Weft does not provide")]
+    #[error("the component's imports do not match what Weft links: {0}")]
     UnsatisfiedImport(String),
+    /// Imports the host does not link at all: each with what to do about it.
+    #[error("{}", unlinked_message(.0))]
+    Unlinked(Vec<(String, &'static str)>),
     #[error(
         "the component does not export `run: func(input: string) -> result<string, step-error>` \
          of world `weft:step/step`: {0}"
@@ -73,6 +77,18 @@ pub enum ComponentError {
     WrongExport(String),
     #[error("cannot load compiled artifact: {0}")]
     Artifact(String),
+}
+
+fn unlinked_message(imports: &[(String, &'static str)]) -> String {
+    let each: Vec<String> = imports
+        .iter()
+        .map(|(name, fix)| format!("`{name}` not linked: {fix}"))
+        .collect();
+    format!(
+        "the component imports {} interface(s) Weft does not link: {}",
+        imports.len(),
+        each.join("; ")
+    )
 }
 
 /// A compiled component whose imports are linked and whose `run` export has
@@ -97,6 +113,11 @@ pub struct Engine {
     tick: Duration,
     compiles: AtomicU64,
     outbound: Outbound,
+    /// What the linker links, by interface name (`check`).
+    linked: std::collections::BTreeSet<String>,
+    /// The engine and linker of [`Engine::check`].
+    checker: wasmtime::Engine,
+    check_linker: Linker<StepHost>,
 }
 
 impl Engine {
@@ -137,16 +158,19 @@ impl Engine {
                 OptLevel::None
             });
         let engine = wasmtime::Engine::new(&wasm)?;
-
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        type Data = wasmtime::component::HasSelf<StepHost>;
-        // World 0.2.0's own interfaces; its `wasi:http` is linked above.
-        v2::weft::step::host::add_to_linker::<_, Data>(&mut linker, |h| h)?;
-        v2::weft::step::secrets::add_to_linker::<_, Data>(&mut linker, |h| h)?;
-        v2::weft::step::types::add_to_linker::<_, Data>(&mut linker, |h| h)?;
-        v1::Step::add_to_linker::<_, Data>(&mut linker, |h| h)?;
+        let linker = step_linker(&engine)?;
+        // Publishing type-checks stubs on an engine of its own that compiles
+        // on the calling thread, so that a check never queues behind a large
+        // component compiling in the background on the shared thread pool.
+        let mut checking = Config::new();
+        checking
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(true)
+            .parallel_compilation(false)
+            .cranelift_opt_level(OptLevel::None);
+        let checker = wasmtime::Engine::new(&checking)?;
+        let check_linker = step_linker(&checker)?;
         let outbound = Outbound::new(&config.http_ca_files)?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -163,6 +187,9 @@ impl Engine {
             tick,
             compiles: AtomicU64::new(0),
             outbound,
+            linked: check::linked_interfaces(),
+            checker,
+            check_linker,
         }))
     }
 
@@ -180,6 +207,7 @@ impl Engine {
     /// satisfiable, does it export `run` with the step signature?
     pub fn compile(&self, bytes: &[u8]) -> Result<(Linked, Vec<u8>), ComponentError> {
         check_header(bytes)?;
+        self.check_imports(bytes)?;
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| ComponentError::Invalid(root_cause(&e)))?;
         self.compiles.fetch_add(1, Ordering::Relaxed);
@@ -188,6 +216,37 @@ impl Engine {
             .serialize()
             .map_err(|e| ComponentError::Artifact(root_cause(&e)))?;
         Ok((linked, artifact))
+    }
+
+    /// Checks bytes as [`Engine::compile`] does, without compiling their code:
+    /// each import the host does not link is named, and the types of
+    /// imports and of `run` are checked on a stub of the component whose
+    /// functions do nothing (`check`). Compiling can still fail where the
+    /// code itself is beyond wasmtime, which the stub does not carry.
+    pub fn check(&self, bytes: &[u8]) -> Result<(), ComponentError> {
+        check_header(bytes)?;
+        self.check_imports(bytes)?;
+        let stub = check::stub(bytes)?;
+        let component = Component::new(&self.checker, &stub)
+            .map_err(|e| ComponentError::Invalid(root_cause(&e)))?;
+        link(&self.check_linker, &component).map(|_| ())
+    }
+
+    /// Names every import of the component the host does not link.
+    fn check_imports(&self, bytes: &[u8]) -> Result<(), ComponentError> {
+        let unlinked = check::unlinked_imports(bytes, &self.linked);
+        if unlinked.is_empty() {
+            return Ok(());
+        }
+        Err(ComponentError::Unlinked(
+            unlinked
+                .into_iter()
+                .map(|name| {
+                    let fix = check::fix_for(&name);
+                    (name, fix)
+                })
+                .collect(),
+        ))
     }
 
     /// Loads an artifact previously produced by [`Engine::compile`] with an
@@ -202,19 +261,7 @@ impl Engine {
     }
 
     fn link(&self, component: &Component) -> Result<Linked, ComponentError> {
-        let instance_pre = self.linker.instantiate_pre(component).map_err(|e| {
-            let msg = root_cause(&e);
-            ComponentError::UnsatisfiedImport(describe_import(&msg))
-        })?;
-        // A component of either version exports `run` with its own `step-error`.
-        let pre = match v2::StepPre::new(instance_pre.clone()) {
-            Ok(pre) => Pre::V2(pre),
-            Err(v2_error) => match v1::StepPre::new(instance_pre) {
-                Ok(pre) => Pre::V1(pre),
-                Err(_) => return Err(ComponentError::WrongExport(root_cause(&v2_error))),
-            },
-        };
-        Ok(Linked { pre })
+        link(&self.linker, component)
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
@@ -228,6 +275,37 @@ impl Engine {
     pub(crate) fn outbound(&self) -> &Outbound {
         &self.outbound
     }
+}
+
+/// Links a component's imports and finds its `run` export, of either world version.
+fn link(linker: &Linker<StepHost>, component: &Component) -> Result<Linked, ComponentError> {
+    let instance_pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| ComponentError::UnsatisfiedImport(root_cause(&e)))?;
+    // A component of either version exports `run` with its own `step-error`.
+    let pre = match v2::StepPre::new(instance_pre.clone()) {
+        Ok(pre) => Pre::V2(pre),
+        Err(v2_error) => match v1::StepPre::new(instance_pre) {
+            Ok(pre) => Pre::V1(pre),
+            Err(_) => return Err(ComponentError::WrongExport(root_cause(&v2_error))),
+        },
+    };
+    Ok(Linked { pre })
+}
+
+/// Every import a step may have: WASI 0.2 (granting nothing), wasi:http
+/// (under the step's policy) and both versions of the `weft:step` world.
+fn step_linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<StepHost>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    type Data = wasmtime::component::HasSelf<StepHost>;
+    // World 0.2.0's own interfaces; its `wasi:http` is linked above.
+    v2::weft::step::host::add_to_linker::<_, Data>(&mut linker, |h| h)?;
+    v2::weft::step::secrets::add_to_linker::<_, Data>(&mut linker, |h| h)?;
+    v2::weft::step::types::add_to_linker::<_, Data>(&mut linker, |h| h)?;
+    v1::Step::add_to_linker::<_, Data>(&mut linker, |h| h)?;
+    Ok(linker)
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), ComponentError> {
@@ -245,20 +323,6 @@ fn check_header(bytes: &[u8]) -> Result<(), ComponentError> {
 fn root_cause(e: &wasmtime::Error) -> String {
     let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
     chain.join(": ")
-}
-
-/// wasmtime names the missing import in its message: keep that part.
-fn describe_import(msg: &str) -> String {
-    match msg.find("import `") {
-        Some(start) => {
-            let rest = &msg[start + "import ".len()..];
-            match rest[1..].find('`') {
-                Some(end) => format!("{} ({msg})", &rest[..end + 2]),
-                None => msg.to_string(),
-            }
-        }
-        None => msg.to_string(),
-    }
 }
 
 fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, tick: Duration) {
