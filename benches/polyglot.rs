@@ -225,6 +225,24 @@ async fn publishing(local: &target::Target, python: &Path, js: &Path) -> Result<
         }
     }
 
+    let bytes = std::fs::read(paths::BADIMPORT)?;
+    let started = Instant::now();
+    let answer = http
+        .put(format!("{base}/v1/components/badimport/1.0.0"))
+        .bearer_auth(&api.key)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await?;
+    let took = started.elapsed();
+    let status = answer.status();
+    let text = answer.text().await?;
+    println!(
+        "| badimport (imports `other:thing/kv`) | refused {status} | {} |",
+        ms(took)
+    );
+    println!("\n{text}");
+
     // A fresh version (other bytes) of the Python example: its first runs
     // all wait for the one background compile.
     // A custom section at the end keeps it valid: id 0, size, name.

@@ -4,7 +4,8 @@
 //! (set by the operator) and the step's `"http": {"allow": [...]}` name;
 //! anything else fails with [`HttpError::Denied`] without touching the
 //! network. Redirects are followed (up to [`Request::max_redirects`]), each
-//! hop checked by the host like a new request.
+//! hop checked by the host like a new request; `Authorization` and `Cookie`
+//! headers go along only while the origin stays the same.
 //!
 //! ```no_run
 //! use weft_sdk::http;
@@ -152,6 +153,12 @@ impl Request {
                 request.method = "GET".into();
                 request.body.clear();
             }
+            // Credentials go to the origin they were meant for only.
+            if origin(&next) != origin(&request.url) {
+                request.headers.retain(|(k, _)| {
+                    !k.eq_ignore_ascii_case("authorization") && !k.eq_ignore_ascii_case("cookie")
+                });
+            }
             request.url = next;
         }
     }
@@ -223,6 +230,16 @@ fn parts(url: &str) -> Result<Parts<'_>, HttpError> {
         authority,
         path_and_query,
     })
+}
+
+/// `scheme://authority` of a URL, lowercased.
+fn origin(url: &str) -> Option<String> {
+    let p = parts(url).ok()?;
+    Some(format!(
+        "{}://{}",
+        if p.https { "https" } else { "http" },
+        p.authority.to_ascii_lowercase()
+    ))
 }
 
 /// `location` made absolute against `base`.
@@ -381,6 +398,22 @@ mod tests {
         ] {
             assert_eq!(resolve(base, location).unwrap(), want);
         }
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        assert_eq!(
+            origin("https://A.example.com/x"),
+            origin("https://a.example.com/y?z")
+        );
+        assert_ne!(
+            origin("https://a.example.com/"),
+            origin("http://a.example.com/")
+        );
+        assert_ne!(
+            origin("https://a.example.com/"),
+            origin("https://a.example.com:8443/")
+        );
     }
 
     #[test]

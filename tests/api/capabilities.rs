@@ -191,7 +191,17 @@ fn requests_go_out_only_where_tenant_and_step_both_allow_within_the_budgets() {
 
     // A tenant that names only the host, not its loopback address, does not reach it.
     let acme = server.create_tenant("acme");
-    set_limits(&server, "acme", json!({"allowed_hosts": [localhost]}));
+    let set = crate::cli::run(crate::cli::weft(&server.url, &server.data_dir()).args([
+        "tenant",
+        "limits",
+        "acme",
+        "--set",
+        &format!("allowed_hosts={localhost}"),
+        "--admin-token",
+        ADMIN_TOKEN,
+    ]));
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert!(set.stdout.contains(&localhost), "{}", set.stdout);
     let published = publish(
         &server,
         &acme,
@@ -257,6 +267,14 @@ fn secrets_are_set_listed_used_by_rust_python_and_js_deleted_and_shown_nowhere()
         let answer = publish(&server, &key, name, &polyglot(file));
         assert_eq!(answer.status, 201, "{name}: {:?}", answer.body);
     }
+    // Built against weft:step@0.1.0 before 0.2.0 existed: runs beside them unchanged.
+    let old = publish(
+        &server,
+        &key,
+        "oldlog",
+        std::path::Path::new(crate::common::OLD_LOG),
+    );
+    assert_eq!(old.status, 201, "{:?}", old.body);
     let leak = publish(
         &server,
         &key,
@@ -319,6 +337,7 @@ fn secrets_are_set_listed_used_by_rust_python_and_js_deleted_and_shown_nowhere()
         {"id": "leak", "component": "leak@1", "input": {"secret": "api_token"}, "secrets": ["api_token"]},
         {"id": "leak_error", "component": "leak@1", "input": {"secret": "api_token", "fail": true},
          "secrets": ["api_token"], "retry": {"max_attempts": 1}, "on_error": "continue"},
+        {"id": "old", "component": "oldlog@1", "input": {"message": "from 0.1.0"}},
         // A step that does not list the secret does not get it.
         {"id": "ungranted", "component": "leak@1", "input": {"secret": "api_token"}},
     ]});
@@ -326,7 +345,7 @@ fn secrets_are_set_listed_used_by_rust_python_and_js_deleted_and_shown_nowhere()
     let stream = events(&server, &key, &id);
     let run = wait(&server, &key, &id, "the run to end", ended);
     let steps = &run["steps"];
-    for name in ["rust", "python", "js", "leak", "ungranted"] {
+    for name in ["rust", "python", "js", "leak", "old", "ungranted"] {
         assert_eq!(
             steps[name]["status"], "succeeded",
             "{name}: {}",
@@ -371,6 +390,8 @@ fn secrets_are_set_listed_used_by_rust_python_and_js_deleted_and_shown_nowhere()
         "failing with *** in the message"
     );
     assert_eq!(steps["ungranted"]["output"]["found"], false);
+    assert_eq!(steps["old"]["output"]["logged"], 5);
+    assert!(logs(&steps["old"]).contains("from 0.1.0"));
 
     let run_text = run.to_string();
     let events_text = serde_json::to_string(&stream).unwrap();
@@ -418,11 +439,25 @@ fn secrets_are_set_listed_used_by_rust_python_and_js_deleted_and_shown_nowhere()
         }
     }
 
-    // Another tenant sees none of them and cannot use them.
+    // Another tenant sees none of them and cannot use them; it may keep
+    // 1,000 of its own, and the next is refused with nothing lost.
     let acme = server.create_tenant("acme");
     assert_eq!(
         get(server.addr(), "/v1/secrets", &acme).body["secrets"],
         json!([])
+    );
+    for i in 0..1000 {
+        let answer = put_secret(&server, &acme, &format!("s{i}"), &json!({"value": "v"}));
+        assert_eq!(answer.status, 201, "{i}: {:?}", answer.body);
+    }
+    let over = put_secret(&server, &acme, "one_more", &json!({"value": "v"}));
+    assert_eq!(over.status, 409, "{:?}", over.body);
+    assert_eq!(over.body["error"]["code"], "too_many_secrets");
+    let kept = get(server.addr(), "/v1/secrets", &acme).body;
+    assert_eq!(kept["secrets"].as_array().unwrap().len(), 1000);
+    assert_eq!(
+        get(server.addr(), "/v1/secrets", &key).body["secrets"][0]["name"],
+        "api_token"
     );
 
     // Deleted: gone from the list, and a second delete is a 404.
