@@ -199,20 +199,8 @@ async fn publishing(local: &target::Target, python: &Path, js: &Path) -> Result<
     for (name, path) in [("fetch-json", python), ("summarize", js)] {
         let bytes = std::fs::read(path)?;
         let size = bytes.len();
-        let started = Instant::now();
-        let answer = http
-            .put(format!("{base}/v1/components/{name}/1.0.0"))
-            .bearer_auth(&api.key)
-            .header("content-type", "application/wasm")
-            .body(bytes)
-            .send()
-            .await?;
-        let took = started.elapsed();
-        ensure!(
-            answer.status() == 201,
-            "publish {name}: {}",
-            answer.status()
-        );
+        let (status, took, text) = publish(&http, &base, &api.key, name, "1.0.0", bytes).await?;
+        ensure!(status == 201, "publish {name}: {status} {text}");
         println!(
             "| {name} | {:.1} MiB | {} |",
             size as f64 / (1 << 20) as f64,
@@ -226,17 +214,7 @@ async fn publishing(local: &target::Target, python: &Path, js: &Path) -> Result<
     }
 
     let bytes = std::fs::read(paths::BADIMPORT)?;
-    let started = Instant::now();
-    let answer = http
-        .put(format!("{base}/v1/components/badimport/1.0.0"))
-        .bearer_auth(&api.key)
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await?;
-    let took = started.elapsed();
-    let status = answer.status();
-    let text = answer.text().await?;
+    let (status, took, text) = publish(&http, &base, &api.key, "badimport", "1.0.0", bytes).await?;
     println!(
         "| badimport (imports `other:thing/kv`) | refused {status} | {} |",
         ms(took)
@@ -251,14 +229,8 @@ async fn publishing(local: &target::Target, python: &Path, js: &Path) -> Result<
     bytes.extend_from_slice(&[0, (name.len() + 1) as u8, name.len() as u8]);
     bytes.extend_from_slice(name);
     let before = compiles().await?;
-    let answer = http
-        .put(format!("{base}/v1/components/fetch-json/2.0.0"))
-        .bearer_auth(&api.key)
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await?;
-    ensure!(answer.status() == 201, "publish 2.0.0: {}", answer.status());
+    let (status, _, text) = publish(&http, &base, &api.key, "fetch-json", "2.0.0", bytes).await?;
+    ensure!(status == 201, "publish 2.0.0: {status} {text}");
     let doc = json!({"workflow": {"steps": [{"id": "f", "component": "fetch-json@2", "input": {"url": local.url("/json")}, "http": {"allow": [host]}}]}});
     let started = Instant::now();
     let mut ids = Vec::new();
@@ -296,6 +268,28 @@ async fn publishing(local: &target::Target, python: &Path, js: &Path) -> Result<
         ms(took)
     );
     Ok(())
+}
+
+/// `PUT /v1/components/{name}/{version}` of `bytes`: status, time to the answer, body.
+async fn publish(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    name: &str,
+    version: &str,
+    bytes: Vec<u8>,
+) -> Result<(reqwest::StatusCode, Duration, String)> {
+    let started = Instant::now();
+    let answer = http
+        .put(format!("{base}/v1/components/{name}/{version}"))
+        .bearer_auth(key)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await?;
+    let took = started.elapsed();
+    let status = answer.status();
+    Ok((status, took, answer.text().await?))
 }
 
 fn metric(text: &str, name: &str) -> f64 {

@@ -13,18 +13,6 @@ use crate::http::{self, get};
 use crate::language::{ended, events, wait};
 use crate::server::{ADMIN_TOKEN, Server};
 
-fn set_limits(server: &Server, tenant: &str, limits: Value) {
-    let bytes = serde_json::to_vec(&limits).unwrap();
-    let answer = http::request(
-        server.addr(),
-        "PUT",
-        &format!("/v1/tenants/{tenant}/limits"),
-        ADMIN_TOKEN,
-        Some(("application/json", &bytes)),
-    );
-    assert_eq!(answer.status, 200, "{:?}", answer.body);
-}
-
 fn put_secret(server: &Server, key: &str, name: &str, body: &Value) -> http::Answer {
     let bytes = serde_json::to_vec(body).unwrap();
     http::request(
@@ -89,8 +77,7 @@ fn requests_go_out_only_where_tenant_and_step_both_allow_within_the_budgets() {
     let (p, t) = (target.port, target.tls_port);
     let plain = format!("127.0.0.1:{p}");
     let tls = format!("127.0.0.1:{t}");
-    set_limits(
-        &server,
+    server.set_limits(
         "default",
         json!({
             "allowed_hosts": [plain, tls, "api.other.test"],
@@ -260,7 +247,7 @@ fn secrets_are_set_listed_used_by_rust_python_and_js_deleted_and_shown_nowhere()
     let server = Server::start_with_env(&[], &[("WEFT_LOG", "debug")]);
     let key = server.default_key();
     let plain = format!("127.0.0.1:{}", target.port);
-    set_limits(&server, "default", json!({"allowed_hosts": [plain]}));
+    server.set_limits("default", json!({"allowed_hosts": [plain]}));
 
     // The Python and JavaScript examples publish with the default limits.
     for (name, file) in [("fetch-json", "fetch-json"), ("summarize", "summarize")] {
@@ -530,7 +517,7 @@ fn publishing_answers_before_compiling_and_twenty_first_runs_share_one_compile()
     let server = Server::start_with_args(&["--cache-dir", cache.to_str().unwrap()]);
     let key = server.default_key();
     let plain = format!("127.0.0.1:{}", target.port);
-    set_limits(&server, "default", json!({"allowed_hosts": [plain]}));
+    server.set_limits("default", json!({"allowed_hosts": [plain]}));
     // The bundled examples compile in the background after the first start.
     let examples = weft::bundled::EXAMPLES.len() as f64;
     crate::resilience::eventually("the bundled examples to compile", || {
@@ -584,7 +571,7 @@ fn publishing_answers_before_compiling_and_twenty_first_runs_share_one_compile()
 
     // `weft publish` shows the server's refusal, not a broken pipe, also
     // when the server refuses a large upload before reading it.
-    set_limits(&server, "default", json!({"component_bytes": 100_000}));
+    server.set_limits("default", json!({"component_bytes": 100_000}));
     let python = polyglot("fetch-json");
     let out = crate::cli::run(crate::cli::weft(&server.url, &server.data_dir()).args([
         "publish",

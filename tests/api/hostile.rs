@@ -23,18 +23,6 @@ fn other_tenant(server: &Server, name: &str) -> String {
     key
 }
 
-fn set_limits(server: &Server, tenant: &str, limits: Value) {
-    let bytes = serde_json::to_vec(&limits).unwrap();
-    let answer = http::request(
-        server.addr(),
-        "PUT",
-        &format!("/v1/tenants/{tenant}/limits"),
-        ADMIN_TOKEN,
-        Some(("application/json", &bytes)),
-    );
-    assert_eq!(answer.status, 200, "{:?}", answer.body);
-}
-
 fn submit(server: &Server, key: &str, workflow: Value, input: Value) -> String {
     server.submit(key, &workflow, input)
 }
@@ -149,7 +137,7 @@ fn pathological_documents_get_a_short_422_or_400() {
     );
 
     // With the limit raised, the validator itself meets the shapes.
-    set_limits(&server, "default", json!({"steps_per_run": 1_000_000}));
+    server.set_limits("default", json!({"steps_per_run": 1_000_000}));
     let same_id: Vec<Value> = (0..100_000).map(|_| step(0)).collect();
     let unknown_needs: Vec<String> = (0..100_000).map(|i| format!("ghost{i}")).collect();
     let shapes = [
@@ -233,7 +221,7 @@ fn a_step_output_nested_too_deep_is_invalid_output() {
 fn a_fan_out_past_run_bytes_fails_run_too_large() {
     let server = Server::start();
     let key = server.default_key();
-    set_limits(&server, "default", json!({"run_bytes": 32 << 20}));
+    server.set_limits("default", json!({"run_bytes": 32 << 20}));
     // 60 outputs of 1,000 KiB pass 32 MiB.
     let steps: Vec<Value> = (0..60)
         .map(|i| json!({"id": format!("h{i}"), "component": "huge@1", "input": {"size_kb": 1000}}))
@@ -288,11 +276,7 @@ fn publishing_is_refused_before_anything_is_stored() {
     let small = other_tenant(&server, "small");
     // Room for the echo component it already has and one more blob.
     let echo = std::fs::metadata(weft::bundled::paths::ECHO).unwrap().len() as usize;
-    set_limits(
-        &server,
-        "small",
-        json!({"storage_bytes": echo + spin.len() + 10}),
-    );
+    server.set_limits("small", json!({"storage_bytes": echo + spin.len() + 10}));
     assert_eq!(put("spin", "1.0.0", &spin, &small).status, 201);
     // The same bytes again cost nothing.
     assert_eq!(put("spin2", "1.0.0", &spin, &small).status, 201);
@@ -307,7 +291,7 @@ fn publishing_is_refused_before_anything_is_stored() {
 
     // Rate: publishes_per_minute.
     let busy = other_tenant(&server, "busy");
-    set_limits(&server, "busy", json!({"publishes_per_minute": 2}));
+    server.set_limits("busy", json!({"publishes_per_minute": 2}));
     assert_eq!(put("a", "1.0.0", &spin, &busy).status, 201);
     assert_eq!(put("a", "1.0.1", &spin, &busy).status, 201);
     let limited = put("a", "1.0.2", &spin, &busy);
@@ -348,7 +332,7 @@ fn concurrent_creates_of_one_tenant_make_one() {
 fn distinct_error_codes_add_no_metric_series() {
     let server = Server::start();
     let key = server.default_key();
-    set_limits(&server, "default", json!({"runs_per_second": 100_000}));
+    server.set_limits("default", json!({"runs_per_second": 100_000}));
     let series = |server: &Server| -> Vec<String> {
         let text = get(server.addr(), "/metrics", "").body;
         text.as_str()

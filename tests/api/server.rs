@@ -184,6 +184,19 @@ impl Server {
         answer.body["id"].as_str().unwrap().to_string()
     }
 
+    /// Changes some limits of `tenant` as the admin; they must be accepted.
+    pub fn set_limits(&self, tenant: &str, limits: serde_json::Value) {
+        let bytes = serde_json::to_vec(&limits).unwrap();
+        let answer = crate::http::request(
+            self.addr(),
+            "PUT",
+            &format!("/v1/tenants/{tenant}/limits"),
+            ADMIN_TOKEN,
+            Some(("application/json", &bytes)),
+        );
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+
     /// Creates a tenant with the default limits; returns its API key.
     pub fn create_tenant(&self, name: &str) -> String {
         let created = crate::http::post_json(

@@ -16,6 +16,7 @@ use crate::workflow::is_valid_name;
 
 /// `PUT /v1/secrets/{name}` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(examples(json!({"value": "sk_live_..."})))]
 #[expect(dead_code, reason = "documents the body; `set` reads it by hand")]
 pub struct SecretValue {

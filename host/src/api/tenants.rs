@@ -149,7 +149,7 @@ pub struct LimitsPatch {
     #[schema(minimum = 1, maximum = 1000)]
     pub max_deliveries: Option<u32>,
     /// Host patterns, replacing the tenant's list (`[]` allows nothing).
-    #[schema(max_items = 1000)]
+    #[schema(max_items = 1000, value_type = Option<Vec<HostEntry>>)]
     pub allowed_hosts: Option<Vec<String>>,
     #[serde(default, deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 100_000)]
@@ -158,6 +158,13 @@ pub struct LimitsPatch {
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub http_response_bytes: Option<u64>,
 }
+
+/// One entry of `allowed_hosts`: `api.example.com`, `*.example.com`,
+/// `10.0.0.5:8080`, `[::1]:8080` (schema only).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = r"^(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?$")]
+#[expect(dead_code, reason = "describes an entry for the OpenAPI document")]
+pub struct HostEntry(String);
 
 /// Most entries of a tenant's `allowed_hosts`.
 pub const MAX_ALLOWED_HOSTS: usize = 1000;
