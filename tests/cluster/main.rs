@@ -1,6 +1,7 @@
 //! Several `weft serve` nodes on one real `redis-server`: work spread over the
 //! nodes, a node killed mid-step, Redis restarted under load.
 
+mod capabilities;
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../api/http.rs"]
