@@ -118,6 +118,7 @@ pub struct Engine {
     /// The engine and linker of [`Engine::check`].
     checker: wasmtime::Engine,
     check_linker: Linker<StepHost>,
+    check_pool: rayon::ThreadPool,
 }
 
 impl Engine {
@@ -159,16 +160,19 @@ impl Engine {
             });
         let engine = wasmtime::Engine::new(&wasm)?;
         let linker = step_linker(&engine)?;
-        // Publishing type-checks stubs on an engine of its own that compiles
-        // on the calling thread, so that a check never queues behind a large
-        // component compiling in the background on the shared thread pool.
+        // Publishing type-checks stubs on an engine of its own, unoptimised,
+        // whose compiles run on a thread pool of their own (`check_pool`), so
+        // that a check never queues behind a large component compiling in the
+        // background on the shared pool.
         let mut checking = Config::new();
         checking
             .wasm_component_model(true)
             .epoch_interruption(true)
             .consume_fuel(true)
-            .parallel_compilation(false)
             .cranelift_opt_level(OptLevel::None);
+        let check_pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("weft-check-{i}"))
+            .build()?;
         let checker = wasmtime::Engine::new(&checking)?;
         let check_linker = step_linker(&checker)?;
         let outbound = Outbound::new(&config.http_ca_files)?;
@@ -190,6 +194,7 @@ impl Engine {
             linked: check::linked_interfaces(),
             checker,
             check_linker,
+            check_pool,
         }))
     }
 
@@ -224,12 +229,26 @@ impl Engine {
     /// functions do nothing (`check`). Compiling can still fail where the
     /// code itself is beyond wasmtime, which the stub does not carry.
     pub fn check(&self, bytes: &[u8]) -> Result<(), ComponentError> {
+        let started = std::time::Instant::now();
         check_header(bytes)?;
         self.check_imports(bytes)?;
         let stub = check::stub(bytes)?;
-        let component = Component::new(&self.checker, &stub)
+        let stubbed = started.elapsed();
+        let component = self
+            .check_pool
+            .install(|| Component::new(&self.checker, &stub))
             .map_err(|e| ComponentError::Invalid(root_cause(&e)))?;
-        link(&self.check_linker, &component).map(|_| ())
+        let compiled = started.elapsed();
+        link(&self.check_linker, &component)?;
+        tracing::debug!(
+            bytes = bytes.len(),
+            stub_bytes = stub.len(),
+            validated_and_stubbed_ms = stubbed.as_millis() as u64,
+            stub_compiled_ms = (compiled - stubbed).as_millis() as u64,
+            linked_ms = (started.elapsed() - compiled).as_millis() as u64,
+            "component checked"
+        );
+        Ok(())
     }
 
     /// Names every import of the component the host does not link.
