@@ -213,6 +213,22 @@ fn requests_go_out_only_where_tenant_and_step_both_allow_within_the_budgets() {
         "{log}"
     );
 
+    // A node that does not trust the test CA refuses the same server's
+    // certificate: TLS is verified, not merely spoken.
+    let untrusting = Server::start();
+    let untrusting_key = untrusting.default_key();
+    untrusting.set_limits("default", json!({"allowed_hosts": [tls]}));
+    let doc = json!({ "steps": [fetch("tls", &target.tls_url("/json"), &[&tls], json!({}))] });
+    let id = untrusting.submit(&untrusting_key, &doc, json!({}));
+    let run = wait(&untrusting, &untrusting_key, &id, "the run to end", ended);
+    let step = &run["steps"]["tls"];
+    assert_eq!(step["error"]["code"], "http_error", "{step}");
+    let log = logs(step);
+    assert!(
+        log.contains("failed") && log.to_lowercase().contains("certificate"),
+        "{log}"
+    );
+
     // An allow entry that is not a host pattern fails validation.
     let bad =
         json!({ "steps": [fetch("bad", &target.url("/json"), &["http://x.com/path"], json!({}))] });
