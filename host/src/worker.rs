@@ -11,13 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backend::{
-    BackendError, Claim, Delivery, Idempotency, Limits, NewRun, Outcome, StateStore, StepWork,
+    BackendError, Claim, Delivery, Idempotency, NewRun, Outcome, StateStore, StepWork,
 };
 use crate::cache::ComponentCache;
-use crate::capability::hosts::HostPattern;
-use crate::capability::http::HttpPolicy;
-use crate::capability::secrets::{SecretError, SecretsKey, Vault};
-use crate::engine::{Failure, Grants, Invocation};
+pub use crate::capability::Capabilities;
+use crate::engine::{Failure, Invocation};
 use crate::scheduler::Scheduler;
 use crate::scheduler::clock::Millis;
 use crate::scheduler::model::{RunSpec, RunStatus, StepStatus, Target};
@@ -26,26 +24,6 @@ use crate::scheduler::rules::{self, Gate};
 use crate::workflow::{
     ABSENT, Action, ConditionInput, ResolveError, Root, Sleep, Step, StepFacts, Template, json_size,
 };
-
-/// Where a worker finds what steps are granted.
-pub struct Capabilities {
-    /// The tenants' secrets.
-    pub vault: Vault,
-    /// The limits whose `allowed_hosts`, `http_requests` and
-    /// `http_response_bytes` apply to every step (`weft exec`); None reads
-    /// the step's tenant's current limits.
-    pub fixed_limits: Option<Limits>,
-}
-
-impl Capabilities {
-    /// The tenants' own limits and secrets in `store`, sealed with `key`.
-    pub fn of_tenants(scheduler: &Scheduler, key: Option<SecretsKey>) -> Self {
-        Self {
-            vault: Vault::new(scheduler.store().clone(), key, scheduler.clock().clone()),
-            fixed_limits: None,
-        }
-    }
-}
 
 /// Runs steps of any run on this node, up to `concurrency` at once.
 pub struct Worker {
@@ -289,7 +267,7 @@ impl Worker {
                 );
             }
         };
-        let grants = match self.grants(&spec.tenant, step).await {
+        let grants = match self.capabilities.grants(&spec.tenant, step).await {
             Ok(g) => g,
             Err(failure) => return (Err(failure), Vec::new()),
         };
@@ -318,53 +296,6 @@ impl Worker {
             )
             .await;
         (execution.result, execution.logs)
-    }
-
-    /// What the step may reach and read: the hosts both it and its tenant's
-    /// current `allowed_hosts` name, and the values of the secrets it lists.
-    async fn grants(&self, tenant: &str, step: &Step) -> Result<Grants, Failure> {
-        let mut grants = Grants::default();
-        if !step.http_allow.is_empty() {
-            let limits = match &self.capabilities.fixed_limits {
-                Some(limits) => Some(limits.clone()),
-                None => self
-                    .scheduler
-                    .store()
-                    .tenant(tenant)
-                    .await
-                    .map_err(|e| Failure::host("backend_unavailable", e.to_string()))?
-                    .map(|record| record.limits),
-            };
-            if let Some(limits) = limits {
-                grants.http = HttpPolicy {
-                    // Entries were checked when the admin set them.
-                    tenant: limits
-                        .allowed_hosts
-                        .iter()
-                        .filter_map(|h| HostPattern::parse(h).ok())
-                        .collect(),
-                    step: step.http_allow.clone(),
-                    max_requests: limits.http_requests,
-                    max_response_bytes: limits.http_response_bytes,
-                };
-            }
-        }
-        if !step.secrets.is_empty() {
-            let revealed = self.capabilities.vault.reveal(tenant, &step.secrets).await;
-            grants.secrets = revealed
-                .map_err(|e| match e {
-                    SecretError::Missing(name) => Failure::host(
-                        "secret_missing",
-                        format!(
-                            "secret {name:?} was deleted after the run was submitted: set it again (weft secret set {name}) and the next attempt reads it"
-                        ),
-                    ),
-                    other => Failure::host("secrets_unavailable", other.to_string()),
-                })?
-                .into_iter()
-                .collect();
-        }
-        Ok(grants)
     }
 }
 

@@ -10,6 +10,7 @@ mod hostile;
 mod hostile_http;
 mod http;
 mod language;
+mod publishing;
 mod resilience;
 mod server;
 mod signals;

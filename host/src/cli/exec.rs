@@ -298,13 +298,13 @@ async fn capabilities(
             details: missing,
         });
     }
-    Ok(Capabilities {
+    Ok(Capabilities::fixed(
         vault,
-        fixed_limits: Some(Limits {
+        Limits {
             allowed_hosts: args.allow_hosts.clone(),
             ..Limits::default()
-        }),
-    })
+        },
+    ))
 }
 
 /// Reads and validates everything; compiles (or loads) the components used.

@@ -147,14 +147,16 @@ impl Engine {
         };
 
         let fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let result = match called {
+        let result = match attempt.stop_reason() {
             // A budget that ran out fails the attempt whatever the guest did next.
-            _ if attempt.stop_reason().is_some() => Err(attempt.stop_reason().expect("stopped")),
-            Called::Returned(Ok(Ok(output))) => check_output(output, limits.output_bytes)
-                .map(|output| redact_json(output, &attempt)),
-            Called::Returned(Ok(Err(e))) => Err(guest_error(e)),
-            Called::Returned(Err(e)) => Err(classify(&e, store.data().limiter.denied, limits)),
-            Called::Interrupted(i) => Err(interrupted(&i, limits)),
+            Some(stopped) => Err(stopped),
+            None => match called {
+                Called::Returned(Ok(Ok(output))) => check_output(output, limits.output_bytes)
+                    .map(|output| redact_json(output, &attempt)),
+                Called::Returned(Ok(Err(e))) => Err(guest_error(e)),
+                Called::Returned(Err(e)) => Err(classify(&e, store.data().limiter.denied, limits)),
+                Called::Interrupted(i) => Err(interrupted(&i, limits)),
+            },
         };
         let result = result.map_err(|mut f| {
             f.message = attempt.redact(&f.message);
@@ -284,12 +286,7 @@ fn classify(e: &wasmtime::Error, memory_denied: bool, limits: &StepLimits) -> Fa
 /// the same caps, and one final warning when anything was dropped.
 fn collect_logs(host: StepHost) -> Vec<LogLine> {
     let mut dropped_bytes = 0;
-    for pipe in [&host.stdout, &host.stderr] {
-        let stream = if std::ptr::eq(pipe, &host.stdout) {
-            "stdout"
-        } else {
-            "stderr"
-        };
+    for (stream, pipe) in [("stdout", &host.stdout), ("stderr", &host.stderr)] {
         let (lines, dropped) = pipe.lines();
         dropped_bytes += dropped;
         for line in lines {

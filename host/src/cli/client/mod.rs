@@ -295,11 +295,15 @@ impl Client {
         request.send().await.map_err(|e| self.transport(&e))
     }
 
-    /// Sends a request and reads its JSON answer; a 4xx is [`Error::Refused`].
+    /// Sends a request and reads its JSON answer (`null` for a 204); a 4xx
+    /// is [`Error::Refused`].
     async fn call(&self, request: RequestBuilder) -> Result<(StatusCode, Value), Error> {
         let response = self.send(request).await?;
         let status = response.status();
         let text = response.text().await.map_err(|e| self.transport(&e))?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok((status, Value::Null));
+        }
         let body = serde_json::from_str::<Value>(&text);
         if status.is_success() {
             return body.map(|v| (status, v)).map_err(|e| {
