@@ -151,18 +151,16 @@ impl ComponentCache {
         }
     }
 
-    /// Checks bytes about to be published without compiling their code
-    /// ([`Engine::check`]); returns their digest.
-    pub async fn check(&self, bytes: Bytes) -> Result<String, ComponentError> {
-        let digest = self::digest(&bytes);
-        if self.memory.lock().unwrap().contains(&digest) {
-            return Ok(digest);
+    /// Checks bytes about to be published, whose digest is `digest`, without
+    /// compiling their code ([`Engine::check`]).
+    pub async fn check(&self, digest: &str, bytes: Bytes) -> Result<(), ComponentError> {
+        if self.memory.lock().unwrap().contains(digest) {
+            return Ok(());
         }
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.check(&bytes))
             .await
-            .map_err(|e| ComponentError::Invalid(format!("checker crashed: {e}")))??;
-        Ok(digest)
+            .map_err(|e| ComponentError::Invalid(format!("checker crashed: {e}")))?
     }
 
     /// Compiles `bytes` in the background, unless memory or an artifact has

@@ -92,7 +92,7 @@ impl Registry {
         }
         // Checked without compiling, so that publishing answers fast; the
         // code is compiled in the background once the version is recorded.
-        let digest = self.cache.check(bytes.clone()).await?;
+        self.cache.check(&digest, bytes.clone()).await?;
         self.store.put_blob(&digest, bytes.clone()).await?;
         let record = VersionRecord {
             name: name.to_string(),

@@ -13,7 +13,7 @@ use super::body::JsonBody;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::backend::listing::{self, RunQuery, RunsPage};
-use crate::backend::{Admission, Cancelled, Idempotency, Limits, NewRun, TenantRecord};
+use crate::backend::{Admission, Cancelled, Idempotency, NewRun, TenantRecord};
 use crate::registry::referenced_names;
 use crate::scheduler::model::{ItemsPage, RunSpec, RunStatus, RunView, TemplateRef};
 use crate::scheduler::new_run_id;
@@ -90,10 +90,14 @@ pub(super) async fn check_document(
         .registry
         .snapshot(&tenant.name, referenced_names(&document))
         .await?;
-    let limits = tenant.limits.clone();
+    let ceilings = StepCeilings {
+        fuel: tenant.limits.fuel,
+        memory_mb: tenant.limits.memory_mb,
+        timeout_ms: tenant.limits.timeout_ms,
+    };
     let checked = crate::budget::offload_if_large(size, move || {
         let validated = workflow::validate(&document, &snapshot)?;
-        let problems = over_limits(&validated.workflow, &limits);
+        let problems = over_limits(&validated.workflow, &ceilings);
         if problems.is_empty() {
             Ok((validated, document))
         } else {
@@ -139,8 +143,15 @@ async fn unknown_secrets(
     Ok(problems)
 }
 
+/// The most a step of the tenant may ask for.
+struct StepCeilings {
+    fuel: u64,
+    memory_mb: u32,
+    timeout_ms: u64,
+}
+
 /// Steps asking for more than the tenant may use.
-fn over_limits(workflow: &workflow::Workflow, limits: &Limits) -> Vec<Problem> {
+fn over_limits(workflow: &workflow::Workflow, limits: &StepCeilings) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (i, step) in workflow.steps.iter().enumerate() {
         if let Some(fuel) = step.limits.fuel

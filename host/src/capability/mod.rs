@@ -54,13 +54,16 @@ impl Capabilities {
     pub async fn grants(&self, tenant: &str, step: &Step) -> Result<Grants, Failure> {
         let mut grants = Grants::default();
         if !step.http_allow.is_empty() {
+            let fetched;
             let limits = match &self.hosts {
-                Hosts::Fixed(limits) => Some(limits.clone()),
-                Hosts::Tenants(store) => store
-                    .tenant(tenant)
-                    .await
-                    .map_err(|e| Failure::host("backend_unavailable", e.to_string()))?
-                    .map(|record| record.limits),
+                Hosts::Fixed(limits) => Some(limits),
+                Hosts::Tenants(store) => {
+                    fetched = store
+                        .tenant(tenant)
+                        .await
+                        .map_err(|e| Failure::host("backend_unavailable", e.to_string()))?;
+                    fetched.as_ref().map(|record| &record.limits)
+                }
             };
             if let Some(limits) = limits {
                 grants.http = HttpPolicy {

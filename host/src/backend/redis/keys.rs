@@ -37,9 +37,14 @@ pub fn idempotency(tenant: &str, key: &str) -> String {
     format!("weft:tenant:{tenant}:idem:{key}")
 }
 
-/// The tenant's secrets: name -> `updated_at` (8 bytes, big-endian) and the sealed value.
+/// The tenant's secrets: name -> the sealed value.
 pub fn secrets(tenant: &str) -> String {
     format!("weft:tenant:{tenant}:secrets")
+}
+
+/// When each of the tenant's secrets was set: name -> milliseconds.
+pub fn secret_times(tenant: &str) -> String {
+    format!("weft:tenant:{tenant}:secret-times")
 }
 
 pub fn blob(digest: &str) -> String {

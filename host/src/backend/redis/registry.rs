@@ -189,11 +189,12 @@ return 1
         name: &str,
         secret: SealedSecret,
     ) -> Result<bool, BackendError> {
-        let value = [secret.updated_at.to_be_bytes().as_slice(), &secret.sealed].concat();
-        let created: i64 = redis::cmd("HSET")
-            .arg(keys::secrets(tenant))
-            .arg(name)
-            .arg(value)
+        // Value and time side by side, in one transaction: listing and
+        // counting read only the small hash of times.
+        let (created, _): (i64, i64) = redis::pipe()
+            .atomic()
+            .hset(keys::secrets(tenant), name, secret.sealed)
+            .hset(keys::secret_times(tenant), name, secret.updated_at)
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -205,28 +206,29 @@ return 1
         tenant: &str,
         name: &str,
     ) -> Result<Option<SealedSecret>, BackendError> {
-        let value: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(keys::secrets(tenant))
-            .arg(name)
+        let (sealed, updated_at): (Option<Vec<u8>>, Option<u64>) = redis::pipe()
+            .atomic()
+            .hget(keys::secrets(tenant), name)
+            .hget(keys::secret_times(tenant), name)
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        value.map(|v| unpack_secret(name, &v)).transpose()
+        Ok(sealed.map(|sealed| SealedSecret {
+            sealed,
+            updated_at: updated_at.unwrap_or_default(),
+        }))
     }
 
     pub(super) async fn secrets_now(&self, tenant: &str) -> Result<Vec<SecretInfo>, BackendError> {
-        let all: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
-            .arg(keys::secrets(tenant))
+        let all: Vec<(String, u64)> = redis::cmd("HGETALL")
+            .arg(keys::secret_times(tenant))
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let mut infos = all
+        let mut infos: Vec<SecretInfo> = all
             .into_iter()
-            .map(|(name, v)| {
-                let updated_at = unpack_secret(&name, &v)?.updated_at;
-                Ok(SecretInfo { name, updated_at })
-            })
-            .collect::<Result<Vec<_>, BackendError>>()?;
+            .map(|(name, updated_at)| SecretInfo { name, updated_at })
+            .collect();
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(infos)
     }
@@ -236,25 +238,13 @@ return 1
         tenant: &str,
         name: &str,
     ) -> Result<bool, BackendError> {
-        let removed: i64 = redis::cmd("HDEL")
-            .arg(keys::secrets(tenant))
-            .arg(name)
+        let (removed, _): (i64, i64) = redis::pipe()
+            .atomic()
+            .hdel(keys::secrets(tenant), name)
+            .hdel(keys::secret_times(tenant), name)
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(removed == 1)
     }
-}
-
-fn unpack_secret(name: &str, value: &[u8]) -> Result<SealedSecret, BackendError> {
-    if value.len() < 8 {
-        return Err(BackendError::Corrupt(format!(
-            "secret {name:?} is truncated"
-        )));
-    }
-    let (at, sealed) = value.split_at(8);
-    Ok(SealedSecret {
-        sealed: sealed.to_vec(),
-        updated_at: u64::from_be_bytes(at.try_into().expect("8 bytes")),
-    })
 }
