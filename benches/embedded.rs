@@ -85,6 +85,7 @@ fn embedded(c: &mut Criterion) {
                             parent: None,
                             parent_step: None,
                             children: Default::default(),
+                            priority: weft::scheduler::flow::DEFAULT_PRIORITY,
                         };
                         let started = Instant::now();
                         let id = scheduler.start(spec).await.expect("run stored");

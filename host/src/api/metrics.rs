@@ -53,7 +53,15 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time of each step attempt"
     );
-    describe_gauge!("weft_queue_depth", "Tasks ready and waiting for a worker");
+    describe_gauge!(
+        "weft_queue_depth",
+        "Steps ready and waiting for a node that serves the queue, per declared queue"
+    );
+    describe_gauge!(
+        "weft_queue_oldest_age_seconds",
+        metrics::Unit::Seconds,
+        "How long the oldest ready step of the queue has waited, per declared queue"
+    );
     describe_gauge!("weft_event_streams_open", "Open event streams");
     describe_counter!(
         "weft_component_cache_hits_total",
@@ -85,8 +93,13 @@ pub async fn render(State(state): State<AppState>) -> Response {
     metrics::counter!("weft_component_cache_misses_total").absolute(stats.misses);
     metrics::counter!("weft_component_cache_loads_total").absolute(stats.loads);
     metrics::counter!("weft_component_cache_compiles_total").absolute(stats.compiles);
-    if let Ok(depth) = state.scheduler.queue().depth().await {
-        metrics::gauge!("weft_queue_depth").set(depth as f64);
+    // Labelled only with declared queues: an admin's fixed set.
+    if let Ok(queues) = state.scheduler.store().queues().await {
+        for q in queues {
+            metrics::gauge!("weft_queue_depth", "queue" => q.name.clone()).set(q.depth as f64);
+            metrics::gauge!("weft_queue_oldest_age_seconds", "queue" => q.name)
+                .set(q.oldest_age_seconds);
+        }
     }
     let text = state
         .metrics

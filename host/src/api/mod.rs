@@ -11,6 +11,7 @@ pub mod error;
 mod events;
 pub mod metrics;
 mod openapi;
+mod queues;
 mod run_body;
 mod runs;
 mod secrets;
@@ -125,6 +126,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::list))
         .routes(routes!(workflows::publish, workflows::get))
         .routes(routes!(cluster::get))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::declare))
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics::render))

@@ -15,6 +15,7 @@ use super::{ApiError, AppState};
 use crate::backend::listing::{self, RunQuery, RunsPage};
 use crate::backend::{Admission, Cancelled, Idempotency, NewRun, TenantRecord};
 use crate::registry::referenced_names;
+use crate::scheduler::flow;
 use crate::scheduler::model::{ItemsPage, RunSpec, RunStatus, RunView, TemplateRef};
 use crate::scheduler::new_run_id;
 use crate::workflow::{self, Problem, Validated};
@@ -31,6 +32,11 @@ pub struct RunRequest {
     /// The run's input; `{}` when left out.
     #[serde(default)]
     pub input: Option<serde_json::Value>,
+    /// 0 to 9, default 5: within the tenant, ready steps of runs of higher
+    /// priority are taken first.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 9)]
+    pub priority: Option<u8>,
 }
 
 /// A workflow that runs on a fresh `weft serve`: `echo` is one of the example
@@ -106,11 +112,38 @@ pub(super) async fn check_document(
     })
     .await;
     let (validated, document) = checked.map_err(invalid)?;
-    let problems = unknown_secrets(state, tenant, &validated.workflow).await?;
+    let mut problems = unknown_secrets(state, tenant, &validated.workflow).await?;
+    problems.extend(undeclared_queues(state, &validated.workflow).await?);
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
     Ok((validated, document))
+}
+
+/// A problem for each step whose queue no admin declared.
+async fn undeclared_queues(
+    state: &AppState,
+    workflow: &workflow::Workflow,
+) -> Result<Vec<Problem>, ApiError> {
+    let named = || workflow.steps.iter().filter_map(|s| s.queue.as_deref());
+    if named().all(|q| q == flow::DEFAULT_QUEUE) {
+        return Ok(Vec::new());
+    }
+    let declared = state.store().queues().await?;
+    Ok(workflow
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| {
+            let queue = step.queue.as_deref()?;
+            (!declared.iter().any(|d| d.name == queue)).then(|| {
+                Problem::new(
+                    format!("/steps/{i}/queue"),
+                    format!("unknown queue {queue:?}: an admin declares it first with PUT /v1/queues/{queue}"),
+                )
+            })
+        })
+        .collect())
 }
 
 /// A problem for each secret a step lists that the tenant does not have.
@@ -298,6 +331,13 @@ pub async fn submit(
     }: JsonBody<RunRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
+    let priority = request.priority.unwrap_or(flow::DEFAULT_PRIORITY);
+    if priority > flow::MAX_PRIORITY {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            format!("priority {priority} is not 0 to 9"),
+        ));
+    }
     if let Err(wait) = state
         .rates
         .check(&tenant.name, tenant.limits.runs_per_second)
@@ -352,6 +392,7 @@ pub async fn submit(
         parent: None,
         parent_step: None,
         children,
+        priority,
     };
     let new = NewRun {
         spec: std::sync::Arc::new(spec),

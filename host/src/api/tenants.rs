@@ -157,6 +157,12 @@ pub struct LimitsPatch {
     #[serde(default, deserialize_with = "whole")]
     #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub http_response_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub weight: Option<u32>,
+    #[serde(default, deserialize_with = "whole")]
+    #[schema(minimum = 1, maximum = 2_147_483_647)]
+    pub concurrent_steps: Option<u32>,
 }
 
 /// One entry of `allowed_hosts`: `api.example.com`, `*.example.com`,
@@ -358,6 +364,24 @@ impl LimitsPatch {
             1,
             MAX_INT64,
             &mut l.http_response_bytes,
+            &mut p,
+        );
+        set(
+            at,
+            "weight",
+            self.weight,
+            1,
+            crate::scheduler::flow::MAX_WEIGHT,
+            &mut l.weight,
+            &mut p,
+        );
+        set(
+            at,
+            "concurrent_steps",
+            self.concurrent_steps,
+            1,
+            MAX_INT32,
+            &mut l.concurrent_steps,
             &mut p,
         );
         if let Some(hosts) = &self.allowed_hosts {

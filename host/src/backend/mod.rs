@@ -300,6 +300,13 @@ pub struct Limits {
     pub http_requests: u32,
     /// Largest body of one outgoing HTTP response, in bytes.
     pub http_response_bytes: u64,
+    /// The tenant's share of the nodes against other tenants with ready
+    /// work (1 to 1000): a tenant of weight 3 is given three steps for
+    /// every one of a tenant of weight 1.
+    pub weight: u32,
+    /// Attempts of the tenant's steps running at once, cluster-wide; ready
+    /// steps beyond it wait.
+    pub concurrent_steps: u32,
 }
 
 impl Default for Limits {
@@ -324,11 +331,21 @@ impl Default for Limits {
             allowed_hosts: Vec::new(),
             http_requests: 50,
             http_response_bytes: 10 << 20,
+            weight: 1,
+            concurrent_steps: 10_000,
         }
     }
 }
 
 impl Limits {
+    /// The tenant's share, as the dispatcher reads it.
+    pub fn share(&self) -> crate::scheduler::flow::Share {
+        crate::scheduler::flow::Share {
+            weight: self.weight,
+            concurrent_steps: self.concurrent_steps,
+        }
+    }
+
     /// What a run submitted now carries: the defaults of a step that sets
     /// nothing, and the run's budgets.
     pub fn step_defaults(&self) -> StepDefaults {
@@ -373,25 +390,28 @@ pub struct NodeInfo {
     pub seen_at: String,
 }
 
-/// A work queue as an autoscaler reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct QueueInfo {
+/// A declared queue and its ready work, as an autoscaler reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueStats {
     pub name: String,
-    /// Ready tasks no node has taken yet.
+    /// Ready steps waiting for a node that serves the queue.
     pub depth: u64,
-    /// Tasks taken by a node and not finished.
-    pub pending: u64,
-    /// Retries waiting for their due time.
-    pub delayed: u64,
+    /// How long the oldest of them has waited, in seconds (0 when none waits).
+    pub oldest_age_seconds: f64,
 }
 
 /// The live nodes and the queues of a backend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterView {
     /// `memory` or `redis`.
     pub backend: String,
     pub nodes: Vec<NodeInfo>,
-    pub queues: Vec<QueueInfo>,
+    /// The declared queues, `default` first.
+    pub queues: Vec<QueueStats>,
+    /// Tasks taken by a node and not finished.
+    pub pending: u64,
+    /// Retries (and waits) waiting for their due time.
+    pub delayed: u64,
 }
 
 /// Runs, steps, registry records and blobs.
@@ -528,6 +548,13 @@ pub trait StateStore: Send + Sync + 'static {
     /// Deletes the tenant's secret `name`; false when there was none.
     async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, BackendError>;
 
+    /// Declares the queue `name` (admin); true when it is new. `default`
+    /// always exists.
+    async fn declare_queue(&self, name: &str) -> Result<bool, BackendError>;
+
+    /// The declared queues, `default` first, with their ready work.
+    async fn queues(&self) -> Result<Vec<QueueStats>, BackendError>;
+
     /// Records that this node is alive, for [`StateStore::cluster`]; nodes
     /// not heard of for a while are left out.
     async fn heartbeat(&self, node: &NodeInfo) -> Result<(), BackendError>;
@@ -547,6 +574,10 @@ pub trait WorkQueue: Send + Sync + 'static {
 
     /// Tasks ready and waiting for a worker.
     async fn depth(&self) -> Result<u64, BackendError>;
+
+    /// Makes this node take work from `queues`, in this order (`weft serve
+    /// --queues`); `default` unless told.
+    fn serve_queues(&self, queues: &[String]);
 
     /// Hands back the tasks this node was given and has not finished, so that
     /// another node takes them at once; called when the node stops.

@@ -27,6 +27,12 @@ struct StoredSpec {
     parent_step: Option<u32>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     children: std::collections::BTreeMap<u32, ChildPlan>,
+    #[serde(default = "default_priority")]
+    priority: u8,
+}
+
+fn default_priority() -> u8 {
+    crate::scheduler::flow::DEFAULT_PRIORITY
 }
 
 pub(crate) fn store_spec(spec: &RunSpec) -> String {
@@ -42,6 +48,7 @@ pub(crate) fn store_spec(spec: &RunSpec) -> String {
         parent: spec.parent.clone(),
         parent_step: spec.parent_step,
         children: spec.children.clone(),
+        priority: spec.priority,
     })
     .expect("a spec serialises")
 }
@@ -71,6 +78,7 @@ pub(crate) fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
         parent: stored.parent,
         parent_step: stored.parent_step,
         children: stored.children,
+        priority: stored.priority,
     })
 }
 

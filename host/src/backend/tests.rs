@@ -139,6 +139,7 @@ fn spec(doc: Value) -> RunSpec {
         parent: None,
         parent_step: None,
         children: Default::default(),
+        priority: crate::scheduler::flow::DEFAULT_PRIORITY,
     }
 }
 
@@ -253,9 +254,11 @@ macro_rules! on_durable_backends {
     };
 }
 
+mod flow;
 mod language;
 mod listing;
 mod waits;
+use flow::*;
 use language::*;
 use listing::*;
 use waits::*;
@@ -265,6 +268,14 @@ on_every_backend!(
     cancelling_ends_a_waiting_step,
     signals_are_kept_taken_once_in_order_and_refused_past_their_limits,
     a_child_run_is_not_counted_and_its_end_wakes_its_parents_step,
+);
+
+on_every_backend!(
+    weights_share_the_workers_between_saturating_tenants,
+    a_newcomer_waits_behind_no_backlog,
+    higher_priority_runs_go_first_within_a_tenant,
+    a_tenant_at_its_concurrent_steps_waits_and_others_go_on,
+    a_step_waits_in_its_queue_for_a_node_that_serves_it,
 );
 
 on_every_backend!(

@@ -423,6 +423,7 @@ async fn prepare(
         parent: None,
         parent_step: None,
         children: Default::default(),
+        priority: crate::scheduler::flow::DEFAULT_PRIORITY,
     })
 }
 

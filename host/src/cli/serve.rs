@@ -52,6 +52,12 @@ pub struct ServeArgs {
     /// Steps this node runs at once.
     #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u32,
+    /// The queues this node takes steps from, in order of preference
+    /// (comma separated, e.g. `default,gpu`). A step with `"queue": "gpu"`
+    /// runs only on nodes started with `gpu`; an admin declares queues with
+    /// `PUT /v1/queues/{name}`.
+    #[arg(long, env = "WEFT_QUEUES", value_delimiter = ',', default_value = "default", value_parser = queue_name)]
+    pub queues: Vec<String>,
     /// With --redis: work a node has held this long without finishing or
     /// renewing it (the node stopped) goes to another node.
     #[arg(long, env = "WEFT_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -117,6 +123,18 @@ fn secrets_key(args: &ServeArgs, data_dir: &Path) -> Result<Option<SecretsKey>, 
             );
             Ok(None)
         }
+    }
+}
+
+/// A queue's name, as `--queues` lists it.
+fn queue_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if crate::scheduler::flow::valid_queue(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{name:?} is not a queue name: lowercase letters, digits, `_` and `-`, starting with a letter"
+        ))
     }
 }
 
@@ -227,11 +245,13 @@ async fn run(args: ServeArgs) -> Result<(), String> {
                     backend
                 }
             };
+            WorkQueue::serve_queues(&*backend, &args.queues);
             (backend.clone(), backend, "embedded".to_string(), "embedded")
         }
         Some(url) => {
             let mut config = RedisConfig::new(url.clone());
             config.visibility = args.visibility_timeout;
+            config.queues = args.queues.clone();
             let shown = redis_shown.as_deref().unwrap_or_default();
             let backend = connect_redis(config, shown, clock.clone(), &shutdown).await?;
             if args.role != Role::Api {

@@ -2,6 +2,7 @@
 //! cancellation. Talks to storage only through [`StateStore`] and [`WorkQueue`].
 
 pub mod clock;
+pub mod flow;
 pub mod model;
 pub mod policy;
 pub mod rules;
@@ -434,6 +435,7 @@ mod tests {
                 parent: None,
                 parent_step: None,
                 children: Default::default(),
+                priority: crate::scheduler::flow::DEFAULT_PRIORITY,
             })
             .await
             .unwrap();

@@ -169,6 +169,9 @@ pub struct RunSpec {
     /// What each sub-workflow step starts, by step index: resolved and pinned
     /// at submission.
     pub children: std::collections::BTreeMap<u32, ChildPlan>,
+    /// 0-9: within its tenant, ready work of a run of higher priority is
+    /// taken first (`flow::rank`).
+    pub priority: u8,
 }
 
 /// The child run a sub-workflow step starts: its template, resolved and
@@ -232,6 +235,7 @@ impl RunSpec {
             parent: Some(self.id.clone()),
             parent_step: Some(index as u32),
             children: plan.children.clone(),
+            priority: self.priority,
         })
     }
 

@@ -108,6 +108,9 @@ pub struct Step {
     pub http_allow: Vec<HostPattern>,
     /// The tenant's secrets the step (and its compensation) may read.
     pub secrets: Vec<String>,
+    /// The queue the step's attempts (and its compensation's) wait in for a
+    /// node that serves it; None is the default queue.
+    pub queue: Option<String>,
 }
 
 /// What a step does.

@@ -120,6 +120,7 @@ pub fn validate(doc: &Value, resolver: &dyn ComponentResolver) -> Result<Validat
                 limits: draft.limits,
                 http_allow: draft.http_allow,
                 secrets: draft.secrets,
+                queue: draft.queue,
             }),
             // Only reachable together with a problem already reported for this step.
             _ if !problems.is_empty() => {}
@@ -232,6 +233,7 @@ struct Draft<'d> {
     compensate: Option<CompensationDraft>,
     http_allow: Vec<HostPattern>,
     secrets: Vec<String>,
+    queue: Option<String>,
 }
 
 /// What could be read of a step's `compensate`.
@@ -345,9 +347,11 @@ fn draft_step<'d>(
     }
     let http_allow = http_allow(get("http"), &base, problems);
     let secrets = secret_names(get("secrets"), &base, problems);
+    let queue = queue_name(get("queue"), &base, problems);
     Draft {
         http_allow,
         secrets,
+        queue,
         id: get("id").and_then(Value::as_str),
         component,
         wait,
@@ -412,11 +416,28 @@ fn secret_names(raw: Option<&Value>, base: &str, problems: &mut Vec<Problem>) ->
     names
 }
 
+/// `"queue"`: a queue name (whether it is declared is checked at
+/// submission, against the declared queues).
+fn queue_name(raw: Option<&Value>, base: &str, problems: &mut Vec<Problem>) -> Option<String> {
+    let name = raw?.as_str()?;
+    if crate::scheduler::flow::valid_queue(name) {
+        return Some(name.to_string());
+    }
+    problems.push(Problem::new(
+        format!("{base}/queue"),
+        format!(
+            "{} is not a queue name: lowercase letters, digits, `_` and `-`, starting with a letter",
+            quoted(name)
+        ),
+    ));
+    None
+}
+
 /// The fields that say what a step does: exactly one of them.
 const ACTIONS: [&str; 5] = ["component", "sleep_ms", "sleep_until", "signal", "workflow"];
 
 /// Fields only a step that runs a component may have.
-const COMPONENT_ONLY: [&str; 8] = [
+const COMPONENT_ONLY: [&str; 9] = [
     "input",
     "retry",
     "limits",
@@ -425,6 +446,7 @@ const COMPONENT_ONLY: [&str; 8] = [
     "compensate",
     "http",
     "secrets",
+    "queue",
 ];
 
 /// What a step that waits does (`sleep_ms`, `sleep_until` or `signal`);

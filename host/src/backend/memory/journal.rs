@@ -8,7 +8,7 @@
 //! stored, and a step's output is stored before any step it made ready starts.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
@@ -42,7 +42,7 @@ impl PartialOrd for Delayed {
 /// Ready steps and retries waiting for their time.
 #[derive(Default)]
 pub(super) struct Work {
-    pub queue: VecDeque<Task>,
+    pub ready: super::ready::Ready,
     pub delayed: BinaryHeap<Reverse<Delayed>>,
     seq: u64,
     /// Present when the backend has a file store.
@@ -98,7 +98,7 @@ impl Work {
     pub fn enqueue(&mut self, task: Task) {
         match &mut self.journal {
             Some(journal) => journal.held.tasks.push(task),
-            None => self.queue.push_back(task),
+            None => self.ready.push(task),
         }
     }
 
@@ -124,7 +124,7 @@ impl Work {
                 break;
             }
             let Reverse(d) = self.delayed.pop().expect("peeked");
-            self.queue.push_back(Task {
+            self.ready.push(Task {
                 run: d.run,
                 kind: d.kind,
             });
@@ -133,7 +133,9 @@ impl Work {
 
     /// Lets held work go once the write carrying its changes is stored.
     pub fn release(&mut self, held: Held) {
-        self.queue.extend(held.tasks);
+        for task in held.tasks {
+            self.ready.push(task);
+        }
         self.delayed.extend(held.delayed.into_iter().map(Reverse));
     }
 

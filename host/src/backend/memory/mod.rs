@@ -8,6 +8,7 @@
 mod journal;
 mod listing;
 mod outcomes;
+mod ready;
 mod registry;
 mod rows;
 mod runs;
@@ -25,10 +26,11 @@ pub use store::Fsync;
 
 use super::{
     Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Delivery, Limits, NewRun,
-    NodeInfo, Outcome, Published, QueueInfo, SealedSecret, SecretInfo, Signalled, StateStore,
+    NodeInfo, Outcome, Published, QueueStats, SealedSecret, SecretInfo, Signalled, StateStore,
     TenantRecord, VersionRecord, WorkQueue,
 };
 use crate::scheduler::clock::{Clock, Millis};
+use crate::scheduler::flow;
 use crate::scheduler::model::{ItemsPage, RunError, RunEvent, RunView, Target};
 
 /// How many finished runs the in-memory backend keeps per tenant at most;
@@ -72,6 +74,8 @@ pub struct MemoryBackend {
     /// store (and its lock) is closed when the drop returns.
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     retention: Retention,
+    /// The queues this node serves, in order.
+    queues: Mutex<Arc<[Arc<str>]>>,
 }
 
 struct Inner {
@@ -166,6 +170,7 @@ impl MemoryBackend {
             written: watch::Sender::new(0),
             writer_thread: Mutex::new(None),
             retention,
+            queues: Mutex::new(Arc::from([Arc::from(flow::DEFAULT_QUEUE)])),
         })
     }
 
@@ -378,17 +383,43 @@ impl StateStore for MemoryBackend {
     }
 
     async fn cluster(&self) -> Result<ClusterView, BackendError> {
+        let queues = self.queues().await?;
         let inner = self.lock();
         Ok(ClusterView {
             backend: "memory".into(),
             nodes: inner.node.iter().cloned().collect(),
-            queues: vec![QueueInfo {
-                name: "ready".into(),
-                depth: inner.work.queue.len() as u64,
-                pending: inner.runs.values().map(|r| r.running() as u64).sum(),
-                delayed: inner.work.delayed.len() as u64,
-            }],
+            queues,
+            pending: inner.runs.values().map(|r| r.running() as u64).sum(),
+            delayed: inner.work.delayed.len() as u64,
         })
+    }
+
+    async fn declare_queue(&self, name: &str) -> Result<bool, BackendError> {
+        let _order = self.persisting.lock().await;
+        if self.lock().registry.queues().iter().any(|q| q == name) {
+            return Ok(false);
+        }
+        let queue = name.to_string();
+        self.with_store(move |s| s.put_flow("queue", "", &queue, "{}"))
+            .await?;
+        Ok(self.lock().registry.declare_queue(name))
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueStats>, BackendError> {
+        let inner = self.lock();
+        Ok(inner
+            .registry
+            .queues()
+            .into_iter()
+            .map(|name| {
+                let depth = inner.work.ready.depth(&name);
+                QueueStats {
+                    depth: depth.depth,
+                    oldest_age_seconds: depth.oldest.map_or(0.0, |d| d.as_secs_f64()),
+                    name,
+                }
+            })
+            .collect())
     }
 
     async fn put_secret(
@@ -441,20 +472,26 @@ impl WorkQueue for MemoryBackend {
             let ready = self.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
+            let queues = self
+                .queues
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             let next_due = {
                 let mut inner = self.lock();
                 inner.work.promote_due(self.clock.now());
-                let take = max.min(inner.work.queue.len());
-                if take > 0 {
-                    let mut out = Vec::with_capacity(take);
-                    for task in inner.work.queue.drain(..take) {
-                        out.push(Delivery { task, tag: 0 });
-                    }
-                    for d in &mut out {
+                let Inner { work, registry, .. } = &mut *inner;
+                let taken = work.ready.take(&queues, max, |t| registry.share(t));
+                if !taken.is_empty() {
+                    let mut out = Vec::with_capacity(taken.len());
+                    for (task, tenant) in taken {
                         inner.next_tag += 1;
-                        d.tag = inner.next_tag;
+                        let tag = inner.next_tag;
+                        inner.work.ready.hand_out(tag, tenant);
+                        out.push(Delivery { task, tag });
                     }
-                    if !inner.work.queue.is_empty() {
+                    let Inner { work, registry, .. } = &*inner;
+                    if work.ready.any_for(&queues, |t| registry.share(t)) {
                         // Someone else may take the rest.
                         self.ready.notify_one();
                     }
@@ -474,19 +511,34 @@ impl WorkQueue for MemoryBackend {
         }
     }
 
-    async fn ack(&self, _deliveries: &[Delivery]) -> Result<(), BackendError> {
-        // Nothing is redelivered within one process: a claimed task is the worker's.
+    async fn ack(&self, deliveries: &[Delivery]) -> Result<(), BackendError> {
+        // Nothing is redelivered within one process: a claimed task is the
+        // worker's. Its tenant runs one attempt fewer, which may let more of
+        // its work go.
+        let mut inner = self.lock();
+        for d in deliveries {
+            inner.work.ready.done(d.tag);
+        }
+        drop(inner);
+        self.ready.notify_one();
         Ok(())
     }
 
     async fn depth(&self) -> Result<u64, BackendError> {
-        Ok(self.lock().work.queue.len() as u64)
+        Ok(self.lock().work.ready.len() as u64)
+    }
+
+    fn serve_queues(&self, queues: &[String]) {
+        let queues: Vec<Arc<str>> = queues.iter().map(|q| Arc::from(q.as_str())).collect();
+        *self.queues.lock().unwrap_or_else(|e| e.into_inner()) = Arc::from(queues);
+        self.ready.notify_one();
     }
 }
 
 impl Inner {
     /// Books a run that just ended: retention and the tenant's active count.
     fn ended(&mut self, now: Millis, run: Arc<str>, spec: &crate::scheduler::model::RunSpec) {
+        self.work.ready.unplace(&run);
         self.retain(now, run, spec);
         if spec.parent.is_none()
             && let Some(n) = self.active.get_mut(&spec.tenant)

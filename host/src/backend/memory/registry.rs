@@ -21,6 +21,8 @@ pub(super) struct Registry {
     keys: HashMap<String, String>,
     /// (tenant, name) -> sealed secret; sorted so that listing is by name.
     secrets: BTreeMap<(String, String), SealedSecret>,
+    /// The queues an admin declared (`default` always exists besides).
+    queues: std::collections::BTreeSet<String>,
 }
 
 impl Registry {
@@ -29,9 +31,15 @@ impl Registry {
         tenants: Vec<TenantRecord>,
         versions: Vec<(String, VersionRecord)>,
         secrets: Vec<((String, String), SealedSecret)>,
+        flow: Vec<((String, String, String), String)>,
     ) -> Self {
         let mut registry = Self {
             secrets: secrets.into_iter().collect(),
+            queues: flow
+                .into_iter()
+                .filter(|((kind, _, _), _)| kind == "queue")
+                .map(|((_, _, name), _)| name)
+                .collect(),
             ..Self::default()
         };
         for tenant in tenants {
@@ -103,6 +111,27 @@ impl Registry {
 
     pub(super) fn tenant(&self, name: &str) -> Option<TenantRecord> {
         self.tenants.get(name).cloned()
+    }
+
+    /// The tenant's share of the nodes (the defaults for a tenant not known,
+    /// as in `weft exec`).
+    pub(super) fn share(&self, name: &str) -> crate::scheduler::flow::Share {
+        self.tenants
+            .get(name)
+            .map(|t| t.limits.share())
+            .unwrap_or_default()
+    }
+
+    /// Declares a queue; true when it is new.
+    pub(super) fn declare_queue(&mut self, name: &str) -> bool {
+        name != crate::scheduler::flow::DEFAULT_QUEUE && self.queues.insert(name.to_string())
+    }
+
+    /// The declared queues, `default` first, then by name.
+    pub(super) fn queues(&self) -> Vec<String> {
+        std::iter::once(crate::scheduler::flow::DEFAULT_QUEUE.to_string())
+            .chain(self.queues.iter().cloned())
+            .collect()
     }
 
     pub(super) fn tenant_by_key(&self, key_hash: &str) -> Option<TenantRecord> {

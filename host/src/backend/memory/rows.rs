@@ -289,6 +289,7 @@ impl MemoryBackend {
             loaded.tenants,
             loaded.versions,
             loaded.secrets,
+            loaded.flow,
         );
         // What is read back is stored already: the work it implies is not held.
         let journal = inner.work.journal.take();
@@ -459,6 +460,7 @@ fn requeue(
     remaining: usize,
     now: Millis,
 ) {
+    work.ready.place(id.clone(), super::ready::Place::of(spec));
     let mut again =
         |slot: &Slot, sub_workflow: bool, kind: &dyn Fn(u32) -> TaskKind| match slot.status() {
             StepStatus::Queued if slot.rec.attempts == 0 => work.enqueue(Task {

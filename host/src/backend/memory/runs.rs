@@ -232,6 +232,10 @@ impl MemoryBackend {
             })
             .collect();
         let mut pushed = false;
+        inner
+            .work
+            .ready
+            .place(run.clone(), super::ready::Place::of(&spec));
         for (index, s) in steps.iter().enumerate() {
             if s.waiting_on == 0 {
                 inner.work.enqueue(Task {

@@ -24,7 +24,7 @@ use crate::scheduler::model::{RunError, RunSpec, RunStatus, StepRecord, StepStat
 
 /// The schema this version of Weft writes. A file with a higher version was
 /// written by a newer Weft and is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of a Weft store ("WEFT"), so that another
 /// program's SQLite file in the data directory is not taken for one.
@@ -96,6 +96,15 @@ const MIGRATIONS: &[&str] = &[
         sealed BLOB NOT NULL,
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (tenant, name)
+    ) WITHOUT ROWID;",
+    // 3 -> 4: flow control's declarations (`kind` `queue`: the declared
+    // queues, tenant ''), each a JSON record.
+    "CREATE TABLE flow (
+        kind TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        name TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (kind, tenant, name)
     ) WITHOUT ROWID;",
 ];
 
@@ -209,6 +218,8 @@ pub(super) struct Loaded {
     pub versions: Vec<(String, VersionRecord)>,
     /// (tenant, name) and the sealed secret.
     pub secrets: Vec<((String, String), SealedSecret)>,
+    /// Flow control's declarations: (kind, tenant, name) and the record.
+    pub flow: Vec<((String, String, String), String)>,
 }
 
 /// An error of the store, as a backend error naming the file.
@@ -442,6 +453,23 @@ impl Store {
         Ok(())
     }
 
+    /// Sets a declaration of flow control (a queue: kind `queue`, tenant '').
+    pub fn put_flow(
+        &mut self,
+        kind: &str,
+        tenant: &str,
+        name: &str,
+        record: &str,
+    ) -> Result<(), BackendError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO flow (kind, tenant, name, record) VALUES (?1, ?2, ?3, ?4)",
+                params![kind, tenant, name, record],
+            )
+            .map_err(|e| failed(&self.path, e))?;
+        Ok(())
+    }
+
     /// Deletes a secret.
     pub fn delete_secret(&mut self, tenant: &str, name: &str) -> Result<(), BackendError> {
         self.conn
@@ -505,6 +533,26 @@ impl Store {
             .map_err(e)?
         {
             loaded.secrets.push(row.map_err(e)?);
+        }
+
+        let mut flow = self
+            .conn
+            .prepare("SELECT kind, tenant, name, record FROM flow")
+            .map_err(e)?;
+        for row in flow
+            .query_map([], |r| {
+                Ok((
+                    (
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ),
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(e)?
+        {
+            loaded.flow.push(row.map_err(e)?);
         }
 
         let mut steps: HashMap<String, Vec<StepRow>> = HashMap::new();

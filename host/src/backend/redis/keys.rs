@@ -11,6 +11,17 @@ pub const EVENTS_PATTERN: &str = "weft:events:*";
 /// Where the scripts publish the id of a run that ended while steps of it ran.
 pub const CANCEL: &str = "weft:cancel";
 
+/// Where the scripts publish a queue that got ready work after it had none.
+pub const WAKE: &str = "weft:flow:wake";
+/// The queues an admin declared (`default` always exists).
+pub const QUEUES: &str = "weft:queues";
+
+/// A tenant's share (`w` weight, `cap` concurrent_steps) and `run`, the
+/// attempts of it running now; read by the `take` script.
+pub fn flow_tenant(tenant: &str) -> String {
+    format!("weft:flow:tenant:{tenant}")
+}
+
 pub fn run(id: &str) -> String {
     format!("weft:{{run:{id}}}:run")
 }

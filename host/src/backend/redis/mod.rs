@@ -51,6 +51,8 @@ pub struct RedisConfig {
     /// Work a node has held this long without finishing or renewing it is
     /// handed to another node.
     pub visibility: Duration,
+    /// The queues this node takes work from, in order (`--queues`).
+    pub queues: Vec<String>,
 }
 
 impl RedisConfig {
@@ -59,6 +61,7 @@ impl RedisConfig {
             url: url.into(),
             node: format!("node-{}-{:08x}", std::process::id(), rand::random::<u32>()),
             visibility: Duration::from_secs(30),
+            queues: vec![crate::scheduler::flow::DEFAULT_QUEUE.to_string()],
         }
     }
 }
@@ -84,13 +87,20 @@ pub struct RedisBackend {
     /// Runs that ended while steps of theirs ran, from `weft:cancel`.
     ended: broadcast::Sender<String>,
     watching_ended: AtomicBool,
-    /// Delivery tag -> stream entry id, for acknowledgement.
-    entries: Mutex<HashMap<u64, String>>,
+    /// Delivery tag -> stream entry, for acknowledgement.
+    entries: Mutex<HashMap<u64, queue::Entry>>,
     next_tag: AtomicU64,
     /// (run, step, lease) of a claimed attempt -> its delivery tag.
     receipts: Mutex<HashMap<(String, usize, u64), u64>>,
     /// Entries reclaimed from nodes that stopped, waiting to be handed out.
-    reclaimed: Mutex<VecDeque<(String, Task)>>,
+    reclaimed: Mutex<VecDeque<(queue::Entry, Task)>>,
+    /// The queues this node takes work from, in order.
+    queues: Mutex<Vec<String>>,
+    /// Wakes this node's reader: a queue it serves got work, or an attempt
+    /// of a tenant it passed over at its `concurrent_steps` ended.
+    wake: Arc<tokio::sync::Notify>,
+    /// The last take passed over a tenant at its `concurrent_steps`.
+    capped: AtomicBool,
 }
 
 /// Every error Redis gives is "unavailable", to retry with backoff: an I/O
@@ -174,7 +184,7 @@ impl RedisBackend {
             reader: tokio::sync::Mutex::new(reader),
             client,
             scripts,
-            config,
+            config: config.clone(),
             clock,
             specs: Mutex::new(lru::LruCache::new(NonZeroUsize::new(4096).unwrap())),
             loading_specs: tokio::sync::Mutex::new(()),
@@ -186,8 +196,12 @@ impl RedisBackend {
             next_tag: AtomicU64::new(1),
             receipts: Mutex::new(HashMap::new()),
             reclaimed: Mutex::new(VecDeque::new()),
+            queues: Mutex::new(config.queues.clone()),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            capped: AtomicBool::new(false),
         });
         backend.ensure_group().await?;
+        backend.watch_wakes();
         Ok(backend)
     }
 
@@ -282,7 +296,11 @@ impl StateStore for RedisBackend {
             .arg(spec.workflow_name())
             .arg(spec.parent.as_deref().unwrap_or(""))
             .arg(spec.defaults.run_bytes)
-            .arg(spec.parent_step.unwrap_or(0));
+            .arg(spec.parent_step.unwrap_or(0))
+            .arg(spec.priority)
+            .arg(u8::from(
+                spec.workflow.steps.iter().any(|s| s.queue.is_some()),
+            ));
         for (i, step) in spec.workflow.steps.iter().enumerate() {
             let dependents: Vec<String> = spec
                 .workflow
@@ -295,7 +313,8 @@ impl StateStore for RedisBackend {
                 .arg(step.deps.len())
                 .arg(dependents.join(","))
                 .arg(step.for_each.as_ref().map_or(0, |f| f.max_concurrency))
-                .arg(u8::from(spec.compensation_pin(i).is_some()));
+                .arg(u8::from(spec.compensation_pin(i).is_some()))
+                .arg(step.queue.as_deref().unwrap_or(""));
         }
         let reply: Vec<Value> = invocation
             .invoke_async(&mut self.conn())
@@ -539,7 +558,13 @@ impl StateStore for RedisBackend {
             .lock()
             .unwrap()
             .remove(&(run.to_string(), index, lease));
-        let entry = receipt.and_then(|tag| self.entries.lock().unwrap().get(&tag).cloned());
+        let entry = receipt.and_then(|tag| {
+            self.entries
+                .lock()
+                .unwrap()
+                .get(&tag)
+                .map(queue::Entry::arg)
+        });
         let reply = self
             .commits
             .call(CommitRequest {
@@ -574,6 +599,7 @@ impl StateStore for RedisBackend {
             && let Some(tag) = receipt
         {
             self.entries.lock().unwrap().remove(&tag);
+            self.attempt_ended();
         }
         let retrying = reply.get(1).and_then(int) == Some(1);
         let run_ended = match reply.get(2).and_then(text).as_deref() {
@@ -611,7 +637,13 @@ impl StateStore for RedisBackend {
             .lock()
             .unwrap()
             .remove(&(run.to_string(), FINALIZE, 0));
-        let entry = receipt.and_then(|tag| self.entries.lock().unwrap().get(&tag).cloned());
+        let entry = receipt.and_then(|tag| {
+            self.entries
+                .lock()
+                .unwrap()
+                .get(&tag)
+                .map(queue::Entry::arg)
+        });
         // Should the call fail, the worker's own acknowledgement of the
         // delivery follows the finish it tries again.
         let ended = self
@@ -627,6 +659,7 @@ impl StateStore for RedisBackend {
             .await?;
         if let Some(tag) = receipt {
             self.entries.lock().unwrap().remove(&tag);
+            self.attempt_ended();
         }
         Ok(ended == 1)
     }
@@ -803,6 +836,14 @@ impl StateStore for RedisBackend {
 
     async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, BackendError> {
         self.delete_secret_now(tenant, name).await
+    }
+
+    async fn declare_queue(&self, name: &str) -> Result<bool, BackendError> {
+        self.declare_queue_now(name).await
+    }
+
+    async fn queues(&self) -> Result<Vec<super::QueueStats>, BackendError> {
+        self.queues_now().await
     }
 
     async fn heartbeat(&self, node: &NodeInfo) -> Result<(), BackendError> {

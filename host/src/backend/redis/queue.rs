@@ -7,18 +7,46 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamRangeReply};
 use tokio_util::sync::CancellationToken;
 
 use super::{RedisBackend, keys, unavailable};
-use crate::backend::{BackendError, ClusterView, Delivery, NodeInfo, QueueInfo, WorkQueue};
+use crate::backend::{BackendError, ClusterView, Delivery, NodeInfo, QueueStats, WorkQueue};
+use crate::scheduler::flow;
 use crate::scheduler::model::{Task, TaskKind};
 
 /// A node not heard of for this long is not listed as alive.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(10);
 
-/// How long one blocking read waits before looking again.
-const BLOCK: Duration = Duration::from_millis(500);
+/// How long a node with nothing to do waits before looking again, when no
+/// wake-up came (one may be lost with a broken subscription, and work of a
+/// tenant at its `concurrent_steps` frees without one).
+const IDLE: Duration = Duration::from_millis(250);
+
+/// A delivery as the stream holds it: the entry's id and the tenant whose
+/// attempt it carries (for its running count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Entry {
+    pub id: String,
+    pub tenant: Option<String>,
+}
+
+impl Entry {
+    fn of(entry: &StreamId) -> Self {
+        Self {
+            id: entry.id.clone(),
+            tenant: entry.get("t"),
+        }
+    }
+
+    /// The entry as the scripts take it: `id` or `id tenant`.
+    pub fn arg(&self) -> String {
+        match &self.tenant {
+            Some(t) => format!("{} {t}", self.id),
+            None => self.id.clone(),
+        }
+    }
+}
 
 /// The task an entry of the ready stream carries.
 fn task_of(entry: &StreamId) -> Option<Task> {
@@ -70,12 +98,12 @@ impl RedisBackend {
             match task_of(&entry) {
                 Some(task) => {
                     let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
-                    held.insert(tag, entry.id);
+                    held.insert(tag, Entry::of(&entry));
                     out.push(Delivery { task, tag });
                 }
                 None => {
                     tracing::error!(id = %entry.id, "dropping an unreadable queue entry");
-                    bad.push(entry.id);
+                    bad.push(Entry::of(&entry).arg());
                 }
             }
         }
@@ -138,14 +166,14 @@ impl RedisBackend {
         });
     }
 
-    /// Moves due retries to the stream; returns how long to wait until the next.
+    /// Moves due retries to their tenants' ready work; returns how long to
+    /// wait until the next.
     async fn promote(&self) -> Result<Duration, BackendError> {
         let now = self.clock.now();
         let (_, next): (i64, i64) = self
             .scripts
             .promote
             .key(keys::DELAYED)
-            .key(keys::READY)
             .arg(now)
             .arg(1000)
             .invoke_async(&mut self.conn())
@@ -163,7 +191,13 @@ impl RedisBackend {
     /// Resets the idle time of the entries this node holds, so that they are
     /// not handed to another node while their steps run.
     async fn renew(&self) -> Result<(), BackendError> {
-        let ids: Vec<String> = self.entries.lock().unwrap().values().cloned().collect();
+        let ids: Vec<String> = self
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .map(|e| e.id.clone())
+            .collect();
         for chunk in ids.chunks(500) {
             let _: redis::Value = redis::cmd("XCLAIM")
                 .arg(keys::READY)
@@ -199,17 +233,24 @@ impl RedisBackend {
             entries = reply.claimed.len(),
             "reclaimed work of a stopped node"
         );
-        let held: std::collections::HashSet<String> =
-            self.entries.lock().unwrap().values().cloned().collect();
+        let held: std::collections::HashSet<String> = self
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .map(|e| e.id.clone())
+            .collect();
         let mut reclaimed = self.reclaimed.lock().unwrap();
         for entry in reply.claimed {
             if held.contains(&entry.id) {
                 continue;
             }
             if let Some(task) = task_of(&entry) {
-                reclaimed.push_back((entry.id, task));
+                reclaimed.push_back((Entry::of(&entry), task));
             }
         }
+        drop(reclaimed);
+        self.wake.notify_one();
         Ok(())
     }
 
@@ -266,9 +307,7 @@ impl RedisBackend {
                     .filter_map(|b| serde_json::from_str::<NodeInfo>(&b).ok()),
             );
         }
-        let (len, pending, delayed): (u64, redis::Value, u64) = redis::pipe()
-            .cmd("XLEN")
-            .arg(keys::READY)
+        let (pending, delayed): (redis::Value, u64) = redis::pipe()
             .cmd("XPENDING")
             .arg(keys::READY)
             .arg(keys::GROUP)
@@ -277,17 +316,60 @@ impl RedisBackend {
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let pending = pending_count(&pending);
         Ok(ClusterView {
             backend: "redis".into(),
             nodes,
-            queues: vec![QueueInfo {
-                name: keys::READY.into(),
-                depth: len.saturating_sub(pending),
-                pending,
-                delayed,
-            }],
+            queues: self.queues_now().await?,
+            pending: pending_count(&pending),
+            delayed,
         })
+    }
+
+    /// Declares a queue; true when it is new.
+    pub(super) async fn declare_queue_now(&self, name: &str) -> Result<bool, BackendError> {
+        if name == flow::DEFAULT_QUEUE {
+            return Ok(false);
+        }
+        let added: i64 = redis::cmd("SADD")
+            .arg(keys::QUEUES)
+            .arg(name)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(added == 1)
+    }
+
+    /// The declared queues, `default` first, with their ready work.
+    pub(super) async fn queues_now(&self) -> Result<Vec<QueueStats>, BackendError> {
+        let mut declared: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys::QUEUES)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        declared.sort();
+        declared.insert(0, flow::DEFAULT_QUEUE.to_string());
+        let now = self.clock.now();
+        let mut out = Vec::with_capacity(declared.len());
+        for name in declared {
+            let (depth, oldest): (u64, i64) = self
+                .scripts
+                .queue_stats
+                .arg(&name)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            let age = if oldest < 0 {
+                0.0
+            } else {
+                now.saturating_sub(oldest as u64) as f64 / 1000.0
+            };
+            out.push(QueueStats {
+                name,
+                depth,
+                oldest_age_seconds: age,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -299,9 +381,8 @@ fn pending_count(reply: &redis::Value) -> u64 {
     }
 }
 
-#[async_trait::async_trait]
-impl WorkQueue for RedisBackend {
-    async fn next(&self, max: usize) -> Result<Vec<Delivery>, BackendError> {
+impl RedisBackend {
+    async fn next_now(&self, max: usize) -> Result<Vec<Delivery>, BackendError> {
         let max = max.max(1);
         loop {
             let mut out = Vec::new();
@@ -320,23 +401,26 @@ impl WorkQueue for RedisBackend {
             if !out.is_empty() {
                 return Ok(out);
             }
-            let read: Result<Option<StreamReadReply>, _> = {
+            // Armed before looking, so that a wake-up while looking is kept.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let taken = {
                 let mut reader = self.reader.lock().await;
-                redis::cmd("XREADGROUP")
-                    .arg("GROUP")
+                let mut invocation = self.scripts.take.prepare_invoke();
+                invocation
+                    .key(keys::READY)
                     .arg(keys::GROUP)
                     .arg(&self.config.node)
-                    .arg("COUNT")
-                    .arg(max)
-                    .arg("BLOCK")
-                    .arg(BLOCK.as_millis() as u64)
-                    .arg("STREAMS")
-                    .arg(keys::READY)
-                    .arg(">")
-                    .query_async(&mut *reader)
+                    .arg(max);
+                for queue in self.queues.lock().unwrap().iter() {
+                    invocation.arg(queue);
+                }
+                invocation
+                    .invoke_async::<(i64, StreamRangeReply)>(&mut *reader)
                     .await
             };
-            let reply = match read {
+            let (capped, entries) = match taken {
                 Ok(reply) => reply,
                 Err(e) if e.code() == Some("NOGROUP") => {
                     // Redis lost the group (restarted without persistence): make it again.
@@ -345,20 +429,45 @@ impl WorkQueue for RedisBackend {
                 }
                 Err(e) => return Err(unavailable(e)),
             };
-            let Some(reply) = reply else {
-                continue;
-            };
+            self.capped.store(capped == 1, Ordering::Relaxed);
             let mut bad = Vec::new();
-            for key in reply.keys {
-                self.deliver(key.ids, &mut out, &mut bad);
-            }
+            self.deliver(entries.ids, &mut out, &mut bad);
             if !bad.is_empty() {
                 self.ack_ids(&bad).await?;
             }
             if !out.is_empty() {
                 return Ok(out);
             }
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = tokio::time::sleep(IDLE) => {}
+            }
         }
+    }
+
+    /// An attempt this node ran ended: when the last take passed over a
+    /// tenant at its `concurrent_steps`, that tenant may run one more now.
+    pub(super) fn attempt_ended(&self) {
+        if self.capped.load(Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Wakes this node's reader whenever a queue gets work after it had none.
+    pub(super) fn watch_wakes(&self) {
+        let wake = self.wake.clone();
+        super::view::subscribe_forever(
+            self.client.clone(),
+            super::view::Channel::Name(keys::WAKE),
+            move |_| wake.notify_one(),
+        );
+    }
+}
+
+#[async_trait::async_trait]
+impl WorkQueue for RedisBackend {
+    async fn next(&self, max: usize) -> Result<Vec<Delivery>, BackendError> {
+        self.next_now(max).await
     }
 
     async fn ack(&self, deliveries: &[Delivery]) -> Result<(), BackendError> {
@@ -366,7 +475,7 @@ impl WorkQueue for RedisBackend {
             let held = self.entries.lock().unwrap();
             deliveries
                 .iter()
-                .filter_map(|d| held.get(&d.tag).cloned())
+                .filter_map(|d| held.get(&d.tag).map(Entry::arg))
                 .collect()
         };
         self.ack_ids(&ids).await?;
@@ -374,6 +483,8 @@ impl WorkQueue for RedisBackend {
         for d in deliveries {
             held.remove(&d.tag);
         }
+        drop(held);
+        self.attempt_ended();
         Ok(())
     }
 
@@ -384,6 +495,7 @@ impl WorkQueue for RedisBackend {
             .key(keys::READY)
             .arg(keys::GROUP)
             .arg(&self.config.node)
+            .arg(self.clock.now())
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -391,16 +503,12 @@ impl WorkQueue for RedisBackend {
         Ok(released)
     }
 
+    fn serve_queues(&self, queues: &[String]) {
+        *self.queues.lock().unwrap() = queues.to_vec();
+        self.wake.notify_one();
+    }
+
     async fn depth(&self) -> Result<u64, BackendError> {
-        let (len, pending): (u64, redis::Value) = redis::pipe()
-            .cmd("XLEN")
-            .arg(keys::READY)
-            .cmd("XPENDING")
-            .arg(keys::READY)
-            .arg(keys::GROUP)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(len.saturating_sub(pending_count(&pending)))
+        Ok(self.queues_now().await?.iter().map(|q| q.depth).sum())
     }
 }

@@ -110,7 +110,8 @@ impl RedisBackend {
         // One script: the tenant and its key hashes are stored together or not at all.
         const CREATE_TENANT: &str = r#"#!lua
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-for k = 3, #ARGV do redis.call('HSET', KEYS[2], ARGV[k], ARGV[1]) end
+redis.call('HSET', KEYS[3], 'w', ARGV[3], 'cap', ARGV[4])
+for k = 5, #ARGV do redis.call('HSET', KEYS[2], ARGV[k], ARGV[1]) end
 return 1
 "#;
         static SCRIPT: std::sync::LazyLock<redis::Script> =
@@ -120,8 +121,11 @@ return 1
         invocation
             .key(keys::TENANTS)
             .key(keys::KEYS)
+            .key(keys::flow_tenant(&tenant.name))
             .arg(&tenant.name)
-            .arg(json);
+            .arg(json)
+            .arg(tenant.limits.weight)
+            .arg(tenant.limits.concurrent_steps);
         for hash in &tenant.key_hashes {
             invocation.arg(hash);
         }
@@ -169,14 +173,28 @@ return 1
         name: &str,
         limits: Limits,
     ) -> Result<bool, BackendError> {
-        let Some(mut tenant) = self.tenant_now(name).await? else {
+        let Some(tenant) = self.tenant_now(name).await? else {
             return Ok(false);
         };
-        tenant.limits = limits;
-        let _: i64 = redis::cmd("HSET")
-            .arg(keys::TENANTS)
-            .arg(name)
-            .arg(serde_json::to_string(&tenant).expect("JSON"))
+        // The dispatcher reads weight and concurrent_steps from a hash of
+        // their own, beside the attempts the tenant runs.
+        let _: () = redis::pipe()
+            .atomic()
+            .hset(
+                keys::TENANTS,
+                name,
+                serde_json::to_string(&TenantRecord {
+                    limits: limits.clone(),
+                    ..tenant
+                })
+                .expect("JSON"),
+            )
+            .ignore()
+            .hset_multiple(
+                keys::flow_tenant(name),
+                &[("w", limits.weight), ("cap", limits.concurrent_steps)],
+            )
+            .ignore()
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;

@@ -42,6 +42,56 @@ use attempts::{CLAIM, COMMIT};
 /// `qp:N:<n>` each payload; `qw:N` lists the steps that waited for N
 /// (comma separated; those no longer waiting are passed over).
 const PRELUDE: &str = r#"
+-- Flow control (`scheduler::flow`): ready work waits per queue, tenant and
+-- priority p in the list `weft:flow:<queue>:t:<tenant>:p<p>` of tasks
+-- `run|kind|i|a|item|time`, first come first; the sorted set
+-- `weft:flow:<queue>:t:<tenant>` holds the priorities with work (score 9 - p),
+-- and `weft:flow:<queue>:tenants` the tenants with work by virtual time.
+-- Where a run's tasks go is read once per script.
+local placed = {}
+local function place_of(run)
+  local p = placed[run]
+  if p then return p end
+  local f = redis.call('HMGET', 'weft:{run:' .. run .. '}:run', 'tenant', 'pri', 'qs')
+  p = {f[1] or '', tonumber(f[2] or '5'), f[3] == '1'}
+  placed[run] = p
+  return p
+end
+
+-- Task `kind` (`s` step, `e` item, `c` compensation, `f` finalisation) of
+-- run `run` is ready: to the end of its tenant's work of its priority; a
+-- tenant that had none enters the rotation (at the floor) and nodes waiting
+-- for work are woken.
+local function enqueue(run, kind, i, a, item, now)
+  local p = place_of(run)
+  local queue = 'default'
+  if p[3] and kind ~= 'f' then
+    queue = redis.call('HGET', 'weft:{run:' .. run .. '}:steps', 'qu' .. i) or 'default'
+  end
+  local tasks = 'weft:flow:' .. queue .. ':t:' .. p[1]
+  local member = run .. '|' .. kind .. '|' .. i .. '|' .. a .. '|' .. (item or '') .. '|' .. now
+  if redis.call('RPUSH', tasks .. ':p' .. p[2], member) == 1 then
+    redis.call('ZADD', tasks, 9 - p[2], p[2])
+  end
+  if redis.call('ZADD', 'weft:flow:' .. queue .. ':tenants', 'NX', 0, p[1]) == 1 then
+    redis.call('PUBLISH', 'weft:flow:wake', queue)
+  end
+end
+
+-- Acknowledges and deletes a delivery (`id` or `id tenant`); its tenant
+-- runs one attempt fewer. Returns 1 when this node still held it.
+local function done(stream, group, entry)
+  local id, tenant = string.match(entry, '^(%S+) (.*)$')
+  if not id then id = entry end
+  local acked = redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+  if acked == 1 and tenant then
+    local key = 'weft:flow:tenant:' .. tenant
+    if redis.call('HINCRBY', key, 'run', -1) < 0 then redis.call('HSET', key, 'run', 0) end
+  end
+  return acked
+end
+
 local function terminal(s)
   return s == 'succeeded' or s == 'failed' or s == 'cancelled'
 end
@@ -97,12 +147,12 @@ local function step_ended(run_key, steps, ready, run, i, now, succeeded, depende
     local waiting = redis.call('HINCRBY', steps, 'w' .. d, -1)
     if waiting == 0 and redis.call('HGET', steps, 's' .. d) == 'pending' then
       redis.call('HSET', steps, 's' .. d, 'queued')
-      redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', d, 'a', 1)
+      enqueue(run, 's', d, 1, nil, now)
       step_event(run, steps, d, 'queued', 0, now, nil)
     end
   end
   if remaining == 0 then
-    redis.call('XADD', ready, '*', 'r', run, 'k', 'f', 'i', 0, 'a', 0)
+    enqueue(run, 'f', 0, 0, nil, now)
   end
 end
 
@@ -134,7 +184,7 @@ end
 
 -- Starts as many items of for_each step i as keep its window full
 -- (`rules::items_to_start`).
-local function start_items(steps, items, ready, run, i)
+local function start_items(steps, items, ready, run, i, now)
   local c = redis.call('HMGET', steps, 'k' .. i, 'n' .. i, 'p' .. i, 'z' .. i)
   local max, total, started, ended = tonumber(c[1]), tonumber(c[2]), tonumber(c[3] or '0'), tonumber(c[4] or '0')
   local start = math.min(max - (started - ended), total - started)
@@ -142,7 +192,7 @@ local function start_items(steps, items, ready, run, i)
   for k = started, started + start - 1 do
     local slot = i .. '.' .. k
     redis.call('HSET', items, 's' .. slot, 'queued', 'a' .. slot, 0, 'l' .. slot, 0)
-    redis.call('XADD', ready, '*', 'r', run, 'k', 'e', 'i', i, 'a', 1, 'n', k)
+    enqueue(run, 'e', i, 1, k, now)
   end
   redis.call('HSET', steps, 'p' .. i, started + start)
 end
@@ -166,7 +216,7 @@ end
 local function start_compensation(steps, ready, run, i, now)
   local slot = 'c' .. i
   redis.call('HSET', steps, 's' .. slot, 'queued', 'a' .. slot, 0, 'l' .. slot, 0)
-  redis.call('XADD', ready, '*', 'r', run, 'k', 'c', 'i', i, 'a', 1)
+  enqueue(run, 'c', i, 1, nil, now)
   compensation_event(run, steps, i, 'queued', 0, now, nil)
 end
 
@@ -217,7 +267,7 @@ local function finish_run(run_key, steps, items, active, ready, run, status, now
   local parent = redis.call('HMGET', run_key, 'parent', 'pstep')
   if parent[1] then
     -- A child run: its parent's sub-workflow step is woken to end with it.
-    redis.call('XADD', ready, '*', 'r', parent[1], 'k', 's', 'i', parent[2], 'a', 1)
+    enqueue(parent[1], 's', parent[2], 1, nil, now)
   else
     redis.call('DECR', active)
   end
@@ -257,9 +307,10 @@ end
 /// ARGV: run id, spec JSON, tenant, now, max active, has idempotency key (0/1),
 /// fingerprint, retention (ms), step count, stored bytes of the input,
 /// steps_per_run, any compensation (0/1), workflow name, parent run ('' for
-/// none), run_bytes, the parent's sub-workflow step, then per step: id, dependency
+/// none), run_bytes, the parent's sub-workflow step, priority, any step on
+/// a queue of its own (0/1), then per step: id, dependency
 /// count, dependents (comma separated), max_concurrency (0 without
-/// for_each), has a compensation (0/1)
+/// for_each), has a compensation (0/1), queue ('' for the default)
 /// The idempotency key lives as long as its run: it expires with it.
 /// Returns `{'created'}`, `{'existing', '<fingerprint> <run>'}` or `{'limit', active}`.
 const CREATE: &str = r#"
@@ -276,7 +327,9 @@ if count >= tonumber(ARGV[5]) then return {'limit', tostring(count)} end
 if ARGV[14] == '' then redis.call('INCR', active) end
 redis.call('HSET', run_key, 'spec', ARGV[2], 'tenant', ARGV[3], 'status', 'queued',
   'created_at', now, 'remaining', n, 'n', n, 'leases', 0, 'retention', ARGV[8],
-  'ended', 0, 'items', 0, 'spr', ARGV[11], 'comp', ARGV[12], 'workflow', ARGV[13], 'rb', ARGV[15])
+  'ended', 0, 'items', 0, 'spr', ARGV[11], 'comp', ARGV[12], 'workflow', ARGV[13], 'rb', ARGV[15],
+  'pri', ARGV[17])
+if ARGV[18] == '1' then redis.call('HSET', run_key, 'qs', 1) end
 if ARGV[14] ~= '' then redis.call('HSET', run_key, 'parent', ARGV[14], 'pstep', ARGV[16]) end
 -- The listing index: this run in, and the oldest ids whose runs expired out.
 redis.call('ZADD', listed, 0, run)
@@ -286,7 +339,7 @@ end
 redis.call('HSET', steps, 'b', ARGV[10])
 if ARGV[6] == '1' then redis.call('HSET', run_key, 'idem', idem) end
 for i = 0, n - 1 do
-  local base = 17 + 5 * i
+  local base = 19 + 6 * i
   local deps = tonumber(ARGV[base + 1])
   local status = 'pending'
   if deps == 0 then status = 'queued' end
@@ -294,8 +347,9 @@ for i = 0, n - 1 do
     'd' .. i, ARGV[base + 2], 'i' .. i, ARGV[base])
   if ARGV[base + 3] ~= '0' then redis.call('HSET', steps, 'k' .. i, ARGV[base + 3]) end
   if ARGV[base + 4] == '1' then redis.call('HSET', steps, 'cp' .. i, 1) end
+  if ARGV[base + 5] ~= '' then redis.call('HSET', steps, 'qu' .. i, ARGV[base + 5]) end
   if deps == 0 then
-    redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', i, 'a', 1)
+    enqueue(run, 's', i, 1, nil, now)
   end
 end
 if ARGV[6] == '1' then
@@ -318,10 +372,7 @@ return {'created'}
 const FINISH: &str = r#"
 local ready, group = KEYS[1], ARGV[1]
 local function finish_one(run_key, steps, active, items, kind, payload, now, entry)
-  if entry ~= '' then
-    redis.call('XACK', ready, group, entry)
-    redis.call('XDEL', ready, entry)
-  end
+  if entry ~= '' then done(ready, group, entry) end
   local status = redis.call('HGET', run_key, 'status')
   if not status or terminal(status) or status == 'compensating'
     or redis.call('HGET', run_key, 'remaining') ~= '0' then
@@ -409,26 +460,24 @@ redis.call('HSET', steps, 'qp:' .. name .. ':' .. t, payload, 'qt:' .. name, t +
 return {'kept', t + 1 - h}
 "#;
 
-/// Moves retries that are due from the delayed set to the ready stream.
+/// Moves retries that are due from the delayed set to their tenants' ready work.
 ///
-/// KEYS: delayed set, ready stream
+/// KEYS: delayed set
 /// ARGV: now, most to move
 /// Returns `{moved, due time of the next one or -1}`.
 const PROMOTE: &str = r#"
-local delayed, ready = KEYS[1], KEYS[2]
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local delayed, now = KEYS[1], ARGV[1]
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
   -- `run|i|a` a step, `run|i|a|k` item k, `run|i|a|c` a compensation.
   local run, i, a, k = string.match(member, '^(.*)|(%d+)|(%d+)|(%w+)$')
   if run and k == 'c' then
-    redis.call('XADD', ready, '*', 'r', run, 'k', 'c', 'i', i, 'a', a)
+    enqueue(run, 'c', i, a, nil, now)
   elseif run then
-    redis.call('XADD', ready, '*', 'r', run, 'k', 'e', 'i', i, 'a', a, 'n', k)
+    enqueue(run, 'e', i, a, k, now)
   else
     run, i, a = string.match(member, '^(.*)|(%d+)|(%d+)$')
-    if run then
-      redis.call('XADD', ready, '*', 'r', run, 'k', 's', 'i', i, 'a', a)
-    end
+    if run then enqueue(run, 's', i, a, nil, now) end
   end
   redis.call('ZREM', delayed, member)
 end
@@ -441,27 +490,28 @@ return {#due, tonumber(next[2])}
 /// by another node after the visibility timeout is left to that node).
 ///
 /// KEYS: ready stream
-/// ARGV: group, consumer, entry ids...
+/// ARGV: group, consumer, entries (`id tenant`)...
 const ACK: &str = r#"
 local acked = 0
 for k = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[k], ARGV[k], 1)
+  local id = string.match(ARGV[k], '^(%S+)')
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
   if #p == 1 and p[1][2] == ARGV[2] then
-    acked = acked + redis.call('XACK', KEYS[1], ARGV[1], ARGV[k])
-    redis.call('XDEL', KEYS[1], ARGV[k])
+    acked = acked + done(KEYS[1], ARGV[1], ARGV[k])
   end
 end
 return acked
 "#;
 
-/// Hands back the entries a consumer holds: each is queued again as a new
-/// entry and the old one acknowledged and deleted; then the consumer is removed.
+/// Hands back the entries a consumer holds: each is queued again in its
+/// tenant's ready work and the entry acknowledged and deleted; then the
+/// consumer is removed.
 ///
 /// KEYS: ready stream
-/// ARGV: group, consumer
+/// ARGV: group, consumer, now
 /// Returns how many entries were handed back.
 const RELEASE: &str = r#"
-local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local stream, group, consumer, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local released = 0
 while true do
   local pending = redis.call('XPENDING', stream, group, '-', '+', 100, consumer)
@@ -469,16 +519,130 @@ while true do
   for _, p in ipairs(pending) do
     local id = p[1]
     local entry = redis.call('XRANGE', stream, id, id)
+    local tenant = nil
     if #entry == 1 then
-      redis.call('XADD', stream, '*', unpack(entry[1][2]))
-      released = released + 1
+      local f = {}
+      local fields = entry[1][2]
+      for j = 1, #fields, 2 do f[fields[j]] = fields[j + 1] end
+      if f.r and f.k then
+        enqueue(f.r, f.k, f.i or 0, f.a or 0, f.n, now)
+        released = released + 1
+      end
+      tenant = f.t
     end
-    redis.call('XACK', stream, group, id)
-    redis.call('XDEL', stream, id)
+    if tenant then done(stream, group, id .. ' ' .. tenant) else done(stream, group, id) end
   end
 end
 redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
 return released
+"#;
+
+/// Takes up to `max` ready tasks from the node's queues, in their order, by
+/// the rules of `scheduler::flow`: per queue, the tenant of lowest virtual
+/// time under its `concurrent_steps` first, up to its weight per visit,
+/// higher priorities first within it. The tasks go into the stream and are
+/// read at once by this consumer, so that a node that dies holding them
+/// leaves them to be reclaimed like any delivery.
+///
+/// KEYS: ready stream
+/// ARGV: group, consumer, max, queues...
+/// Returns `{capped (0/1), entries}`: capped when a tenant at its
+/// `concurrent_steps` was passed over; entries as XREADGROUP gives them.
+const TAKE: &str = r#"
+local stream, group, consumer, max = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local STRIDE, MAX_WEIGHT = 1048576, 1000
+local taken, capped = 0, 0
+local shares = {}
+local function share(t)
+  local s = shares[t]
+  if s then return s end
+  local f = redis.call('HMGET', 'weft:flow:tenant:' .. t, 'w', 'cap', 'run')
+  s = {w = math.min(math.max(tonumber(f[1] or '1'), 1), MAX_WEIGHT),
+    cap = tonumber(f[2] or '10000'), run = tonumber(f[3] or '0')}
+  shares[t] = s
+  return s
+end
+for q = 4, #ARGV do
+  local queue = ARGV[q]
+  local rotation = 'weft:flow:' .. queue .. ':tenants'
+  local floor_key = 'weft:flow:' .. queue .. ':floor'
+  local floor = tonumber(redis.call('GET', floor_key) or '0')
+  while taken < max do
+    local entries = redis.call('ZRANGE', rotation, 0, -1, 'WITHSCORES')
+    local tenant, vt = nil, 0
+    for j = 1, #entries, 2 do
+      local s = share(entries[j])
+      if s.run < s.cap then
+        tenant, vt = entries[j], tonumber(entries[j + 1])
+        break
+      end
+      capped = 1
+    end
+    if not tenant then break end
+    local s = share(tenant)
+    local at = math.max(vt, floor)
+    floor = at
+    local n = math.min(s.w, max - taken, s.cap - s.run)
+    local tasks = 'weft:flow:' .. queue .. ':t:' .. tenant
+    local got = 0
+    while got < n do
+      local band = redis.call('ZRANGE', tasks, 0, 0)[1]
+      if not band then break end
+      local list = tasks .. ':p' .. band
+      local popped = redis.call('LPOP', list, n - got)
+      if not popped then popped = {} end
+      for _, member in ipairs(popped) do
+        local run, kind, i, a, item = string.match(member, '^(.*)|(%a)|(%d+)|(%d+)|(%d*)|%d+$')
+        if run then
+          if item ~= '' then
+            redis.call('XADD', stream, '*', 'r', run, 'k', kind, 'i', i, 'a', a, 'n', item, 't', tenant)
+          else
+            redis.call('XADD', stream, '*', 'r', run, 'k', kind, 'i', i, 'a', a, 't', tenant)
+          end
+        end
+      end
+      got = got + #popped
+      if got < n or redis.call('EXISTS', list) == 0 then redis.call('ZREM', tasks, band) end
+    end
+    if got > 0 then
+      s.run = s.run + got
+      redis.call('HINCRBY', 'weft:flow:tenant:' .. tenant, 'run', got)
+      taken = taken + got
+    end
+    if got < n or redis.call('EXISTS', tasks) == 0 then
+      redis.call('ZREM', rotation, tenant)
+    else
+      redis.call('ZADD', rotation, at + n * math.floor(STRIDE / s.w), tenant)
+    end
+    if redis.call('EXISTS', rotation) == 0 then floor = 0 end
+  end
+  if floor == 0 then redis.call('DEL', floor_key) else redis.call('SET', floor_key, floor) end
+  if taken >= max then break end
+end
+if taken == 0 then return {capped, {}} end
+local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', taken, 'STREAMS', stream, '>')
+return {capped, read[1][2]}
+"#;
+
+/// A queue's ready work: how many tasks, and when the oldest became ready
+/// (the first of each priority of each tenant is its oldest).
+///
+/// ARGV: queue
+/// Returns `{depth, time of the oldest or -1}`.
+const QUEUE_STATS: &str = r#"
+local queue = ARGV[1]
+local depth, oldest = 0, -1
+for _, tenant in ipairs(redis.call('ZRANGE', 'weft:flow:' .. queue .. ':tenants', 0, -1)) do
+  local tasks = 'weft:flow:' .. queue .. ':t:' .. tenant
+  for _, band in ipairs(redis.call('ZRANGE', tasks, 0, -1)) do
+    local list = tasks .. ':p' .. band
+    depth = depth + redis.call('LLEN', list)
+    local first = redis.call('LINDEX', list, 0)
+    local at = first and tonumber(string.match(first, '|(%d+)$'))
+    if at and (oldest < 0 or at < oldest) then oldest = at end
+  end
+end
+return {depth, oldest}
 "#;
 
 /// The scripts, loaded once per backend.
@@ -492,6 +656,8 @@ pub struct Scripts {
     pub promote: redis::Script,
     pub ack: redis::Script,
     pub release: redis::Script,
+    pub take: redis::Script,
+    pub queue_stats: redis::Script,
 }
 
 impl Scripts {
@@ -508,9 +674,11 @@ impl Scripts {
             finish: with_prelude(FINISH),
             cancel: with_prelude(CANCEL),
             signal: with_prelude(SIGNAL),
-            promote: alone(PROMOTE),
-            ack: alone(ACK),
-            release: alone(RELEASE),
+            promote: with_prelude(PROMOTE),
+            ack: with_prelude(ACK),
+            release: with_prelude(RELEASE),
+            take: alone(TAKE),
+            queue_stats: alone(QUEUE_STATS),
         }
     }
 }

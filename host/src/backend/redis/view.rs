@@ -340,14 +340,14 @@ impl RedisBackend {
 }
 
 /// What to subscribe to.
-enum Channel {
+pub(super) enum Channel {
     Name(&'static str),
     Pattern(&'static str),
 }
 
 /// Hands every message on `channel` to `handle`, reconnecting whenever the
 /// subscription breaks, for as long as the process runs.
-fn subscribe_forever(
+pub(super) fn subscribe_forever(
     client: redis::Client,
     channel: Channel,
     mut handle: impl FnMut(String) + Send + 'static,

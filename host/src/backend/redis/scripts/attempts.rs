@@ -124,8 +124,7 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
   -- Acknowledges the delivery with the transition: the task is done.
   local function ack()
     if entry == '' then return 0 end
-    redis.call('XACK', ready, group, entry)
-    redis.call('XDEL', ready, entry)
+    done(ready, group, entry)
     return 1
   end
   local rs = redis.call('HMGET', run_key, 'status', 'comp')
@@ -265,7 +264,7 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
       redis.call('HSET', steps, 'ev' .. i, now)
       items_event(run, steps, items, i, now)
     end
-    start_items(steps, items, ready, run, i)
+    start_items(steps, items, ready, run, i, now)
     return done()
   end
 
@@ -285,7 +284,7 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
       for j = 1, n do
         redis.call('HSET', items, 'x' .. i .. '.' .. (j - 1), extras[j])
       end
-      start_items(steps, items, ready, run, i)
+      start_items(steps, items, ready, run, i, now)
       return done()
     end
   end

@@ -1,0 +1,234 @@
+//! The embedded backend's ready work: per queue and tenant, taken by the
+//! rules of `scheduler::flow` (fair share between tenants, priority within
+//! one, each tenant's `concurrent_steps`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::scheduler::flow::{self, Share};
+use crate::scheduler::model::{Task, TaskKind};
+use std::time::{Duration, Instant};
+
+/// Where a run's tasks wait.
+#[derive(Debug, Clone)]
+pub(super) struct Place {
+    pub tenant: Arc<str>,
+    pub priority: u8,
+    /// Each step's queue; empty when every step is on the default queue.
+    pub queues: Arc<[Arc<str>]>,
+}
+
+impl Place {
+    /// Where the tasks of the run `spec` go.
+    pub fn of(spec: &crate::scheduler::model::RunSpec) -> Self {
+        let steps = &spec.workflow.steps;
+        let queues = if steps.iter().all(|s| s.queue.is_none()) {
+            Arc::from(Vec::new())
+        } else {
+            steps
+                .iter()
+                .map(|s| Arc::from(s.queue.as_deref().unwrap_or(flow::DEFAULT_QUEUE)))
+                .collect()
+        };
+        Self {
+            tenant: Arc::from(spec.tenant.as_str()),
+            priority: spec.priority,
+            queues,
+        }
+    }
+
+    fn queue(&self, kind: &TaskKind) -> &str {
+        let index = match kind {
+            TaskKind::Finalize => return flow::DEFAULT_QUEUE,
+            TaskKind::Step { index, .. }
+            | TaskKind::Item { index, .. }
+            | TaskKind::Compensate { index, .. } => *index as usize,
+        };
+        self.queues.get(index).map_or(flow::DEFAULT_QUEUE, |q| &**q)
+    }
+}
+
+/// One tenant's ready tasks in one queue, in `flow::rank` order.
+#[derive(Default)]
+struct TenantWork {
+    vt: u64,
+    tasks: BTreeMap<(std::cmp::Reverse<u8>, u64), (Task, Instant)>,
+}
+
+/// One queue's ready work.
+#[derive(Default)]
+struct QueueWork {
+    tenants: HashMap<Arc<str>, TenantWork>,
+    /// The tenants with ready work by (virtual time, name).
+    rotation: BTreeSet<(u64, Arc<str>)>,
+    floor: u64,
+    len: usize,
+}
+
+/// A queue's figures, as an autoscaler reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Depth {
+    pub depth: u64,
+    /// How long its oldest ready task has waited.
+    pub oldest: Option<Duration>,
+}
+
+/// All ready work, the place of every run that has some, and the attempts
+/// running per tenant.
+#[derive(Default)]
+pub(super) struct Ready {
+    queues: HashMap<Arc<str>, QueueWork>,
+    places: HashMap<Arc<str>, Place>,
+    running: HashMap<Arc<str>, u32>,
+    /// Delivery tag -> the tenant whose attempt it carries.
+    held: HashMap<u64, Arc<str>>,
+    seq: u64,
+}
+
+impl Ready {
+    /// Records where the tasks of `run` go.
+    pub fn place(&mut self, run: Arc<str>, place: Place) {
+        self.places.insert(run, place);
+    }
+
+    /// Forgets where the tasks of an ended run go; any still queued are
+    /// stale and go to the default queue of no tenant.
+    pub fn unplace(&mut self, run: &str) {
+        self.places.remove(run);
+    }
+
+    pub fn push(&mut self, task: Task) {
+        let (tenant, priority, queue): (Arc<str>, u8, Arc<str>) = match self.places.get(&task.run) {
+            Some(place) => (
+                place.tenant.clone(),
+                place.priority,
+                Arc::from(place.queue(&task.kind)),
+            ),
+            None => (
+                Arc::from(""),
+                flow::DEFAULT_PRIORITY,
+                flow::DEFAULT_QUEUE.into(),
+            ),
+        };
+        self.seq += 1;
+        let queue = self.queues.entry(queue).or_default();
+        let work = queue.tenants.entry(tenant.clone()).or_default();
+        if work.tasks.is_empty() {
+            queue.rotation.insert((work.vt, tenant));
+        }
+        work.tasks
+            .insert(flow::rank(priority, self.seq), (task, Instant::now()));
+        queue.len += 1;
+    }
+
+    /// Takes up to `max` tasks from `queues`, in their order, fairly between
+    /// tenants; `share` gives a tenant's limits. Each task is handed out with
+    /// its tenant, whose running count it raises until [`Ready::done`].
+    pub fn take(
+        &mut self,
+        queues: &[Arc<str>],
+        max: usize,
+        share: impl Fn(&str) -> Share,
+    ) -> Vec<(Task, Arc<str>)> {
+        let mut out = Vec::new();
+        for name in queues {
+            let Some(queue) = self.queues.get_mut(name) else {
+                continue;
+            };
+            while out.len() < max {
+                let running = &self.running;
+                let picked = flow::pick(queue.rotation.iter().map(|entry| {
+                    let tenant = &entry.1;
+                    (
+                        entry,
+                        share(tenant),
+                        running.get(tenant).copied().unwrap_or(0),
+                    )
+                }));
+                let Some(((vt, tenant), s, running)) =
+                    picked.map(|((vt, t), s, r)| ((*vt, t.clone()), s, r))
+                else {
+                    break;
+                };
+                let at = flow::served_at(vt, queue.floor);
+                queue.floor = at;
+                let n = flow::quantum(s, max - out.len(), running);
+                queue.rotation.remove(&(vt, tenant.clone()));
+                let work = queue.tenants.get_mut(&tenant).expect("in the rotation");
+                for _ in 0..n {
+                    let Some((_, (task, _))) = work.tasks.pop_first() else {
+                        break;
+                    };
+                    out.push((task, tenant.clone()));
+                    queue.len -= 1;
+                    *self.running.entry(tenant.clone()).or_default() += 1;
+                }
+                work.vt = flow::charge(at, n, s.weight);
+                if work.tasks.is_empty() {
+                    queue.tenants.remove(&tenant);
+                } else {
+                    queue.rotation.insert((work.vt, tenant));
+                }
+                if queue.rotation.is_empty() {
+                    queue.floor = 0;
+                }
+            }
+        }
+        out
+    }
+
+    /// Remembers which tenant the delivery `tag` runs for.
+    pub fn hand_out(&mut self, tag: u64, tenant: Arc<str>) {
+        self.held.insert(tag, tenant);
+    }
+
+    /// The delivery `tag` is done: its tenant runs one attempt fewer.
+    pub fn done(&mut self, tag: u64) {
+        if let Some(tenant) = self.held.remove(&tag)
+            && let Some(n) = self.running.get_mut(&tenant)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.running.remove(&tenant);
+            }
+        }
+    }
+
+    /// Ready tasks in every queue.
+    pub fn len(&self) -> usize {
+        self.queues.values().map(|q| q.len).sum()
+    }
+
+    /// Whether any of `queues` has a task some tenant may run now.
+    pub fn any_for(&self, queues: &[Arc<str>], share: impl Fn(&str) -> Share) -> bool {
+        queues.iter().any(|q| {
+            self.queues.get(q).is_some_and(|queue| {
+                queue.rotation.iter().any(|(_, t)| {
+                    flow::may_run(share(t), self.running.get(t).copied().unwrap_or(0))
+                })
+            })
+        })
+    }
+
+    /// The figures of queue `name`.
+    pub fn depth(&self, name: &str) -> Depth {
+        let Some(queue) = self.queues.get(name) else {
+            return Depth::default();
+        };
+        // Within a tenant and priority the first task is the oldest.
+        let oldest = queue
+            .tenants
+            .values()
+            .flat_map(|w| {
+                (0..=flow::MAX_PRIORITY).filter_map(|p| {
+                    let band = flow::rank(p, 0)..=flow::rank(p, u64::MAX);
+                    w.tasks.range(band).next().map(|(_, (_, at))| *at)
+                })
+            })
+            .min();
+        Depth {
+            depth: queue.len as u64,
+            oldest: oldest.map(|at| at.elapsed()),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Flow control against every store (`scheduler::flow`): tenants share the
+//! workers by weight, a tenant's higher-priority runs go first, a tenant at
+//! its `concurrent_steps` waits while others go on, and a step waits in its
+//! queue for a node that serves it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Backend, Harness, Kind, T0, spec};
+use crate::backend::{Claim, Delivery, Limits, NewRun, TenantRecord};
+use crate::scheduler::model::TaskKind;
+
+async fn tenant(b: &dyn Backend, name: &str, limits: Limits) {
+    let record = TenantRecord {
+        name: name.into(),
+        key_hashes: vec![format!("hash-of-{name}")],
+        limits,
+        created_at: T0,
+    };
+    assert!(b.create_tenant(record).await.unwrap());
+}
+
+/// `n` one-step runs of `tenant` at `priority`, ids `<prefix>_<k>`.
+async fn runs(b: &dyn Backend, tenant: &str, prefix: &str, n: usize, priority: u8) {
+    for k in 0..n {
+        let mut s = spec(json!({ "steps": [ { "id": "a", "component": "x@1" } ] }));
+        s.id = format!("{prefix}_{k:03}");
+        s.tenant = tenant.into();
+        s.priority = priority;
+        b.create_run(NewRun::new(s)).await.unwrap();
+    }
+}
+
+/// The next `max` deliveries at most, or none if nothing comes within 300 ms.
+async fn take(b: &dyn Backend, max: usize) -> Vec<Delivery> {
+    tokio::time::timeout(Duration::from_millis(300), b.next(max))
+        .await
+        .map(|d| d.unwrap())
+        .unwrap_or_default()
+}
+
+/// Claims and acknowledges a delivery, as a worker whose attempt ended.
+async fn finish(b: &dyn Backend, d: Delivery) {
+    assert!(matches!(b.claim(&d, T0).await.unwrap(), Claim::Step(_)));
+    b.ack(&[d]).await.unwrap();
+}
+
+pub(super) async fn weights_share_the_workers_between_saturating_tenants(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
+    let heavy = Limits {
+        weight: 3,
+        ..Limits::default()
+    };
+    tenant(b, "heavy", heavy).await;
+    tenant(b, "light", Limits::default()).await;
+    runs(b, "heavy", "run_h", 40, 5).await;
+    runs(b, "light", "run_l", 40, 5).await;
+    let mut heavy_taken = 0;
+    for _ in 0..40 {
+        let d = take(b, 1).await.pop().expect("both tenants have work");
+        if d.task.run.starts_with("run_h") {
+            heavy_taken += 1;
+        }
+        finish(b, d).await;
+    }
+    assert!(
+        (29..=31).contains(&heavy_taken),
+        "weight 3 against 1 took {heavy_taken} of 40"
+    );
+}
+
+pub(super) async fn a_newcomer_waits_behind_no_backlog(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
+    tenant(b, "big", Limits::default()).await;
+    tenant(b, "small", Limits::default()).await;
+    runs(b, "big", "run_b", 200, 5).await;
+    for d in take(b, 10).await {
+        finish(b, d).await;
+    }
+    // The small tenant's one run arrives behind 190 ready tasks of the big one.
+    runs(b, "small", "run_s", 1, 5).await;
+    let next = take(b, 2).await;
+    assert!(
+        next.iter().any(|d| d.task.run.starts_with("run_s")),
+        "the newcomer waited: {:?}",
+        next.iter().map(|d| &d.task.run).collect::<Vec<_>>()
+    );
+}
+
+pub(super) async fn higher_priority_runs_go_first_within_a_tenant(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
+    runs(b, "t", "run_low", 2, 1).await;
+    runs(b, "t", "run_high", 2, 9).await;
+    runs(b, "t", "run_mid", 2, 5).await;
+    let mut order = Vec::new();
+    while order.len() < 6 {
+        let got = take(b, 6 - order.len()).await;
+        assert!(!got.is_empty(), "six tasks are ready");
+        order.extend(got.iter().map(|d| d.task.run.to_string()));
+    }
+    assert_eq!(
+        order,
+        [
+            "run_high_000",
+            "run_high_001",
+            "run_mid_000",
+            "run_mid_001",
+            "run_low_000",
+            "run_low_001"
+        ]
+    );
+}
+
+pub(super) async fn a_tenant_at_its_concurrent_steps_waits_and_others_go_on(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
+    let capped = Limits {
+        concurrent_steps: 2,
+        ..Limits::default()
+    };
+    tenant(b, "capped", capped).await;
+    tenant(b, "free", Limits::default()).await;
+    runs(b, "capped", "run_c", 5, 5).await;
+    runs(b, "free", "run_f", 3, 5).await;
+    let mut held = Vec::new();
+    loop {
+        let got = take(b, 10).await;
+        if got.is_empty() {
+            break;
+        }
+        held.extend(got);
+    }
+    let of = |held: &[Delivery], p: &str| held.iter().filter(|d| d.task.run.starts_with(p)).count();
+    assert_eq!(of(&held, "run_c"), 2, "the capped tenant runs two at most");
+    assert_eq!(of(&held, "run_f"), 3, "the other tenant is not held back");
+    // One of the capped tenant's attempts ends: one more of its steps goes.
+    let at = held
+        .iter()
+        .position(|d| d.task.run.starts_with("run_c"))
+        .unwrap();
+    finish(b, held.remove(at)).await;
+    let next = take(b, 10).await;
+    assert_eq!(next.len(), 1);
+    assert!(next[0].task.run.starts_with("run_c"));
+    assert!(take(b, 10).await.is_empty(), "still two at most");
+}
+
+pub(super) async fn a_step_waits_in_its_queue_for_a_node_that_serves_it(kind: Kind) {
+    let mut h = Harness::new(kind).await;
+    assert!(h.backend.declare_queue("gpu").await.unwrap());
+    assert!(!h.backend.declare_queue("gpu").await.unwrap());
+    assert!(!h.backend.declare_queue("default").await.unwrap());
+    let mut s = spec(json!({ "steps": [
+        { "id": "train", "component": "x@1", "queue": "gpu" },
+        { "id": "plain", "component": "x@1" }
+    ] }));
+    s.id = "run_1".into();
+    h.backend.create_run(NewRun::new(s)).await.unwrap();
+    // A node of the default queue takes the plain step only.
+    let got = take(&*h.backend, 10).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].task.kind,
+        TaskKind::Step {
+            index: 1,
+            attempt: 1
+        }
+    );
+    let queues = h.backend.queues().await.unwrap();
+    let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["default", "gpu"]);
+    assert_eq!((queues[0].depth, queues[1].depth), (0, 1));
+    h.backend.ack(&got).await.unwrap();
+    // The declaration outlives the process.
+    let b: Arc<dyn Backend> = match kind {
+        Kind::Memory => h.backend.clone(),
+        _ => h.reopen().await,
+    };
+    assert_eq!(b.queues().await.unwrap().len(), 2);
+    b.serve_queues(&["gpu".to_string()]);
+    let got = take(&*b, 10).await;
+    assert_eq!(got.len(), 1, "a node of the gpu queue takes the gpu step");
+    assert_eq!(
+        got[0].task.kind,
+        TaskKind::Step {
+            index: 0,
+            attempt: 1
+        }
+    );
+}
