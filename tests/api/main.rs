@@ -6,6 +6,7 @@ mod common;
 mod capabilities;
 mod cli;
 mod durable;
+mod flow;
 mod hostile;
 mod hostile_http;
 mod http;

@@ -133,6 +133,11 @@ impl Server {
         self.wait_ready();
     }
 
+    /// Replaces the extra `weft serve` arguments the next start is given.
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// The port of the server's Redis, when it runs on Redis.
     pub fn redis_port(&self) -> Option<u16> {
         self.redis.as_ref().map(|r| r.port())

@@ -4,6 +4,7 @@
 mod capabilities;
 #[path = "../common/mod.rs"]
 mod common;
+mod flow;
 #[path = "../api/http.rs"]
 mod http;
 mod refusals;

@@ -54,16 +54,6 @@ pub fn rank(priority: u8, seq: u64) -> (Reverse<u8>, u64) {
     (Reverse(priority.min(MAX_PRIORITY)), seq)
 }
 
-/// How many tasks one visit takes from a tenant: up to its weight, within
-/// the `room` the worker has and the tenant's headroom under
-/// `concurrent_steps` (`running` attempts of it run now).
-pub fn quantum(share: Share, room: usize, running: u32) -> usize {
-    let headroom = share.concurrent_steps.saturating_sub(running) as usize;
-    (share.weight.clamp(1, MAX_WEIGHT) as usize)
-        .min(room)
-        .min(headroom)
-}
-
 /// Whether a tenant with `running` attempts running may be given more.
 pub fn may_run(share: Share, running: u32) -> bool {
     running < share.concurrent_steps
@@ -75,22 +65,59 @@ pub fn served_at(vt: u64, floor: u64) -> u64 {
     vt.max(floor)
 }
 
-/// A tenant's virtual time after a visit at `at` gave it `taken` tasks.
-pub fn charge(at: u64, taken: usize, weight: u32) -> u64 {
-    at + taken as u64 * (STRIDE / u64::from(weight.clamp(1, MAX_WEIGHT)))
+/// The virtual time one task costs a tenant of `weight`.
+pub fn stride(weight: u32) -> u64 {
+    STRIDE / u64::from(weight.clamp(1, MAX_WEIGHT))
 }
 
-/// Which tenant a visit serves: the first, in order of (virtual time, name),
-/// that may run more; `None` when every one is at its `concurrent_steps`.
-pub fn pick<'a, T>(
-    candidates: impl IntoIterator<Item = (&'a T, Share, u32)>,
-) -> Option<(&'a T, Share, u32)>
-where
-    T: ?Sized + 'a,
-{
-    candidates
+/// A tenant's virtual time after a visit at `at` gave it `taken` tasks.
+pub fn charge(at: u64, taken: usize, weight: u32) -> u64 {
+    at + taken as u64 * stride(weight)
+}
+
+/// What one visit of a queue does: serve `tenant` at virtual time `at`
+/// with up to `n` of its tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visit<T> {
+    pub tenant: T,
+    pub at: u64,
+    pub n: usize,
+    pub share: Share,
+}
+
+/// The next visit of a queue whose tenants with ready work are
+/// `candidates`, in order of (virtual time, name), each with its share and
+/// running attempts; `room` is how many tasks the worker can take.
+///
+/// The first tenant that may run is served, at [`served_at`]. It gets as
+/// many tasks as keep it no further ahead than the next tenant that may run
+/// (all there is room for when it is the only one), at least its weight,
+/// and no more than its headroom under `concurrent_steps`. `None` when
+/// every tenant is at its `concurrent_steps`.
+pub fn visit<T>(
+    candidates: impl IntoIterator<Item = (T, u64, Share, u32)>,
+    floor: u64,
+    room: usize,
+) -> Option<Visit<T>> {
+    let mut may = candidates
         .into_iter()
-        .find(|(_, share, running)| may_run(*share, *running))
+        .filter(|(_, _, share, running)| may_run(*share, *running));
+    let (tenant, vt, share, running) = may.next()?;
+    let at = served_at(vt, floor);
+    let fair = match may.next() {
+        None => usize::MAX,
+        Some((_, next, _, _)) => {
+            let ahead = served_at(next, floor).saturating_sub(at) / stride(share.weight);
+            (share.weight.clamp(1, MAX_WEIGHT) as usize).max(ahead as usize)
+        }
+    };
+    let headroom = share.concurrent_steps.saturating_sub(running) as usize;
+    Some(Visit {
+        tenant,
+        at,
+        n: fair.min(room).min(headroom),
+        share,
+    })
 }
 
 /// Whether `name` can name a queue: `[a-z][a-z0-9_-]{0,62}`, like step ids.
@@ -105,6 +132,13 @@ pub fn valid_queue(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn share(weight: u32, concurrent_steps: u32) -> Share {
+        Share {
+            weight,
+            concurrent_steps,
+        }
+    }
+
     #[test]
     fn higher_priority_goes_first_then_the_oldest() {
         let mut tasks = [(1, 10), (9, 30), (5, 20), (9, 40), (5, 5)];
@@ -114,43 +148,59 @@ mod tests {
 
     #[test]
     fn a_visit_takes_the_weight_within_room_and_headroom() {
-        let share = |weight, concurrent_steps| Share {
-            weight,
-            concurrent_steps,
+        let two = |a: Share, ra: u32, b: Share, rb: u32| [("a", 0, a, ra), ("b", 0, b, rb)];
+        let n = |c: [(&'static str, u64, Share, u32); 2], room| {
+            visit(c, 0, room).map(|v| (v.tenant, v.n))
         };
-        assert_eq!(quantum(share(3, 100), 10, 0), 3);
-        assert_eq!(quantum(share(3, 100), 2, 0), 2);
-        assert_eq!(quantum(share(3, 100), 10, 99), 1);
-        assert_eq!(quantum(share(3, 100), 10, 100), 0);
-        assert_eq!(quantum(share(0, 100), 10, 0), 1, "weight 0 counts as 1");
-        assert!(!may_run(share(1, 5), 5));
+        assert_eq!(
+            n(two(share(3, 100), 0, share(1, 100), 0), 10),
+            Some(("a", 3))
+        );
+        assert_eq!(
+            n(two(share(3, 100), 0, share(1, 100), 0), 2),
+            Some(("a", 2))
+        );
+        assert_eq!(
+            n(two(share(3, 100), 99, share(1, 100), 0), 10),
+            Some(("a", 1))
+        );
+        assert_eq!(
+            n(two(share(0, 100), 0, share(1, 100), 0), 10),
+            Some(("a", 1)),
+            "weight 0 counts as 1"
+        );
+        // At its cap it is passed over; with none left, nobody is served.
+        assert_eq!(
+            n(two(share(3, 5), 5, share(1, 100), 0), 10),
+            Some(("b", 10))
+        );
+        assert_eq!(n(two(share(1, 5), 5, share(1, 2), 2), 10), None);
+    }
+
+    #[test]
+    fn a_tenant_alone_takes_all_there_is_room_for_and_one_behind_takes_up_to_the_next() {
+        assert_eq!(visit([("a", 0, share(1, 100), 0)], 0, 64).unwrap().n, 64);
+        let behind = [
+            ("a", 0, share(1, 100), 0),
+            ("b", 5 * STRIDE, share(1, 100), 0),
+        ];
+        assert_eq!(visit(behind, 0, 64).unwrap().n, 5);
     }
 
     #[test]
     fn weights_three_to_one_share_three_to_one() {
-        // Two tenants that always have work: replay the visits.
-        let shares = [
-            Share {
-                weight: 3,
-                ..Share::default()
-            },
-            Share::default(),
-        ];
+        // Two tenants that always have work, served one task at a time.
+        let shares = [share(3, 10_000), share(1, 10_000)];
         let mut vt = [0u64, 0];
         let mut served = [0usize, 0];
         let mut floor = 0;
         for _ in 0..4_000 {
-            let order = if (vt[0], 0) <= (vt[1], 1) {
-                [0, 1]
-            } else {
-                [1, 0]
-            };
-            let t = order[0];
-            let at = served_at(vt[t], floor);
-            floor = at;
-            let n = quantum(shares[t], 1, 0);
-            served[t] += n;
-            vt[t] = charge(at, n, shares[t].weight);
+            let mut order = [0usize, 1];
+            order.sort_by_key(|&t| (vt[t], t));
+            let v = visit(order.map(|t| (t, vt[t], shares[t], 0)), floor, 1).unwrap();
+            floor = v.at;
+            served[v.tenant] += v.n;
+            vt[v.tenant] = charge(v.at, v.n, v.share.weight);
         }
         assert_eq!(served, [3_000, 1_000]);
     }
@@ -160,19 +210,8 @@ mod tests {
         assert_eq!(served_at(0, 5 * STRIDE), 5 * STRIDE);
         assert_eq!(served_at(7 * STRIDE, 5 * STRIDE), 7 * STRIDE);
         assert_eq!(charge(5 * STRIDE, 2, 2), 6 * STRIDE);
-    }
-
-    #[test]
-    fn a_tenant_at_its_cap_is_passed_over() {
-        let full = Share {
-            weight: 1,
-            concurrent_steps: 2,
-        };
-        let candidates = [("a", full, 2), ("b", full, 1)];
-        let picked = pick(candidates.iter().map(|(n, s, r)| (*n, *s, *r)));
-        assert_eq!(picked.map(|p| p.0), Some("b"));
-        let all_full = [("a", full, 2)];
-        assert!(pick(all_full.iter().map(|(n, s, r)| (*n, *s, *r))).is_none());
+        let late = visit([("new", 0, share(1, 10), 0)], 5 * STRIDE, 1).unwrap();
+        assert_eq!(late.at, 5 * STRIDE);
     }
 
     #[test]

@@ -137,23 +137,23 @@ impl Ready {
             };
             while out.len() < max {
                 let running = &self.running;
-                let picked = flow::pick(queue.rotation.iter().map(|entry| {
-                    let tenant = &entry.1;
+                let candidates = queue.rotation.iter().map(|entry| {
+                    let t = &entry.1;
                     (
                         entry,
-                        share(tenant),
-                        running.get(tenant).copied().unwrap_or(0),
+                        entry.0,
+                        share(t),
+                        running.get(t).copied().unwrap_or(0),
                     )
-                }));
-                let Some(((vt, tenant), s, running)) =
-                    picked.map(|((vt, t), s, r)| ((*vt, t.clone()), s, r))
-                else {
+                });
+                let Some(visit) = flow::visit(candidates, queue.floor, max - out.len()) else {
                     break;
                 };
-                let at = flow::served_at(vt, queue.floor);
+                let entry: (u64, Arc<str>) = visit.tenant.clone();
+                let (at, n, weight) = (visit.at, visit.n, visit.share.weight);
+                let tenant = entry.1.clone();
                 queue.floor = at;
-                let n = flow::quantum(s, max - out.len(), running);
-                queue.rotation.remove(&(vt, tenant.clone()));
+                queue.rotation.remove(&entry);
                 let work = queue.tenants.get_mut(&tenant).expect("in the rotation");
                 for _ in 0..n {
                     let Some((_, (task, _))) = work.tasks.pop_first() else {
@@ -163,7 +163,7 @@ impl Ready {
                     queue.len -= 1;
                     *self.running.entry(tenant.clone()).or_default() += 1;
                 }
-                work.vt = flow::charge(at, n, s.weight);
+                work.vt = flow::charge(at, n, weight);
                 if work.tasks.is_empty() {
                     queue.tenants.remove(&tenant);
                 } else {

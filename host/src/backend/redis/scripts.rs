@@ -48,7 +48,7 @@ const PRELUDE: &str = r#"
 -- `weft:flow:<queue>:t:<tenant>` holds the priorities with work (score 9 - p),
 -- and `weft:flow:<queue>:tenants` the tenants with work by virtual time.
 -- Where a run's tasks go is read once per script.
-local placed = {}
+local placed, entered = {}, {}
 local function place_of(run)
   local p = placed[run]
   if p then return p end
@@ -73,23 +73,35 @@ local function enqueue(run, kind, i, a, item, now)
   if redis.call('RPUSH', tasks .. ':p' .. p[2], member) == 1 then
     redis.call('ZADD', tasks, 9 - p[2], p[2])
   end
-  if redis.call('ZADD', 'weft:flow:' .. queue .. ':tenants', 'NX', 0, p[1]) == 1 then
-    redis.call('PUBLISH', 'weft:flow:wake', queue)
+  local rotation = 'weft:flow:' .. queue .. ':tenants'
+  if not entered[rotation .. ' ' .. p[1]] then
+    entered[rotation .. ' ' .. p[1]] = true
+    if redis.call('ZADD', rotation, 'NX', 0, p[1]) == 1 then
+      redis.call('PUBLISH', 'weft:flow:wake', queue)
+    end
   end
 end
 
 -- Acknowledges and deletes a delivery (`id` or `id tenant`); its tenant
--- runs one attempt fewer. Returns 1 when this node still held it.
-local function done(stream, group, entry)
+-- runs one attempt fewer, counted down by `released` at the end of the
+-- script. Returns 1 when this node still held it.
+local acked_by = {}
+local function ack_entry(stream, group, entry)
   local id, tenant = string.match(entry, '^(%S+) (.*)$')
   if not id then id = entry end
   local acked = redis.call('XACK', stream, group, id)
   redis.call('XDEL', stream, id)
-  if acked == 1 and tenant then
-    local key = 'weft:flow:tenant:' .. tenant
-    if redis.call('HINCRBY', key, 'run', -1) < 0 then redis.call('HSET', key, 'run', 0) end
-  end
+  if acked == 1 and tenant then acked_by[tenant] = (acked_by[tenant] or 0) + 1 end
   return acked
+end
+
+-- Counts down the running attempts of the tenants whose deliveries `ack_entry` acknowledged.
+local function released()
+  for tenant, n in pairs(acked_by) do
+    local key = 'weft:flow:tenant:' .. tenant
+    if redis.call('HINCRBY', key, 'run', -n) < 0 then redis.call('HSET', key, 'run', 0) end
+  end
+  acked_by = {}
 end
 
 local function terminal(s)
@@ -372,7 +384,7 @@ return {'created'}
 const FINISH: &str = r#"
 local ready, group = KEYS[1], ARGV[1]
 local function finish_one(run_key, steps, active, items, kind, payload, now, entry)
-  if entry ~= '' then done(ready, group, entry) end
+  if entry ~= '' then ack_entry(ready, group, entry) end
   local status = redis.call('HGET', run_key, 'status')
   if not status or terminal(status) or status == 'compensating'
     or redis.call('HGET', run_key, 'remaining') ~= '0' then
@@ -394,6 +406,7 @@ for c = 1, tonumber(ARGV[2]) do
   results[c] = finish_one(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3],
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
 end
+released()
 return results
 "#;
 
@@ -497,9 +510,10 @@ for k = 3, #ARGV do
   local id = string.match(ARGV[k], '^(%S+)')
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
   if #p == 1 and p[1][2] == ARGV[2] then
-    acked = acked + done(KEYS[1], ARGV[1], ARGV[k])
+    acked = acked + ack_entry(KEYS[1], ARGV[1], ARGV[k])
   end
 end
+released()
 return acked
 "#;
 
@@ -512,7 +526,7 @@ return acked
 /// Returns how many entries were handed back.
 const RELEASE: &str = r#"
 local stream, group, consumer, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local released = 0
+local handed = 0
 while true do
   local pending = redis.call('XPENDING', stream, group, '-', '+', 100, consumer)
   if #pending == 0 then break end
@@ -526,15 +540,16 @@ while true do
       for j = 1, #fields, 2 do f[fields[j]] = fields[j + 1] end
       if f.r and f.k then
         enqueue(f.r, f.k, f.i or 0, f.a or 0, f.n, now)
-        released = released + 1
+        handed = handed + 1
       end
       tenant = f.t
     end
-    if tenant then done(stream, group, id .. ' ' .. tenant) else done(stream, group, id) end
+    if tenant then ack_entry(stream, group, id .. " " .. tenant) else ack_entry(stream, group, id) end
   end
 end
 redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
-return released
+released()
+return handed
 "#;
 
 /// Takes up to `max` ready tasks from the node's queues, in their order, by
@@ -569,20 +584,28 @@ for q = 4, #ARGV do
   local floor = tonumber(redis.call('GET', floor_key) or '0')
   while taken < max do
     local entries = redis.call('ZRANGE', rotation, 0, -1, 'WITHSCORES')
-    local tenant, vt = nil, 0
+    -- `flow::visit`: the first tenant under its cap, served at the floor
+    -- at the earliest, as far as the next such tenant.
+    local tenant, vt, next = nil, 0, nil
     for j = 1, #entries, 2 do
       local s = share(entries[j])
-      if s.run < s.cap then
-        tenant, vt = entries[j], tonumber(entries[j + 1])
+      if s.run >= s.cap then
+        capped = 1
+      elseif tenant then
+        next = tonumber(entries[j + 1])
         break
+      else
+        tenant, vt = entries[j], tonumber(entries[j + 1])
       end
-      capped = 1
     end
     if not tenant then break end
     local s = share(tenant)
     local at = math.max(vt, floor)
     floor = at
-    local n = math.min(s.w, max - taken, s.cap - s.run)
+    local stride = math.floor(STRIDE / s.w)
+    local n = max - taken
+    if next then n = math.max(s.w, math.floor((math.max(next, at) - at) / stride)) end
+    n = math.min(n, max - taken, s.cap - s.run)
     local tasks = 'weft:flow:' .. queue .. ':t:' .. tenant
     local got = 0
     while got < n do
@@ -612,7 +635,7 @@ for q = 4, #ARGV do
     if got < n or redis.call('EXISTS', tasks) == 0 then
       redis.call('ZREM', rotation, tenant)
     else
-      redis.call('ZADD', rotation, at + n * math.floor(STRIDE / s.w), tenant)
+      redis.call('ZADD', rotation, at + n * stride, tenant)
     end
     if redis.call('EXISTS', rotation) == 0 then floor = 0 end
   end

@@ -124,7 +124,7 @@ local function commit_one(run_key, steps, active, items, target, i, k, lease, ou
   -- Acknowledges the delivery with the transition: the task is done.
   local function ack()
     if entry == '' then return 0 end
-    done(ready, group, entry)
+    ack_entry(ready, group, entry)
     return 1
   end
   local rs = redis.call('HMGET', run_key, 'status', 'comp')
@@ -346,5 +346,6 @@ for c = 1, count do
     ARGV[pos + 8], ARGV[pos + 9], ARGV[pos + 10], ARGV[pos + 11], ARGV[pos + 12], ARGV[pos + 13], extras)
   pos = pos + 15 + nextras
 end
+released()
 return results
 "#;

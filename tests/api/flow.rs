@@ -1,0 +1,186 @@
+//! Flow control over HTTP: queues an admin declares and the nodes started
+//! with them serve, what bad declarations and undeclared queues get,
+//! priorities within a saturated tenant, and the limits that share the
+//! nodes between tenants.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::millis;
+use crate::http::{get, metric, post_json, request};
+use crate::language::{ended, run, wait};
+use crate::server::{ADMIN_TOKEN, Server};
+
+fn declare(server: &Server, token: &str, name: &str) -> crate::http::Answer {
+    request(
+        server.addr(),
+        "PUT",
+        &format!("/v1/queues/{name}"),
+        token,
+        None,
+    )
+}
+
+fn on_queue(queue: &str) -> Value {
+    json!({ "steps": [
+        { "id": "prepare", "component": "echo@1", "input": { "n": 1 } },
+        { "id": "train", "component": "echo@1", "queue": queue, "needs": ["prepare"],
+          "input": { "n": 2 } }
+    ] })
+}
+
+#[test]
+fn a_step_waits_in_its_queue_until_a_node_serves_it_and_undeclared_queues_are_refused() {
+    let mut server = Server::start_with_args(&["--queues", "default"]);
+    let key = server.default_key();
+
+    // Declaring is the admin's, with a queue name.
+    assert_eq!(declare(&server, &key, "gpu").status, 401);
+    let bad = declare(&server, ADMIN_TOKEN, "GPU");
+    assert_eq!(bad.status, 422, "{:?}", bad.body);
+    assert_eq!(bad.body["error"]["code"], "invalid_queue");
+    let created = declare(&server, ADMIN_TOKEN, "gpu");
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(created.body, json!({ "name": "gpu" }));
+    assert_eq!(declare(&server, ADMIN_TOKEN, "gpu").status, 200);
+    assert_eq!(declare(&server, ADMIN_TOKEN, "default").status, 200);
+    let listed = get(server.addr(), "/v1/queues", ADMIN_TOKEN);
+    assert_eq!(listed.status, 200);
+    let names: Vec<&str> = listed.body["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "gpu"]);
+    assert_eq!(get(server.addr(), "/v1/queues", &key).status, 401);
+
+    // A queue nobody declared: refused where the document names it.
+    for path in ["/v1/workflows/validate", "/v1/runs"] {
+        let body = if path == "/v1/runs" {
+            json!({ "workflow": on_queue("tpu") })
+        } else {
+            on_queue("tpu")
+        };
+        let refused = post_json(server.addr(), path, &key, &body);
+        assert_eq!(refused.status, 422, "{path}: {:?}", refused.body);
+        assert_eq!(refused.body["error"]["code"], "invalid_workflow");
+        assert_eq!(
+            refused.body["error"]["details"][0]["path"],
+            "/steps/1/queue"
+        );
+    }
+
+    // No node serves gpu: the step waits, and the queue shows it.
+    let id = server.submit(&key, &on_queue("gpu"), json!({}));
+    wait(&server, &key, &id, "the first step to end", |r| {
+        r["steps"]["prepare"]["status"] == "succeeded"
+    });
+    std::thread::sleep(Duration::from_millis(1_000));
+    let body = run(&server, &key, &id);
+    assert_eq!(body["steps"]["train"]["status"], "queued", "{body}");
+    let metrics = get(server.addr(), "/metrics", "").body;
+    let metrics = metrics.as_str().unwrap_or_default();
+    assert_eq!(
+        metric(metrics, r#"weft_queue_depth{queue="gpu"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(metrics, r#"weft_queue_depth{queue="default"}"#),
+        Some(0.0)
+    );
+    let age = metric(metrics, r#"weft_queue_oldest_age_seconds{queue="gpu"}"#).unwrap();
+    assert!((0.9..60.0).contains(&age), "oldest age {age}");
+    let listed = get(server.addr(), "/v1/queues", ADMIN_TOKEN);
+    assert_eq!(listed.body["queues"][1]["depth"], 1, "{:?}", listed.body);
+
+    // The node started again with gpu takes it.
+    server.stop();
+    server.set_args(&["--queues", "default,gpu"]);
+    server.start_again();
+    let done = wait(&server, &key, &id, "the run to end", ended);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["steps"]["train"]["output"], json!({ "n": 2 }));
+}
+
+#[test]
+fn with_the_tenant_saturated_priority_nine_runs_finish_before_priority_one_runs_submitted_earlier()
+{
+    let server = Server::start();
+    let key = server.default_key();
+    // One attempt of the tenant at a time, held by a long step first.
+    server.set_limits("default", json!({ "concurrent_steps": 1 }));
+    let sleep = |ms: u64| json!({ "steps": [{ "id": "s", "component": "sleep@1", "input": { "ms": ms } }] });
+    let submit = |ms: u64, priority: u8| {
+        let answer = post_json(
+            server.addr(),
+            "/v1/runs",
+            &key,
+            &json!({ "workflow": sleep(ms), "priority": priority }),
+        );
+        assert_eq!(answer.status, 202, "{:?}", answer.body);
+        answer.body["id"].as_str().unwrap().to_string()
+    };
+    let blocker = submit(800, 5);
+    wait(&server, &key, &blocker, "the long step to run", |r| {
+        r["steps"]["s"]["status"] == "running"
+    });
+    let low: Vec<String> = (0..4).map(|_| submit(20, 1)).collect();
+    let high: Vec<String> = (0..4).map(|_| submit(20, 9)).collect();
+    let finished = |ids: &[String]| -> Vec<u128> {
+        ids.iter()
+            .map(|id| {
+                let done = wait(&server, &key, id, "the run to end", ended);
+                assert_eq!(done["status"], "succeeded", "{done}");
+                millis(&done["finished_at"])
+            })
+            .collect()
+    };
+    let (low, high) = (finished(&low), finished(&high));
+    let last_high = high.iter().max().unwrap();
+    let first_low = low.iter().min().unwrap();
+    assert!(
+        last_high <= first_low,
+        "a priority-1 run ended at {first_low}, before the last priority-9 one at {last_high}"
+    );
+
+    // Out of range: refused, nothing submitted.
+    let refused = post_json(
+        server.addr(),
+        "/v1/runs",
+        &key,
+        &json!({ "workflow": sleep(1), "priority": 10 }),
+    );
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "invalid_request");
+}
+
+#[test]
+fn weight_and_concurrent_steps_are_limits_with_their_ranges() {
+    let server = Server::start();
+    let put = |limits: Value| {
+        let bytes = serde_json::to_vec(&limits).unwrap();
+        request(
+            server.addr(),
+            "PUT",
+            "/v1/tenants/default/limits",
+            ADMIN_TOKEN,
+            Some(("application/json", &bytes)),
+        )
+    };
+    for bad in [
+        json!({ "weight": 0 }),
+        json!({ "weight": 1001 }),
+        json!({ "concurrent_steps": 0 }),
+    ] {
+        let answer = put(bad.clone());
+        assert_eq!(answer.status, 422, "{bad}: {:?}", answer.body);
+    }
+    let set = put(json!({ "weight": 3, "concurrent_steps": 50 }));
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    let tenant = get(server.addr(), "/v1/tenants/default", ADMIN_TOKEN);
+    assert_eq!(tenant.body["limits"]["weight"], 3, "{:?}", tenant.body);
+    assert_eq!(tenant.body["limits"]["concurrent_steps"], 50);
+}
