@@ -86,6 +86,7 @@ fn embedded(c: &mut Criterion) {
                             parent_step: None,
                             children: Default::default(),
                             priority: weft::scheduler::flow::DEFAULT_PRIORITY,
+                            start_at: None,
                         };
                         let started = Instant::now();
                         let id = scheduler.start(spec).await.expect("run stored");

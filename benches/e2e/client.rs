@@ -117,6 +117,35 @@ impl Client {
         Ok((id.to_string(), started.elapsed()))
     }
 
+    /// Submits `body` and returns the run's id, without waiting for it.
+    pub async fn submit(&self, body: Bytes) -> Result<String> {
+        let response = self
+            .http
+            .post(format!("{}/v1/runs", self.base))
+            .bearer_auth(&self.key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: Value = response.json().await?;
+        ensure!(status.as_u16() == 202, "submitting: {status} {answer}");
+        Ok(answer["id"]
+            .as_str()
+            .context("no id in the answer")?
+            .to_string())
+    }
+
+    /// The run as `GET /v1/runs/{id}` gives it.
+    pub async fn get_run(&self, id: &str) -> Result<Value> {
+        self.get(id).await
+    }
+
+    /// Waits until the run has ended, polling every 20 ms.
+    pub async fn wait_ended(&self, id: &str) -> Result<()> {
+        self.poll(id, Duration::from_millis(20)).await
+    }
+
     /// Checks that the run and each of its `steps` steps succeeded; returns
     /// `finished_at - created_at` as the server recorded them.
     pub async fn check(&self, id: &str, steps: usize) -> Result<Duration> {

@@ -184,3 +184,69 @@ fn weight_and_concurrent_steps_are_limits_with_their_ranges() {
     assert_eq!(tenant.body["limits"]["weight"], 3, "{:?}", tenant.body);
     assert_eq!(tenant.body["limits"]["concurrent_steps"], 50);
 }
+
+#[test]
+fn a_run_delayed_three_seconds_is_scheduled_starts_on_time_and_survives_a_restart() {
+    let mut server = Server::start();
+    let key = server.default_key();
+    let doc = json!({ "steps": [{ "id": "s", "component": "echo@1", "input": { "n": 1 } }] });
+    let submit = |server: &Server, body: Value| post_json(server.addr(), "/v1/runs", &key, &body);
+    let answer = submit(&server, json!({ "workflow": doc, "delay_ms": 3_000 }));
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    assert_eq!(answer.body["status"], "scheduled");
+    let id = answer.body["id"].as_str().unwrap().to_string();
+    let body = run(&server, &key, &id);
+    assert_eq!(body["status"], "scheduled", "{body}");
+    let due = millis(&body["created_at"]) + 3_000;
+    assert_eq!(millis(&body["start_at"]), due);
+
+    // The node restarts meanwhile; the run starts at its time all the same.
+    server.restart();
+    assert_eq!(run(&server, &key, &id)["status"], "scheduled");
+    let done = wait(&server, &key, &id, "the run to end", ended);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let started = millis(&done["started_at"]);
+    eprintln!(
+        "the delayed run started {} ms after it was due",
+        started as i128 - due as i128
+    );
+    assert!(
+        started >= due && started - due < 100,
+        "due at {due}, started at {started}"
+    );
+
+    // Cancelled while scheduled: it ends, and its step never runs.
+    let later = submit(
+        &server,
+        json!({ "workflow": doc, "start_at": "2099-01-01T00:00:00Z" }),
+    );
+    assert_eq!(
+        later.status, 422,
+        "more than 365 days ahead: {:?}",
+        later.body
+    );
+    let answer = submit(&server, json!({ "workflow": doc, "delay_ms": 60_000 }));
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    let id = answer.body["id"].as_str().unwrap();
+    let cancelled = post_json(
+        server.addr(),
+        &format!("/v1/runs/{id}/cancel"),
+        &key,
+        &json!({}),
+    );
+    assert_eq!(cancelled.status, 202, "{:?}", cancelled.body);
+    let body = run(&server, &key, id);
+    assert_eq!(body["status"], "cancelled", "{body}");
+    assert_eq!(body["steps"]["s"]["status"], "skipped");
+
+    // What bad times get.
+    for bad in [
+        json!({ "workflow": doc, "delay_ms": 1_000, "start_at": "2030-01-01T00:00:00Z" }),
+        json!({ "workflow": doc, "start_at": "tomorrow" }),
+        json!({ "workflow": doc, "delay_ms": 31_536_000_001_u64 }),
+    ] {
+        let refused = submit(&server, bad.clone());
+        assert_eq!(refused.status, 422, "{bad}: {:?}", refused.body);
+        assert_eq!(refused.body["error"]["code"], "invalid_request");
+    }
+}

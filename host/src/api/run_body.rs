@@ -154,6 +154,8 @@ mod tests {
             output: serde_json::Value::Null,
             error: None,
             created_at: "now".into(),
+            start_at: None,
+            priority: 5,
             started_at: None,
             finished_at: None,
             steps: Default::default(),

@@ -15,9 +15,9 @@ use super::{ApiError, AppState};
 use crate::backend::listing::{self, RunQuery, RunsPage};
 use crate::backend::{Admission, Cancelled, Idempotency, NewRun, TenantRecord};
 use crate::registry::referenced_names;
-use crate::scheduler::flow;
 use crate::scheduler::model::{ItemsPage, RunSpec, RunStatus, RunView, TemplateRef};
 use crate::scheduler::new_run_id;
+use crate::scheduler::{flow, rules};
 use crate::workflow::{self, Problem, Validated};
 
 /// `POST /v1/runs` body.
@@ -37,6 +37,16 @@ pub struct RunRequest {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<u8>,
+    /// When to start the run (RFC 3339), at most 365 days ahead; it is
+    /// `scheduled` until then, and may be cancelled meanwhile. A time that
+    /// has passed starts it at once. Not together with `delay_ms`.
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    pub start_at: Option<String>,
+    /// Start the run this many milliseconds from now (at most 365 days).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 31_536_000_000_i64)]
+    pub delay_ms: Option<u64>,
 }
 
 /// A workflow that runs on a fresh `weft serve`: `echo` is one of the example
@@ -378,6 +388,8 @@ pub async fn submit(
         .with_details(problems));
     }
     let now = state.scheduler.clock().now();
+    let start_at = rules::start_due(request.start_at.as_deref(), request.delay_ms, now)
+        .map_err(|why| ApiError::unprocessable("invalid_request", why))?;
     let id = new_run_id(now);
     let spec = RunSpec {
         id: id.clone(),
@@ -393,6 +405,7 @@ pub async fn submit(
         parent_step: None,
         children,
         priority,
+        start_at,
     };
     let new = NewRun {
         spec: std::sync::Arc::new(spec),
@@ -405,6 +418,7 @@ pub async fn submit(
     let span = tracing::info_span!("run", run = %id, tenant = %tenant.name);
     let admission = state.scheduler.submit(new).instrument(span).await?;
     match admission {
+        Admission::Created if start_at.is_some() => Ok(accepted(&id, RunStatus::Scheduled)),
         Admission::Created => Ok(accepted(&id, RunStatus::Queued)),
         Admission::Existing {
             run,

@@ -29,6 +29,8 @@ struct StoredSpec {
     children: std::collections::BTreeMap<u32, ChildPlan>,
     #[serde(default = "default_priority")]
     priority: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start_at: Option<Millis>,
 }
 
 fn default_priority() -> u8 {
@@ -49,6 +51,7 @@ pub(crate) fn store_spec(spec: &RunSpec) -> String {
         parent_step: spec.parent_step,
         children: spec.children.clone(),
         priority: spec.priority,
+        start_at: spec.start_at,
     })
     .expect("a spec serialises")
 }
@@ -79,6 +82,7 @@ pub(crate) fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
         parent_step: stored.parent_step,
         children: stored.children,
         priority: stored.priority,
+        start_at: stored.start_at,
     })
 }
 

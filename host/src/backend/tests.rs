@@ -140,6 +140,7 @@ fn spec(doc: Value) -> RunSpec {
         parent_step: None,
         children: Default::default(),
         priority: crate::scheduler::flow::DEFAULT_PRIORITY,
+        start_at: None,
     }
 }
 
@@ -276,6 +277,7 @@ on_every_backend!(
     higher_priority_runs_go_first_within_a_tenant,
     a_tenant_at_its_concurrent_steps_waits_and_others_go_on,
     a_step_waits_in_its_queue_for_a_node_that_serves_it,
+    a_scheduled_run_starts_at_its_time_also_after_a_reopen,
 );
 
 on_every_backend!(

@@ -424,6 +424,7 @@ async fn prepare(
         parent_step: None,
         children: Default::default(),
         priority: crate::scheduler::flow::DEFAULT_PRIORITY,
+        start_at: None,
     })
 }
 

@@ -94,6 +94,12 @@ pub enum Command {
     /// secret; its error on stderr, as JSON), 3 when the server cannot be
     /// reached or failed.
     Secret(client::SecretArgs),
+    /// Declare and list the queues steps wait in for the nodes that serve
+    /// them (needs the admin token).
+    ///
+    /// Exit code 0 when done, 2 when the server refused (e.g. a bad name),
+    /// 3 when the server cannot be reached or failed.
+    Queue(client::QueueArgs),
     /// Publish and list workflow templates.
     Workflow(client::WorkflowArgs),
     /// Manage the tenants of a Weft server (needs the admin token).
@@ -130,6 +136,7 @@ pub fn main() -> ExitCode {
             Command::Cancel(args) => client::cancel(args).await,
             Command::Signal(args) => client::signal(args).await,
             Command::Secret(args) => client::secret(args).await,
+            Command::Queue(args) => client::queue(args).await,
             Command::Workflow(args) => client::workflow(args).await,
             Command::Tenant(args) => client::tenant(args).await,
         }

@@ -436,6 +436,7 @@ mod tests {
                 parent_step: None,
                 children: Default::default(),
                 priority: crate::scheduler::flow::DEFAULT_PRIORITY,
+                start_at: None,
             })
             .await
             .unwrap();

@@ -12,10 +12,12 @@ use crate::workflow::Workflow;
 
 /// Status of a run: `queued` -> `running` -> `succeeded | failed | cancelled`;
 /// a run that fails or is cancelled with compensations to run is
-/// `compensating` until they end.
+/// `compensating` until they end; a run submitted to start later
+/// (`start_at`, `delay_ms`) is `scheduled` until then.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    Scheduled,
     Queued,
     Running,
     Compensating,
@@ -33,6 +35,7 @@ impl RunStatus {
     /// The status as it appears in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Scheduled => "scheduled",
             Self::Queued => "queued",
             Self::Running => "running",
             Self::Compensating => "compensating",
@@ -172,6 +175,9 @@ pub struct RunSpec {
     /// 0-9: within its tenant, ready work of a run of higher priority is
     /// taken first (`flow::rank`).
     pub priority: u8,
+    /// When the run starts, if it was submitted to start later: it is
+    /// `scheduled` until then.
+    pub start_at: Option<Millis>,
 }
 
 /// The child run a sub-workflow step starts: its template, resolved and
@@ -236,6 +242,7 @@ impl RunSpec {
             parent_step: Some(index as u32),
             children: plan.children.clone(),
             priority: self.priority,
+            start_at: None,
         })
     }
 
@@ -464,6 +471,12 @@ pub struct RunView {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<RunError>,
     pub created_at: String,
+    /// When a run submitted to start later (`start_at`, `delay_ms`) starts.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub start_at: Option<String>,
+    /// The run's priority (0-9) within its tenant.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -471,6 +484,10 @@ pub struct RunView {
     /// Every step, keyed by id in document order, so that `steps.<id>.output`
     /// reads the same here as in a workflow reference.
     pub steps: IndexMap<String, StepView>,
+}
+
+fn default_priority() -> u8 {
+    super::flow::DEFAULT_PRIORITY
 }
 
 /// One step of a [`RunView`].

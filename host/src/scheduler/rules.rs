@@ -180,6 +180,33 @@ pub enum SleepFor<'a> {
     Until(&'a serde_json::Value),
 }
 
+/// When a run submitted at `now` with `start_at` (RFC 3339) or `delay_ms`
+/// starts: `None` at once (neither given, or a time that has passed),
+/// else its time, at most 365 days ahead. Both given, text that is no RFC
+/// 3339 time, or a time too far ahead is refused with why.
+pub fn start_due(
+    start_at: Option<&str>,
+    delay_ms: Option<u64>,
+    now: Millis,
+) -> Result<Option<Millis>, String> {
+    let due = match (start_at, delay_ms) {
+        (Some(_), Some(_)) => return Err("give start_at or delay_ms, not both".into()),
+        (None, None) => return Ok(None),
+        (None, Some(ms)) => now.saturating_add(ms),
+        (Some(text), None) => crate::scheduler::clock::parse_rfc3339(text).ok_or_else(|| {
+            let shown: String = text.chars().take(64).collect();
+            format!("start_at: {shown:?} is not an RFC 3339 time such as 2026-12-24T18:00:00Z")
+        })?,
+    };
+    if due > now.saturating_add(MAX_WAIT_MS) {
+        return Err(format!(
+            "the run would start more than 365 days ahead ({})",
+            crate::scheduler::clock::rfc3339(due)
+        ));
+    }
+    Ok((due > now).then_some(due))
+}
+
 /// When a sleep step reached at `now` is due: `sleep_ms` after now, or the
 /// time `sleep_until` names (a time passed is due now). Text that is no
 /// RFC 3339 time, or a time more than 365 days ahead, fails the step
@@ -400,5 +427,22 @@ mod tests {
         }
         let far = sleep_due(SleepFor::Until(&at), 1_700_000_000_000).unwrap_err();
         assert!(far.message.contains("365 days"), "{}", far.message);
+    }
+
+    #[test]
+    fn a_run_starts_at_once_at_its_time_or_after_its_delay() {
+        let now = 1_700_000_000_000;
+        assert_eq!(start_due(None, None, now), Ok(None));
+        assert_eq!(start_due(None, Some(3_000), now), Ok(Some(now + 3_000)));
+        assert_eq!(start_due(None, Some(0), now), Ok(None));
+        assert_eq!(
+            start_due(Some("2023-11-14T22:13:23Z"), None, now),
+            Ok(Some(now + 3_000))
+        );
+        assert_eq!(start_due(Some("2001-01-01T00:00:00Z"), None, now), Ok(None));
+        assert!(start_due(Some("tomorrow"), None, now).is_err());
+        assert!(start_due(Some("2023-11-14T22:13:23Z"), Some(1), now).is_err());
+        let far = start_due(None, Some(MAX_WAIT_MS + 1), now).unwrap_err();
+        assert!(far.contains("365 days"), "{far}");
     }
 }

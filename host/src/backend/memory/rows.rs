@@ -74,6 +74,8 @@ impl MemoryBackend {
             output: run.output.clone(),
             error: run.error.clone(),
             created_at: rfc3339(spec.created_at),
+            start_at: spec.start_at.map(rfc3339),
+            priority: spec.priority,
             started_at: run.started_at.map(rfc3339),
             finished_at: run.finished_at.map(rfc3339),
             steps,
@@ -188,38 +190,16 @@ impl Inner {
                 bytes: run.bytes,
                 idempotency,
             });
-            if created {
-                touched.rows = all_rows(run);
-            } else {
-                touched.rows.sort_unstable();
-                touched.rows.dedup();
-            }
+            // A new run's steps start in the state its spec implies, which
+            // restoring it rebuilds: only rows changed since are written.
+            touched.rows.sort_unstable();
+            touched.rows.dedup();
             batch
                 .steps
                 .extend(touched.rows.iter().filter_map(|&key| row(&id, run, key)));
         }
         Some((generation, batch, held))
     }
-}
-
-/// Every row of a run.
-fn all_rows(run: &RunState) -> Vec<RowKey> {
-    let mut rows = Vec::new();
-    for (i, s) in run.steps.iter().enumerate() {
-        let i = i as u32;
-        rows.push(RowKey::Step(i));
-        if let Some(items) = &s.items {
-            rows.push(RowKey::List(i));
-            rows.extend((0..items.slots.len() as u32).map(|k| RowKey::Item(i, k)));
-        }
-        if s.compensation.is_some() {
-            rows.push(RowKey::Compensation(i));
-        }
-    }
-    if !run.signals.is_empty() {
-        rows.push(RowKey::Signals);
-    }
-    rows
 }
 
 /// The row `key` of a run, as the store keeps it.
@@ -296,17 +276,23 @@ impl MemoryBackend {
         let mut ended = Vec::new();
         for (row, rows) in loaded.runs {
             let Some(spec) = row.spec else { continue };
+            // A step without a row is as the run's creation left it: queued
+            // when it needs nothing, else pending.
             let mut steps: Vec<StepState> = spec
                 .workflow
                 .steps
                 .iter()
-                .map(|_| StepState {
-                    slot: Slot {
-                        rec: StepRecord {
-                            status: Some(StepStatus::Pending),
-                            ..StepRecord::default()
-                        },
-                        ..Slot::default()
+                .map(|def| StepState {
+                    slot: if def.deps.is_empty() {
+                        Slot::queued()
+                    } else {
+                        Slot {
+                            rec: StepRecord {
+                                status: Some(StepStatus::Pending),
+                                ..StepRecord::default()
+                            },
+                            ..Slot::default()
+                        }
                     },
                     waiting_on: 0,
                     seq: 0,
@@ -463,6 +449,10 @@ fn requeue(
     work.ready.place(id.clone(), super::ready::Place::of(spec));
     let mut again =
         |slot: &Slot, sub_workflow: bool, kind: &dyn Fn(u32) -> TaskKind| match slot.status() {
+            // A run to start later: at its time.
+            StepStatus::Queued if slot.rec.attempts == 0 && status == RunStatus::Scheduled => {
+                work.delay(spec.start_at.unwrap_or(now), id.clone(), kind(1))
+            }
             StepStatus::Queued if slot.rec.attempts == 0 => work.enqueue(Task {
                 run: id.clone(),
                 kind: kind(1),

@@ -158,7 +158,10 @@ impl RunState {
     }
 
     pub(super) fn step_targets_open(&self) -> bool {
-        matches!(self.status, RunStatus::Queued | RunStatus::Running)
+        matches!(
+            self.status,
+            RunStatus::Scheduled | RunStatus::Queued | RunStatus::Running
+        )
     }
 
     /// The slot of `target`, if it exists.
@@ -238,13 +241,18 @@ impl MemoryBackend {
             .place(run.clone(), super::ready::Place::of(&spec));
         for (index, s) in steps.iter().enumerate() {
             if s.waiting_on == 0 {
-                inner.work.enqueue(Task {
-                    run: run.clone(),
-                    kind: TaskKind::Step {
-                        index: index as u32,
-                        attempt: 1,
-                    },
-                });
+                let kind = TaskKind::Step {
+                    index: index as u32,
+                    attempt: 1,
+                };
+                // A run to start later has its first steps queued at its time.
+                match spec.start_at {
+                    Some(due) => inner.work.delay(due, run.clone(), kind),
+                    None => inner.work.enqueue(Task {
+                        run: run.clone(),
+                        kind,
+                    }),
+                }
                 pushed = true;
             }
         }
@@ -255,8 +263,12 @@ impl MemoryBackend {
         inner.runs.insert(
             run,
             RunState {
+                status: if spec.start_at.is_some() {
+                    RunStatus::Scheduled
+                } else {
+                    RunStatus::Queued
+                },
                 spec,
-                status: RunStatus::Queued,
                 output: serde_json::Value::Null,
                 error: None,
                 started_at: None,
@@ -324,7 +336,7 @@ impl MemoryBackend {
         let over_delivered = slot.deliveries > run.spec.defaults.max_deliveries;
         run.leases = lease;
         let index = target.step();
-        let run_started = run.status == RunStatus::Queued;
+        let run_started = matches!(run.status, RunStatus::Queued | RunStatus::Scheduled);
         if run_started {
             run.status = RunStatus::Running;
             run.started_at = Some(now);

@@ -271,6 +271,7 @@ impl StateStore for RedisBackend {
                 None => keys::idempotency(&spec.tenant, ""),
             })
             .key(keys::tenant_runs(&spec.tenant))
+            .key(keys::DELAYED)
             .arg(&spec.id)
             .arg(store_spec(spec))
             .arg(&spec.tenant)
@@ -300,7 +301,8 @@ impl StateStore for RedisBackend {
             .arg(spec.priority)
             .arg(u8::from(
                 spec.workflow.steps.iter().any(|s| s.queue.is_some()),
-            ));
+            ))
+            .arg(spec.start_at.unwrap_or(0));
         for (i, step) in spec.workflow.steps.iter().enumerate() {
             let dependents: Vec<String> = spec
                 .workflow

@@ -58,10 +58,20 @@ local function place_of(run)
   return p
 end
 
+-- `tenant` has ready work in `queue`: a tenant that had none enters the
+-- rotation (at the floor) and nodes waiting for work are woken; once per
+-- script and tenant.
+local function enter(queue, tenant)
+  local rotation = 'weft:flow:' .. queue .. ':tenants'
+  if entered[rotation .. ' ' .. tenant] then return end
+  entered[rotation .. ' ' .. tenant] = true
+  if redis.call('ZADD', rotation, 'NX', 0, tenant) == 1 then
+    redis.call('PUBLISH', 'weft:flow:wake', queue)
+  end
+end
+
 -- Task `kind` (`s` step, `e` item, `c` compensation, `f` finalisation) of
--- run `run` is ready: to the end of its tenant's work of its priority; a
--- tenant that had none enters the rotation (at the floor) and nodes waiting
--- for work are woken.
+-- run `run` is ready: to the end of its tenant's work of its priority.
 local function enqueue(run, kind, i, a, item, now)
   local p = place_of(run)
   local queue = 'default'
@@ -73,12 +83,36 @@ local function enqueue(run, kind, i, a, item, now)
   if redis.call('RPUSH', tasks .. ':p' .. p[2], member) == 1 then
     redis.call('ZADD', tasks, 9 - p[2], p[2])
   end
-  local rotation = 'weft:flow:' .. queue .. ':tenants'
-  if not entered[rotation .. ' ' .. p[1]] then
-    entered[rotation .. ' ' .. p[1]] = true
-    if redis.call('ZADD', rotation, 'NX', 0, p[1]) == 1 then
-      redis.call('PUBLISH', 'weft:flow:wake', queue)
+  enter(queue, p[1])
+end
+
+-- The first attempts of steps `indexes` of run `run` are ready: as
+-- `enqueue` each, with the tasks of one list pushed in batches.
+local function enqueue_steps(run, indexes, now)
+  local p = place_of(run)
+  local lists, order = {}, {}
+  for _, i in ipairs(indexes) do
+    local queue = 'default'
+    if p[3] then
+      queue = redis.call('HGET', 'weft:{run:' .. run .. '}:steps', 'qu' .. i) or 'default'
     end
+    if not lists[queue] then
+      lists[queue] = {}
+      order[#order + 1] = queue
+    end
+    local members = lists[queue]
+    members[#members + 1] = run .. '|s|' .. i .. '|1||' .. now
+  end
+  for _, queue in ipairs(order) do
+    local members = lists[queue]
+    local tasks = 'weft:flow:' .. queue .. ':t:' .. p[1]
+    local list = tasks .. ':p' .. p[2]
+    local length = 0
+    for from = 1, #members, 6000 do
+      length = redis.call('RPUSH', list, unpack(members, from, math.min(from + 5999, #members)))
+    end
+    if length == #members then redis.call('ZADD', tasks, 9 - p[2], p[2]) end
+    enter(queue, p[1])
   end
 end
 
@@ -315,12 +349,12 @@ end
 /// limit of unfinished runs.
 ///
 /// KEYS: run, steps, ready stream, tenant's active counter, idempotency key,
-/// tenant's run index
+/// tenant's run index, delayed set
 /// ARGV: run id, spec JSON, tenant, now, max active, has idempotency key (0/1),
 /// fingerprint, retention (ms), step count, stored bytes of the input,
 /// steps_per_run, any compensation (0/1), workflow name, parent run ('' for
 /// none), run_bytes, the parent's sub-workflow step, priority, any step on
-/// a queue of its own (0/1), then per step: id, dependency
+/// a queue of its own (0/1), when it starts (0: now), then per step: id, dependency
 /// count, dependents (comma separated), max_concurrency (0 without
 /// for_each), has a compensation (0/1), queue ('' for the default)
 /// The idempotency key lives as long as its run: it expires with it.
@@ -342,6 +376,10 @@ redis.call('HSET', run_key, 'spec', ARGV[2], 'tenant', ARGV[3], 'status', 'queue
   'ended', 0, 'items', 0, 'spr', ARGV[11], 'comp', ARGV[12], 'workflow', ARGV[13], 'rb', ARGV[15],
   'pri', ARGV[17])
 if ARGV[18] == '1' then redis.call('HSET', run_key, 'qs', 1) end
+-- A run to start later is scheduled: its first steps wait in the delayed
+-- set until its time, as retries do.
+local start_at = tonumber(ARGV[19])
+if start_at > 0 then redis.call('HSET', run_key, 'status', 'scheduled') end
 if ARGV[14] ~= '' then redis.call('HSET', run_key, 'parent', ARGV[14], 'pstep', ARGV[16]) end
 -- The listing index: this run in, and the oldest ids whose runs expired out.
 redis.call('ZADD', listed, 0, run)
@@ -350,20 +388,45 @@ for _, old in ipairs(redis.call('ZRANGE', listed, '-', '+', 'BYLEX', 'LIMIT', 0,
 end
 redis.call('HSET', steps, 'b', ARGV[10])
 if ARGV[6] == '1' then redis.call('HSET', run_key, 'idem', idem) end
+-- The steps' fields and the first steps' tasks are written in batches:
+-- one call per few thousand values, not per step, so that a run of 20,000
+-- steps holds Redis for milliseconds, not for its length in calls.
+local fields, roots, delayed_roots = {}, {}, {}
+local function flush_fields()
+  if #fields > 0 then redis.call('HSET', steps, unpack(fields)) end
+  fields = {}
+end
+local function field(name, value)
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+  if #fields >= 6000 then flush_fields() end
+end
 for i = 0, n - 1 do
-  local base = 19 + 6 * i
+  local base = 20 + 6 * i
   local deps = tonumber(ARGV[base + 1])
   local status = 'pending'
   if deps == 0 then status = 'queued' end
-  redis.call('HSET', steps, 's' .. i, status, 'a' .. i, 0, 'l' .. i, 0, 'w' .. i, deps,
-    'd' .. i, ARGV[base + 2], 'i' .. i, ARGV[base])
-  if ARGV[base + 3] ~= '0' then redis.call('HSET', steps, 'k' .. i, ARGV[base + 3]) end
-  if ARGV[base + 4] == '1' then redis.call('HSET', steps, 'cp' .. i, 1) end
-  if ARGV[base + 5] ~= '' then redis.call('HSET', steps, 'qu' .. i, ARGV[base + 5]) end
-  if deps == 0 then
-    enqueue(run, 's', i, 1, nil, now)
+  field('s' .. i, status)
+  field('a' .. i, 0)
+  field('l' .. i, 0)
+  field('w' .. i, deps)
+  field('d' .. i, ARGV[base + 2])
+  field('i' .. i, ARGV[base])
+  if ARGV[base + 3] ~= '0' then field('k' .. i, ARGV[base + 3]) end
+  if ARGV[base + 4] == '1' then field('cp' .. i, 1) end
+  if ARGV[base + 5] ~= '' then field('qu' .. i, ARGV[base + 5]) end
+  if deps == 0 and start_at > 0 then
+    delayed_roots[#delayed_roots + 1] = start_at
+    delayed_roots[#delayed_roots + 1] = run .. '|' .. i .. '|1'
+  elseif deps == 0 then
+    roots[#roots + 1] = i
   end
 end
+flush_fields()
+for from = 1, #delayed_roots, 6000 do
+  redis.call('ZADD', KEYS[7], unpack(delayed_roots, from, math.min(from + 5999, #delayed_roots)))
+end
+enqueue_steps(run, roots, now)
 if ARGV[6] == '1' then
   redis.call('SET', idem, ARGV[7] .. ' ' .. run)
 end

@@ -295,6 +295,8 @@ fn build_view(
             })
             .transpose()?,
         created_at: rfc3339(spec.created_at),
+        start_at: spec.start_at.map(rfc3339),
+        priority: spec.priority,
         started_at: millis(run, "started_at").map(rfc3339),
         finished_at: millis(run, "finished_at").map(rfc3339),
         steps: views,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Backend, Harness, Kind, T0, spec};
-use crate::backend::{Claim, Delivery, Limits, NewRun, TenantRecord};
-use crate::scheduler::model::TaskKind;
+use crate::backend::{Cancelled, Claim, Delivery, Limits, NewRun, TenantRecord};
+use crate::scheduler::model::{RunStatus, TaskKind};
 
 async fn tenant(b: &dyn Backend, name: &str, limits: Limits) {
     let record = TenantRecord {
@@ -192,4 +192,60 @@ pub(super) async fn a_step_waits_in_its_queue_for_a_node_that_serves_it(kind: Ki
             attempt: 1
         }
     );
+}
+
+pub(super) async fn a_scheduled_run_starts_at_its_time_also_after_a_reopen(kind: Kind) {
+    let mut h = Harness::new(kind).await;
+    let later = |id: &str, at: u64| {
+        let mut s = spec(json!({ "steps": [ { "id": "a", "component": "x@1" } ] }));
+        s.id = id.into();
+        s.start_at = Some(at);
+        NewRun::new(s)
+    };
+    h.backend
+        .create_run(later("run_1", T0 + 3_000))
+        .await
+        .unwrap();
+    let status = |b: Arc<dyn Backend>, id: &'static str| async move {
+        b.run("t", id).await.unwrap().unwrap().status
+    };
+    assert_eq!(
+        status(h.backend.clone(), "run_1").await,
+        RunStatus::Scheduled
+    );
+    // Its time outlives the process.
+    let b: Arc<dyn Backend> = match kind {
+        Kind::Memory => h.backend.clone(),
+        _ => h.reopen().await,
+    };
+    assert_eq!(status(b.clone(), "run_1").await, RunStatus::Scheduled);
+    let d = super::delivered_once_due(&h, b.clone(), 3_000)
+        .await
+        .pop()
+        .unwrap();
+    assert!(matches!(
+        b.claim(&d, T0 + 3_000).await.unwrap(),
+        Claim::Step(_)
+    ));
+    b.ack(&[d]).await.unwrap();
+    assert_eq!(status(b.clone(), "run_1").await, RunStatus::Running);
+
+    // Cancelled while scheduled: it ends, and its step never runs.
+    b.create_run(later("run_2", T0 + 8_000)).await.unwrap();
+    let cancelled = b.cancel("t", "run_2", T0 + 3_000).await.unwrap();
+    assert!(matches!(
+        cancelled,
+        Some(Cancelled::Now {
+            status: RunStatus::Cancelled,
+            ..
+        })
+    ));
+    h.clock.advance(Duration::from_secs(5));
+    if let Some(d) = take(&*b, 1).await.pop() {
+        assert!(matches!(
+            b.claim(&d, T0 + 8_000).await.unwrap(),
+            Claim::Stale
+        ));
+    }
+    assert_eq!(status(b, "run_2").await, RunStatus::Cancelled);
 }

@@ -6,10 +6,12 @@
 //! 2 the server refused the request (its error document on stderr, as JSON),
 //! 3 the server cannot be reached or failed, or a local file cannot be read.
 
+mod queues;
 mod runs;
 mod secrets;
 mod submit;
 
+pub use queues::{QueueArgs, queue};
 pub use runs::{
     CancelArgs, RunsArgs, SignalArgs, TenantLimitsArgs, WorkflowArgs, cancel, runs, signal,
     workflow,

@@ -36,6 +36,17 @@ pub struct SubmitArgs {
     /// visible ASCII characters).
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// 0 to 9 (default 5): while the tenant's steps wait for workers, those
+    /// of runs of higher priority go first.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: Option<u8>,
+    /// Start the run at this time (RFC 3339, e.g. 2026-12-24T18:00:00Z),
+    /// at most 365 days ahead; it is `scheduled` until then.
+    #[arg(long, value_name = "TIME", conflicts_with = "delay")]
+    pub start_at: Option<String>,
+    /// Start the run after this long (e.g. `90s`, `2h`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub delay: Option<std::time::Duration>,
     /// Follow the run: each step's progress on stderr, then the finished run
     /// on stdout. Exit code 1 when the run failed or was cancelled.
     #[arg(long)]
@@ -60,6 +71,15 @@ async fn try_submit(args: SubmitArgs) -> Result<ExitCode, Error> {
     let mut body = json!({ "workflow": workflow });
     if let Some(input) = input {
         body["input"] = input;
+    }
+    if let Some(priority) = args.priority {
+        body["priority"] = priority.into();
+    }
+    if let Some(at) = &args.start_at {
+        body["start_at"] = at.as_str().into();
+    }
+    if let Some(delay) = args.delay {
+        body["delay_ms"] = (delay.as_millis() as u64).into();
     }
     let mut request = client.request(Method::POST, &["v1", "runs"]).json(&body);
     if let Some(key) = &args.idempotency_key {

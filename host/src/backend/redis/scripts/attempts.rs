@@ -57,7 +57,7 @@ local function claim_one(run_key, steps, items, kind, i, attempt, max_deliveries
   local lease = redis.call('HINCRBY', run_key, 'leases', 1)
   redis.call('HSET', hash, 'l' .. slot, lease, 'r' .. slot, now)
   local started = 0
-  if status == 'queued' then
+  if status == 'queued' or status == 'scheduled' then
     redis.call('HSET', run_key, 'status', 'running', 'started_at', now)
     run_event(run, 'running', now)
     started = 1
