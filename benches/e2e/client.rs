@@ -118,6 +118,7 @@ impl Client {
     }
 
     /// Submits `body` and returns the run's id, without waiting for it.
+    #[allow(dead_code)] // used by the fairness benchmark only
     pub async fn submit(&self, body: Bytes) -> Result<String> {
         let response = self
             .http
@@ -137,11 +138,13 @@ impl Client {
     }
 
     /// The run as `GET /v1/runs/{id}` gives it.
+    #[allow(dead_code)] // used by the fairness benchmark only
     pub async fn get_run(&self, id: &str) -> Result<Value> {
         self.get(id).await
     }
 
     /// Waits until the run has ended, polling every 20 ms.
+    #[allow(dead_code)] // used by the fairness benchmark only
     pub async fn wait_ended(&self, id: &str) -> Result<()> {
         self.poll(id, Duration::from_millis(20)).await
     }
