@@ -14,9 +14,9 @@
 //! - **A with B**: the same fan-out of A, with B submitting its chain every
 //!   20 ms from A's submission to A's end.
 //! - **Weights 3:1**: tenant L (weight 1) submits a fan-out of 8,000 steps,
-//!   then tenant H (weight 3) one as large; L's succeeded steps are counted
-//!   when H's run is accepted and when it ends (polled every 20 ms): H's
-//!   share is 8,000 / (8,000 + L's steps in between).
+//!   then tenant H (weight 3) one as large; from the step times the runs
+//!   record, H's share is H's steps over both tenants' steps finished while
+//!   H's independent steps ran (first start to last finish).
 //!
 //! With two nodes A and H submit to the second node, B and L to the first.
 //! Each part is measured `WEFT_FAIR_RUNS` times (3) after a warm-up; each
@@ -100,7 +100,7 @@ fn main() -> Result<()> {
             2.0 * m.idle.p99 + 20.0,
             m.alone,
             m.with_b,
-            m.with_b / m.alone,
+            m.ratio,
             m.share * 100.0
         );
     }
@@ -139,6 +139,8 @@ struct Measured {
     during: Latency,
     alone: f64,
     with_b: f64,
+    /// The median of each run's A-with-B over A-alone.
+    ratio: f64,
     share: f64,
 }
 
@@ -183,7 +185,11 @@ impl Setup {
 async fn measure(config: &str, settings: &Settings) -> Result<Measured> {
     let setup = Setup::start(config)?;
     for node in &setup.nodes {
-        server::Api::new(node).await?;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !client::healthy(&node.addr.to_string()) {
+            ensure!(Instant::now() < deadline, "a node did not start in 180 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let admin = Admin::new(setup.light());
     let a = admin.tenant("a", setup.heavy(), 1).await?;
@@ -201,11 +207,17 @@ async fn measure(config: &str, settings: &Settings) -> Result<Measured> {
     a.run(body(&client::workflow(Shape::FanOut, 999)), Wait::Events)
         .await?;
 
-    let (mut idle, mut during, mut alone, mut with_b, mut shares) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut idle, mut during, mut alone, mut with_b, mut shares, mut ratios) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for round in 1..=settings.runs {
         let lat = b_every(b.clone(), chain.clone(), Stop::After(IDLE_FOR)).await?;
-        let idle_now = Latency::of(lat);
+        let idle_now = Latency::of(lat.iter().map(|l| l.1).collect());
 
         let (_, took) = a.run(fanout.clone(), Wait::Events).await?;
         let alone_now = settings.fanout as f64 / took.as_secs_f64();
@@ -214,10 +226,22 @@ async fn measure(config: &str, settings: &Settings) -> Result<Measured> {
         let bs = tokio::spawn(b_every(b.clone(), chain.clone(), Stop::On(stop.clone())));
         let (_, took) = a.run(fanout.clone(), Wait::Events).await?;
         stop.notify_one();
-        let during_now = Latency::of(bs.await??);
+        let b_runs = bs.await??;
+        let mut slowest = b_runs.clone();
+        slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let shown: Vec<String> = slowest
+            .iter()
+            .take(3)
+            .map(|(at, ms)| format!("{ms:.0} ms at +{at:.0} ms"))
+            .collect();
+        println!(
+            "[{config}] run {round}: B's slowest during A: {}",
+            shown.join(", ")
+        );
+        let during_now = Latency::of(b_runs.iter().map(|l| l.1).collect());
         let with_b_now = settings.fanout as f64 / took.as_secs_f64();
 
-        let share = weights(&h, &l, &weighted, settings.weighted).await?;
+        let share = weights(&h, &l, &weighted).await?;
         println!(
             "[{config}] run {round}: B idle p50 {:.1} p99 {:.1} max {:.1} ms; B during A p50 {:.1} p99 {:.1} max {:.1} ms; A alone {:.0} steps/s, with B {:.0} steps/s; H's share {:.1}%",
             idle_now.p50,
@@ -234,6 +258,7 @@ async fn measure(config: &str, settings: &Settings) -> Result<Measured> {
         during.push(during_now);
         alone.push(alone_now);
         with_b.push(with_b_now);
+        ratios.push(with_b_now / alone_now);
         shares.push(share);
     }
     let med = |v: &[Latency], f: fn(&Latency) -> f64| median(v.iter().map(f).collect());
@@ -250,6 +275,7 @@ async fn measure(config: &str, settings: &Settings) -> Result<Measured> {
         },
         alone: median(alone),
         with_b: median(with_b),
+        ratio: median(ratios),
         share: median(shares),
     })
 }
@@ -263,9 +289,9 @@ enum Stop {
     On(Arc<tokio::sync::Notify>),
 }
 
-/// B's chain every 20 ms until `stop`, each watched by polling; returns the
-/// latency of each, in milliseconds.
-async fn b_every(b: Arc<Client>, chain: Bytes, stop: Stop) -> Result<Vec<f64>> {
+/// B's chain every 20 ms until `stop`, each watched by polling; returns
+/// when each was submitted (from the start) and its latency, in milliseconds.
+async fn b_every(b: Arc<Client>, chain: Bytes, stop: Stop) -> Result<Vec<(f64, f64)>> {
     let started = Instant::now();
     let mut ticks = tokio::time::interval(EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -283,14 +309,16 @@ async fn b_every(b: Arc<Client>, chain: Bytes, stop: Stop) -> Result<Vec<f64>> {
             _ = &mut stopped => break,
         }
         let (b, chain) = (b.clone(), chain.clone());
-        runs.push(tokio::spawn(async move {
-            b.run(chain, Wait::Poll(Duration::from_millis(5))).await
-        }));
+        let at = started.elapsed().as_secs_f64() * 1000.0;
+        runs.push((
+            at,
+            tokio::spawn(async move { b.run(chain, Wait::Poll(Duration::from_millis(5))).await }),
+        ));
     }
     let mut ms = Vec::with_capacity(runs.len());
-    for run in runs {
+    for (at, run) in runs {
         let (_, took) = run.await??;
-        ms.push(took.as_secs_f64() * 1000.0);
+        ms.push((at, took.as_secs_f64() * 1000.0));
     }
     ensure!(
         !ms.is_empty(),
@@ -301,28 +329,51 @@ async fn b_every(b: Arc<Client>, chain: Bytes, stop: Stop) -> Result<Vec<f64>> {
 }
 
 /// L (weight 1) submits a fan-out, then H (weight 3) one as large: H's
-/// share of the steps both ran from when H's run was accepted to its end
-/// (L's steps counted from its run at those two moments).
-async fn weights(h: &Client, l: &Client, body: &Bytes, steps: usize) -> Result<f64> {
-    let done = |run: Value| -> Result<usize> {
-        Ok(run["steps"]
-            .as_object()
-            .context("no steps")?
-            .values()
-            .filter(|s| s["status"] == "succeeded")
-            .count())
-    };
+/// share of the steps both finished while H's independent steps ran (from
+/// the first of them starting to the last finishing, by the times the runs
+/// record), read once both runs have ended.
+async fn weights(h: &Client, l: &Client, body: &Bytes) -> Result<f64> {
     let lid = l.submit(body.clone()).await?;
     let hid = h.submit(body.clone()).await?;
-    let before = done(l.get_run(&lid).await?)?;
     h.wait_ended(&hid).await?;
-    let after = done(l.get_run(&lid).await?)?;
-    ensure!(
-        after < steps,
-        "L's run ended before H's: the share is not measured"
-    );
     l.wait_ended(&lid).await?;
-    Ok(steps as f64 / (steps + after - before) as f64)
+    let times = |run: &Value, field: &str| -> Result<Vec<u64>> {
+        run["steps"]
+            .as_object()
+            .context("no steps")?
+            .iter()
+            .filter(|(id, _)| *id != "join")
+            .map(|(_, s)| millis(&s[field]))
+            .collect()
+    };
+    let (hrun, lrun) = (h.get_run(&hid).await?, l.get_run(&lid).await?);
+    let from = *times(&hrun, "started_at")?
+        .iter()
+        .min()
+        .context("no steps")?;
+    let to = *times(&hrun, "finished_at")?
+        .iter()
+        .max()
+        .context("no steps")?;
+    let within = |t: &u64| (from..=to).contains(t);
+    let hn = times(&hrun, "finished_at")?
+        .iter()
+        .filter(|t| within(t))
+        .count();
+    let ln = times(&lrun, "finished_at")?
+        .iter()
+        .filter(|t| within(t))
+        .count();
+    ensure!(
+        times(&lrun, "finished_at")?.iter().any(|t| *t > to),
+        "L's run ended before H's steps did: the share is not measured"
+    );
+    Ok(hn as f64 / (hn + ln) as f64)
+}
+
+fn millis(at: &Value) -> Result<u64> {
+    let at = humantime::parse_rfc3339_weak(at.as_str().context("no time")?)?;
+    Ok(at.duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64)
 }
 
 /// The admin of a cluster, creating tenants that can run `noop@1`.

@@ -250,3 +250,108 @@ fn a_run_delayed_three_seconds_is_scheduled_starts_on_time_and_survives_a_restar
         assert_eq!(refused.body["error"]["code"], "invalid_request");
     }
 }
+
+#[test]
+fn rate_limits_are_the_tenants_and_steps_that_name_one_start_within_it() {
+    let server = Server::start();
+    let key = server.default_key();
+    let other = server.create_tenant("other");
+    let put = |key: &str, name: &str, body: &Value| {
+        let bytes = serde_json::to_vec(body).unwrap();
+        request(
+            server.addr(),
+            "PUT",
+            &format!("/v1/rate-limits/{name}"),
+            key,
+            Some(("application/json", &bytes)),
+        )
+    };
+    // What bad declarations get.
+    for (name, body) in [
+        ("Bad", json!({ "per_second": 1 })),
+        ("api", json!({ "per_second": 0 })),
+        ("api", json!({ "per_second": -1 })),
+        ("api", json!({ "per_second": 2_000_000 })),
+        ("api", json!({ "per_second": 1, "burst": 0 })),
+    ] {
+        let refused = put(&key, name, &body);
+        assert_eq!(refused.status, 422, "{name} {body}: {:?}", refused.body);
+        assert_eq!(refused.body["error"]["code"], "invalid_rate_limit");
+    }
+    assert_eq!(
+        put(&key, "api", &json!({ "per_second": 5, "extra": 1 })).status,
+        422
+    );
+    let created = put(&key, "api", &json!({ "per_second": 4, "burst": 1 }));
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    assert_eq!(
+        created.body,
+        json!({ "name": "api", "per_second": 4.0, "burst": 1 })
+    );
+    assert_eq!(
+        put(&key, "api", &json!({ "per_second": 4, "burst": 1 })).status,
+        200
+    );
+    let listed = get(server.addr(), "/v1/rate-limits", &key);
+    assert_eq!(
+        listed.body["rate_limits"][0]["name"], "api",
+        "{:?}",
+        listed.body
+    );
+    assert_eq!(get(server.addr(), "/v1/rate-limits/api", &key).status, 200);
+    // Another tenant sees none of it.
+    assert_eq!(
+        get(server.addr(), "/v1/rate-limits/api", &other).status,
+        404
+    );
+    assert_eq!(
+        get(server.addr(), "/v1/rate-limits", &other).body,
+        json!({ "rate_limits": [] })
+    );
+
+    // A step naming a limit the tenant has not set: refused where it names it.
+    let doc = |limit: &str| json!({ "steps": [{ "id": "call", "component": "echo@1", "rate_limit": limit, "input": { "n": 1 } }] });
+    let refused = post_json(
+        server.addr(),
+        "/v1/runs",
+        &key,
+        &json!({ "workflow": doc("nope") }),
+    );
+    assert_eq!(refused.status, 422, "{:?}", refused.body);
+    assert_eq!(
+        refused.body["error"]["details"][0]["path"],
+        "/steps/0/rate_limit"
+    );
+
+    // Eight runs at once under 4 a second, burst 1: their starts are spaced.
+    let ids: Vec<String> = (0..8)
+        .map(|_| server.submit(&key, &doc("api"), json!({})))
+        .collect();
+    let mut starts: Vec<u128> = ids
+        .iter()
+        .map(|id| {
+            let done = wait(&server, &key, id, "the run to end", ended);
+            assert_eq!(done["status"], "succeeded", "{done}");
+            millis(&done["steps"]["call"]["started_at"])
+        })
+        .collect();
+    starts.sort();
+    let span = starts[7] - starts[0];
+    assert!(
+        span >= 1_600,
+        "8 starts at 4/s with a burst of 1 took {span} ms"
+    );
+
+    // Deleted: gone, and a document naming it is refused again.
+    let deleted = request(server.addr(), "DELETE", "/v1/rate-limits/api", &key, None);
+    assert_eq!(deleted.status, 204);
+    let again = request(server.addr(), "DELETE", "/v1/rate-limits/api", &key, None);
+    assert_eq!(again.status, 404);
+    let refused = post_json(
+        server.addr(),
+        "/v1/runs",
+        &key,
+        &json!({ "workflow": doc("api") }),
+    );
+    assert_eq!(refused.status, 422);
+}

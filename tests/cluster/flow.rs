@@ -93,3 +93,54 @@ fn concurrent_steps_caps_a_tenant_across_the_cluster() {
         "the two nodes ran the tenant's steps side by side ({most})"
     );
 }
+
+#[test]
+fn a_rate_limit_holds_across_three_nodes() {
+    let redis = RedisServer::start();
+    let nodes = [
+        Node::start(&redis, &[]),
+        Node::start(&redis, &[]),
+        Node::start(&redis, &[]),
+    ];
+    let key = default_key(&nodes.iter().collect::<Vec<_>>());
+    lift_limits(&nodes[0].addr);
+    let set = request(
+        &nodes[0].addr,
+        "PUT",
+        "/v1/rate-limits/partner",
+        &key,
+        Some(("application/json", br#"{"per_second": 20, "burst": 5}"#)),
+    );
+    assert_eq!(set.status, 201, "{:?}", set.body);
+    let workflow = json!({ "steps": [{ "id": "s", "component": "echo@1", "rate_limit": "partner", "input": {} }] });
+    // More than 30 s of starts, submitted to every node.
+    let ids: Vec<String> = (0..640)
+        .map(|i| submit(&nodes[i % 3].addr, &key, &workflow))
+        .collect();
+    let runs = wait_all(&nodes[1].addr, &key, &ids, Duration::from_secs(120));
+    let mut starts: Vec<u128> = runs
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "succeeded", "{r}");
+            millis(&r["steps"]["s"]["started_at"])
+        })
+        .collect();
+    starts.sort();
+    // Over the first 30 s, and over any one second, no more than the rate
+    // and the burst allow (a few ms of the starts' own times aside).
+    let first = starts[0];
+    let in_30s = starts.iter().filter(|&&t| t < first + 30_000).count();
+    assert!(in_30s <= 20 * 30 + 5, "{in_30s} starts in 30 s");
+    assert!(in_30s >= 20 * 30 * 9 / 10, "only {in_30s} starts in 30 s");
+    let busiest = (0..starts.len())
+        .map(|k| {
+            starts[k..]
+                .iter()
+                .take_while(|&&u| u < starts[k] + 1_000)
+                .count()
+        })
+        .max()
+        .unwrap();
+    eprintln!("starts in the first 30 s: {in_30s}; in the busiest second: {busiest}");
+    assert!(busiest <= 20 + 5 + 1, "{busiest} starts in one second");
+}

@@ -12,6 +12,7 @@ mod events;
 pub mod metrics;
 mod openapi;
 mod queues;
+mod rate_limits;
 mod run_body;
 mod runs;
 mod secrets;
@@ -127,6 +128,12 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::publish, workflows::get))
         .routes(routes!(cluster::get))
         .routes(routes!(queues::list))
+        .routes(routes!(rate_limits::list))
+        .routes(routes!(
+            rate_limits::set,
+            rate_limits::get,
+            rate_limits::delete
+        ))
         .routes(routes!(queues::declare))
         .routes(routes!(health))
         .routes(routes!(ready))

@@ -124,10 +124,39 @@ pub(super) async fn check_document(
     let (validated, document) = checked.map_err(invalid)?;
     let mut problems = unknown_secrets(state, tenant, &validated.workflow).await?;
     problems.extend(undeclared_queues(state, &validated.workflow).await?);
+    problems.extend(undeclared_rate_limits(state, tenant, &validated.workflow).await?);
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
     Ok((validated, document))
+}
+
+/// A problem for each step whose rate limit the tenant has not set.
+async fn undeclared_rate_limits(
+    state: &AppState,
+    tenant: &TenantRecord,
+    workflow: &workflow::Workflow,
+) -> Result<Vec<Problem>, ApiError> {
+    if workflow.steps.iter().all(|s| s.rate_limit.is_none()) {
+        return Ok(Vec::new());
+    }
+    let declared = state.store().rate_limits(&tenant.name).await?;
+    Ok(workflow
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| {
+            let name = step.rate_limit.as_deref()?;
+            (!declared.iter().any(|d| d.name == name)).then(|| {
+                Problem::new(
+                    format!("/steps/{i}/rate_limit"),
+                    format!(
+                        "unknown rate limit {name:?}: set it first with PUT /v1/rate-limits/{name}"
+                    ),
+                )
+            })
+        })
+        .collect())
 }
 
 /// A problem for each step whose queue no admin declared.

@@ -390,6 +390,25 @@ pub struct NodeInfo {
     pub seen_at: String,
 }
 
+/// A rate limit as a tenant declared it: steps that name it start at most
+/// `per_second` a second, `burst` at once after a quiet spell, across the
+/// cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RateLimit {
+    pub name: String,
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    pub fn rate(&self) -> crate::scheduler::flow::Rate {
+        crate::scheduler::flow::Rate {
+            per_second: self.per_second,
+            burst: self.burst,
+        }
+    }
+}
+
 /// A declared queue and its ready work, as an autoscaler reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueStats {
@@ -547,6 +566,16 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Deletes the tenant's secret `name`; false when there was none.
     async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, BackendError>;
+
+    /// Sets the tenant's rate limit `limit.name`; true when it is new.
+    async fn put_rate_limit(&self, tenant: &str, limit: RateLimit) -> Result<bool, BackendError>;
+
+    /// The tenant's rate limits, by name.
+    async fn rate_limits(&self, tenant: &str) -> Result<Vec<RateLimit>, BackendError>;
+
+    /// Deletes the tenant's rate limit `name`; false when there was none.
+    /// Steps waiting on it start.
+    async fn delete_rate_limit(&self, tenant: &str, name: &str) -> Result<bool, BackendError>;
 
     /// Declares the queue `name` (admin); true when it is new. `default`
     /// always exists.

@@ -278,6 +278,7 @@ on_every_backend!(
     a_tenant_at_its_concurrent_steps_waits_and_others_go_on,
     a_step_waits_in_its_queue_for_a_node_that_serves_it,
     a_scheduled_run_starts_at_its_time_also_after_a_reopen,
+    rate_limited_steps_start_within_their_limit,
 );
 
 on_every_backend!(

@@ -15,6 +15,8 @@
 
 use std::cmp::Reverse;
 
+use super::clock::Millis;
+
 /// The queue a step without `"queue"` goes to; it always exists.
 pub const DEFAULT_QUEUE: &str = "default";
 
@@ -120,6 +122,42 @@ pub fn visit<T>(
     })
 }
 
+/// A tenant's rate limit: starts per second, and how many may start at
+/// once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// A token bucket: `tokens` as of `at`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub tokens: f64,
+    pub at: Millis,
+}
+
+/// What releasing rate-limited tasks does at `now`: how many of the
+/// `waiting` start, the bucket after, and when the next token comes if some
+/// still wait. A bucket never used is full (`burst` tokens).
+pub fn release(
+    bucket: Option<Bucket>,
+    rate: Rate,
+    waiting: usize,
+    now: Millis,
+) -> (usize, Bucket, Option<Millis>) {
+    let burst = f64::from(rate.burst.max(1));
+    let per_ms = rate.per_second / 1000.0;
+    let tokens = match bucket {
+        None => burst,
+        Some(b) => (b.tokens + now.saturating_sub(b.at) as f64 * per_ms).min(burst),
+    };
+    let n = (tokens.floor().max(0.0) as usize).min(waiting);
+    let tokens = tokens - n as f64;
+    let next = (waiting > n).then(|| now + ((1.0 - tokens) / per_ms).ceil().max(1.0) as Millis);
+    (n, Bucket { tokens, at: now }, next)
+}
+
 /// Whether `name` can name a queue: `[a-z][a-z0-9_-]{0,62}`, like step ids.
 pub fn valid_queue(name: &str) -> bool {
     let mut chars = name.chars();
@@ -212,6 +250,24 @@ mod tests {
         assert_eq!(charge(5 * STRIDE, 2, 2), 6 * STRIDE);
         let late = visit([("new", 0, share(1, 10), 0)], 5 * STRIDE, 1).unwrap();
         assert_eq!(late.at, 5 * STRIDE);
+    }
+
+    #[test]
+    fn a_bucket_lets_a_burst_go_then_one_per_interval() {
+        let rate = Rate {
+            per_second: 20.0,
+            burst: 5,
+        };
+        let (n, b, next) = release(None, rate, 8, 1_000);
+        assert_eq!((n, next), (5, Some(1_050)));
+        let (n, b, next) = release(Some(b), rate, 3, 1_049);
+        assert_eq!((n, next), (0, Some(1_050)));
+        let (n, b, next) = release(Some(b), rate, 3, 1_050);
+        assert_eq!((n, next), (1, Some(1_100)));
+        // After a quiet spell the bucket holds no more than its burst.
+        let (n, _, next) = release(Some(b), rate, 9, 60_000);
+        assert_eq!((n, next), (5, Some(60_050)));
+        assert_eq!(release(None, rate, 0, 0).0, 0);
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub struct Step {
     /// The queue the step's attempts (and its compensation's) wait in for a
     /// node that serves it; None is the default queue.
     pub queue: Option<String>,
+    /// The tenant's rate limit the step's attempts (and its items') start
+    /// within.
+    pub rate_limit: Option<String>,
 }
 
 /// What a step does.

@@ -121,6 +121,7 @@ pub fn validate(doc: &Value, resolver: &dyn ComponentResolver) -> Result<Validat
                 http_allow: draft.http_allow,
                 secrets: draft.secrets,
                 queue: draft.queue,
+                rate_limit: draft.rate_limit,
             }),
             // Only reachable together with a problem already reported for this step.
             _ if !problems.is_empty() => {}
@@ -234,6 +235,7 @@ struct Draft<'d> {
     http_allow: Vec<HostPattern>,
     secrets: Vec<String>,
     queue: Option<String>,
+    rate_limit: Option<String>,
 }
 
 /// What could be read of a step's `compensate`.
@@ -348,7 +350,9 @@ fn draft_step<'d>(
     let http_allow = http_allow(get("http"), &base, problems);
     let secrets = secret_names(get("secrets"), &base, problems);
     let queue = queue_name(get("queue"), &base, problems);
+    let rate_limit = rate_limit_name(get("rate_limit"), &base, problems);
     Draft {
+        rate_limit,
         http_allow,
         secrets,
         queue,
@@ -433,11 +437,29 @@ fn queue_name(raw: Option<&Value>, base: &str, problems: &mut Vec<Problem>) -> O
     None
 }
 
+/// `"rate_limit"`: a name (whether the tenant declared it is checked at
+/// submission).
+fn rate_limit_name(raw: Option<&Value>, base: &str, problems: &mut Vec<Problem>) -> Option<String> {
+    let name = raw?.as_str()?;
+    if super::is_valid_name(name) {
+        return Some(name.to_string());
+    }
+    problems.push(Problem::new(
+        format!("{base}/rate_limit"),
+        format!(
+            "{} is not a rate limit name: lowercase letters, digits, `_` and `-`, starting with a letter",
+            quoted(name)
+        ),
+    ));
+    None
+}
+
 /// The fields that say what a step does: exactly one of them.
 const ACTIONS: [&str; 5] = ["component", "sleep_ms", "sleep_until", "signal", "workflow"];
 
 /// Fields only a step that runs a component may have.
-const COMPONENT_ONLY: [&str; 9] = [
+const COMPONENT_ONLY: [&str; 10] = [
+    "rate_limit",
     "input",
     "retry",
     "limits",

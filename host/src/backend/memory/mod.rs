@@ -26,8 +26,8 @@ pub use store::Fsync;
 
 use super::{
     Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Delivery, Limits, NewRun,
-    NodeInfo, Outcome, Published, QueueStats, SealedSecret, SecretInfo, Signalled, StateStore,
-    TenantRecord, VersionRecord, WorkQueue,
+    NodeInfo, Outcome, Published, QueueStats, RateLimit, SealedSecret, SecretInfo, Signalled,
+    StateStore, TenantRecord, VersionRecord, WorkQueue,
 };
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::flow;
@@ -394,6 +394,40 @@ impl StateStore for MemoryBackend {
         })
     }
 
+    async fn put_rate_limit(&self, tenant: &str, limit: RateLimit) -> Result<bool, BackendError> {
+        let _order = self.persisting.lock().await;
+        let (owner, name) = (tenant.to_string(), limit.name.clone());
+        let record = serde_json::to_string(&limit).expect("a rate limit serialises");
+        self.with_store(move |s| s.put_flow("rate_limit", &owner, &name, &record))
+            .await?;
+        let mut inner = self.lock();
+        inner.work.ready.rate_changed(tenant, &limit.name);
+        let new = inner.registry.put_rate_limit(tenant, limit);
+        drop(inner);
+        self.ready.notify_one();
+        Ok(new)
+    }
+
+    async fn rate_limits(&self, tenant: &str) -> Result<Vec<RateLimit>, BackendError> {
+        Ok(self.lock().registry.rate_limits(tenant))
+    }
+
+    async fn delete_rate_limit(&self, tenant: &str, name: &str) -> Result<bool, BackendError> {
+        let _order = self.persisting.lock().await;
+        if self.lock().registry.rate(tenant, name).is_none() {
+            return Ok(false);
+        }
+        let (owner, key) = (tenant.to_string(), name.to_string());
+        self.with_store(move |s| s.delete_flow("rate_limit", &owner, &key))
+            .await?;
+        let mut inner = self.lock();
+        inner.work.ready.rate_changed(tenant, name);
+        let deleted = inner.registry.delete_rate_limit(tenant, name);
+        drop(inner);
+        self.ready.notify_one();
+        Ok(deleted)
+    }
+
     async fn declare_queue(&self, name: &str) -> Result<bool, BackendError> {
         let _order = self.persisting.lock().await;
         if self.lock().registry.queues().iter().any(|q| q == name) {
@@ -479,8 +513,10 @@ impl WorkQueue for MemoryBackend {
                 .clone();
             let next_due = {
                 let mut inner = self.lock();
-                inner.work.promote_due(self.clock.now());
+                let now = self.clock.now();
+                inner.work.promote_due(now);
                 let Inner { work, registry, .. } = &mut *inner;
+                let rated = work.ready.release_rated(now, |t, n| registry.rate(t, n));
                 let taken = work.ready.take(&queues, max, |t| registry.share(t));
                 if !taken.is_empty() {
                     let mut out = Vec::with_capacity(taken.len());
@@ -497,7 +533,11 @@ impl WorkQueue for MemoryBackend {
                     }
                     return Ok(out);
                 }
-                inner.work.delayed.peek().map(|Reverse(d)| d.due)
+                let delayed = inner.work.delayed.peek().map(|Reverse(d)| d.due);
+                match (delayed, rated) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
             match next_due {
                 Some(due) => {

@@ -16,6 +16,8 @@ pub(super) struct Place {
     pub priority: u8,
     /// Each step's queue; empty when every step is on the default queue.
     pub queues: Arc<[Arc<str>]>,
+    /// Each step's rate limit; empty when no step has one.
+    pub rates: Arc<[Option<Arc<str>>]>,
 }
 
 impl Place {
@@ -30,10 +32,30 @@ impl Place {
                 .map(|s| Arc::from(s.queue.as_deref().unwrap_or(flow::DEFAULT_QUEUE)))
                 .collect()
         };
+        let rates = if steps.iter().all(|s| s.rate_limit.is_none()) {
+            Arc::from(Vec::new())
+        } else {
+            steps
+                .iter()
+                .map(|s| s.rate_limit.as_deref().map(Arc::from))
+                .collect()
+        };
         Self {
             tenant: Arc::from(spec.tenant.as_str()),
             priority: spec.priority,
             queues,
+            rates,
+        }
+    }
+
+    /// The rate limit a task waits for before it is ready: its step's, for
+    /// the step's own attempts and its items'.
+    fn rate(&self, kind: &TaskKind) -> Option<&Arc<str>> {
+        match kind {
+            TaskKind::Step { index, .. } | TaskKind::Item { index, .. } => {
+                self.rates.get(*index as usize)?.as_ref()
+            }
+            TaskKind::Compensate { .. } | TaskKind::Finalize => None,
         }
     }
 
@@ -73,10 +95,21 @@ pub(super) struct Depth {
     pub oldest: Option<Duration>,
 }
 
+/// Tasks of one tenant's rate limit waiting for tokens, and its bucket.
+#[derive(Default)]
+struct Rated {
+    waiting: std::collections::VecDeque<Task>,
+    bucket: Option<flow::Bucket>,
+    /// When to look again (0: at once).
+    due: crate::scheduler::clock::Millis,
+}
+
 /// All ready work, the place of every run that has some, and the attempts
 /// running per tenant.
 #[derive(Default)]
 pub(super) struct Ready {
+    /// (tenant, rate limit) -> its waiting tasks and bucket.
+    rated: HashMap<(Arc<str>, Arc<str>), Rated>,
     queues: HashMap<Arc<str>, QueueWork>,
     places: HashMap<Arc<str>, Place>,
     running: HashMap<Arc<str>, u32>,
@@ -97,7 +130,67 @@ impl Ready {
         self.places.remove(run);
     }
 
+    /// A task is ready: into its tenant's ready work, or to wait for its
+    /// rate limit's tokens.
     pub fn push(&mut self, task: Task) {
+        if let Some(place) = self.places.get(&task.run)
+            && let Some(name) = place.rate(&task.kind)
+        {
+            let key = (place.tenant.clone(), name.clone());
+            self.rated.entry(key).or_default().waiting.push_back(task);
+            return;
+        }
+        self.push_ready(task);
+    }
+
+    /// Lets go the rate-limited tasks whose tokens have come by `now`
+    /// (`flow::release`; `rate` gives a tenant's declared limit, and a
+    /// limit no longer declared lets every task go); returns when to look
+    /// again, if any still wait.
+    pub fn release_rated(
+        &mut self,
+        now: crate::scheduler::clock::Millis,
+        rate: impl Fn(&str, &str) -> Option<flow::Rate>,
+    ) -> Option<crate::scheduler::clock::Millis> {
+        let mut go = Vec::new();
+        let mut next: Option<crate::scheduler::clock::Millis> = None;
+        for ((tenant, name), rated) in &mut self.rated {
+            if rated.waiting.is_empty() {
+                continue;
+            }
+            if rated.due > now {
+                next = Some(next.map_or(rated.due, |n| n.min(rated.due)));
+                continue;
+            }
+            let n = match rate(tenant, name) {
+                None => rated.waiting.len(),
+                Some(r) => {
+                    let (n, bucket, due) = flow::release(rated.bucket, r, rated.waiting.len(), now);
+                    rated.bucket = Some(bucket);
+                    rated.due = due.unwrap_or(0);
+                    if let Some(due) = due {
+                        next = Some(next.map_or(due, |n| n.min(due)));
+                    }
+                    n
+                }
+            };
+            go.extend(rated.waiting.drain(..n));
+        }
+        for task in go {
+            self.push_ready(task);
+        }
+        next
+    }
+
+    /// The tenant's rate limit `name` was set or deleted: its waiting tasks
+    /// are looked at again at once.
+    pub fn rate_changed(&mut self, tenant: &str, name: &str) {
+        if let Some(rated) = self.rated.get_mut(&(Arc::from(tenant), Arc::from(name))) {
+            rated.due = 0;
+        }
+    }
+
+    fn push_ready(&mut self, task: Task) {
         let (tenant, priority, queue): (Arc<str>, u8, Arc<str>) = match self.places.get(&task.run) {
             Some(place) => (
                 place.tenant.clone(),

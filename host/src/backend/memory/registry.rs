@@ -23,6 +23,8 @@ pub(super) struct Registry {
     secrets: BTreeMap<(String, String), SealedSecret>,
     /// The queues an admin declared (`default` always exists besides).
     queues: std::collections::BTreeSet<String>,
+    /// (tenant, name) -> rate limit; sorted so that listing is by name.
+    rate_limits: BTreeMap<(String, String), crate::backend::RateLimit>,
 }
 
 impl Registry {
@@ -36,9 +38,19 @@ impl Registry {
         let mut registry = Self {
             secrets: secrets.into_iter().collect(),
             queues: flow
-                .into_iter()
+                .iter()
                 .filter(|((kind, _, _), _)| kind == "queue")
-                .map(|((_, _, name), _)| name)
+                .map(|((_, _, name), _)| name.clone())
+                .collect(),
+            rate_limits: flow
+                .iter()
+                .filter(|((kind, _, _), _)| kind == "rate_limit")
+                .filter_map(|((_, tenant, name), record)| {
+                    Some((
+                        (tenant.clone(), name.clone()),
+                        serde_json::from_str(record).ok()?,
+                    ))
+                })
                 .collect(),
             ..Self::default()
         };
@@ -120,6 +132,39 @@ impl Registry {
             .get(name)
             .map(|t| t.limits.share())
             .unwrap_or_default()
+    }
+
+    /// Sets a rate limit; true when it is new.
+    pub(super) fn put_rate_limit(
+        &mut self,
+        tenant: &str,
+        limit: crate::backend::RateLimit,
+    ) -> bool {
+        self.rate_limits
+            .insert((tenant.to_string(), limit.name.clone()), limit)
+            .is_none()
+    }
+
+    /// The tenant's rate limit `name`, as the dispatcher reads it.
+    pub(super) fn rate(&self, tenant: &str, name: &str) -> Option<crate::scheduler::flow::Rate> {
+        self.rate_limits
+            .get(&(tenant.to_string(), name.to_string()))
+            .map(crate::backend::RateLimit::rate)
+    }
+
+    /// The tenant's rate limits, by name.
+    pub(super) fn rate_limits(&self, tenant: &str) -> Vec<crate::backend::RateLimit> {
+        self.rate_limits
+            .range((tenant.to_string(), String::new())..)
+            .take_while(|((t, _), _)| t == tenant)
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    pub(super) fn delete_rate_limit(&mut self, tenant: &str, name: &str) -> bool {
+        self.rate_limits
+            .remove(&(tenant.to_string(), name.to_string()))
+            .is_some()
     }
 
     /// Declares a queue; true when it is new.

@@ -97,8 +97,8 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (tenant, name)
     ) WITHOUT ROWID;",
-    // 3 -> 4: flow control's declarations (`kind` `queue`: the declared
-    // queues, tenant ''), each a JSON record.
+    // 3 -> 4: flow control's declarations, each a JSON record: `queue` the
+    // declared queues (tenant ''), `rate_limit` the tenants' rate limits.
     "CREATE TABLE flow (
         kind TEXT NOT NULL,
         tenant TEXT NOT NULL,
@@ -465,6 +465,22 @@ impl Store {
             .execute(
                 "INSERT OR REPLACE INTO flow (kind, tenant, name, record) VALUES (?1, ?2, ?3, ?4)",
                 params![kind, tenant, name, record],
+            )
+            .map_err(|e| failed(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Deletes a declaration of flow control.
+    pub fn delete_flow(
+        &mut self,
+        kind: &str,
+        tenant: &str,
+        name: &str,
+    ) -> Result<(), BackendError> {
+        self.conn
+            .execute(
+                "DELETE FROM flow WHERE kind = ?1 AND tenant = ?2 AND name = ?3",
+                params![kind, tenant, name],
             )
             .map_err(|e| failed(&self.path, e))?;
         Ok(())

@@ -22,6 +22,14 @@ pub fn flow_tenant(tenant: &str) -> String {
     format!("weft:flow:tenant:{tenant}")
 }
 
+/// The rate limits with waiting tasks (`tenant|name`), by when to look again.
+pub const RATE_DUE: &str = "weft:flow:rl:due";
+
+/// A tenant's rate limits: name -> `{"name","per_second","burst"}`.
+pub fn rate_limits(tenant: &str) -> String {
+    format!("weft:ratelimits:{tenant}")
+}
+
 pub fn run(id: &str) -> String {
     format!("weft:{{run:{id}}}:run")
 }

@@ -150,6 +150,92 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
+/// The steps of a new run as the create script takes them, built here so
+/// that the script does no work per step: the field/value pairs of the
+/// steps hash, then the first steps' tasks per queue (`run|s|i|1||now`),
+/// or for a run to start later the delayed set's score/member pairs.
+fn create_steps(invocation: &mut redis::ScriptInvocation<'_>, spec: &RunSpec) {
+    let mut fields: Vec<String> = Vec::with_capacity(spec.workflow.steps.len() * 12);
+    let mut queues: Vec<(&str, Vec<String>)> = Vec::new();
+    // First steps with a rate limit: (limit, task) pairs.
+    let mut rated: Vec<String> = Vec::new();
+    for (i, step) in spec.workflow.steps.iter().enumerate() {
+        let dependents: Vec<String> = spec
+            .workflow
+            .dependents(i)
+            .iter()
+            .map(usize::to_string)
+            .collect();
+        let status = if step.deps.is_empty() {
+            "queued"
+        } else {
+            "pending"
+        };
+        fields.extend([
+            format!("s{i}"),
+            status.to_string(),
+            format!("a{i}"),
+            "0".into(),
+            format!("l{i}"),
+            "0".into(),
+            format!("w{i}"),
+            step.deps.len().to_string(),
+            format!("d{i}"),
+            dependents.join(","),
+            format!("i{i}"),
+            step.id.clone(),
+        ]);
+        if let Some(f) = &step.for_each {
+            fields.extend([format!("k{i}"), f.max_concurrency.to_string()]);
+        }
+        if spec.compensation_pin(i).is_some() {
+            fields.extend([format!("cp{i}"), "1".into()]);
+        }
+        if let Some(queue) = &step.queue {
+            fields.extend([format!("qu{i}"), queue.clone()]);
+        }
+        if let Some(limit) = &step.rate_limit {
+            fields.extend([format!("rl{i}"), limit.clone()]);
+        }
+        if !step.deps.is_empty() {
+            continue;
+        }
+        if let Some(limit) = &step.rate_limit {
+            let task = match spec.start_at {
+                Some(_) => format!("{}|{i}|1", spec.id),
+                None => format!("{}|s|{i}|1||{}", spec.id, spec.created_at),
+            };
+            rated.extend([limit.clone(), task]);
+            continue;
+        }
+        let queue = step
+            .queue
+            .as_deref()
+            .unwrap_or(crate::scheduler::flow::DEFAULT_QUEUE);
+        let at = match queues.iter().position(|(q, _)| *q == queue) {
+            Some(at) => at,
+            None => {
+                queues.push((queue, Vec::new()));
+                queues.len() - 1
+            }
+        };
+        let tasks = &mut queues[at].1;
+        match spec.start_at {
+            Some(due) => tasks.extend([due.to_string(), format!("{}|{i}|1", spec.id)]),
+            None => tasks.push(format!("{}|s|{i}|1||{}", spec.id, spec.created_at)),
+        }
+    }
+    invocation.arg(fields.len()).arg(fields).arg(queues.len());
+    for (queue, tasks) in queues {
+        invocation.arg(queue).arg(tasks.len()).arg(tasks);
+    }
+    let any_rated = spec.workflow.steps.iter().any(|s| s.rate_limit.is_some());
+    invocation
+        .arg(u8::from(any_rated))
+        .arg(rated.len() / 2)
+        .arg(rated);
+}
+
 impl RedisBackend {
     /// Connects and prepares the stream's consumer group.
     pub async fn connect(
@@ -303,21 +389,7 @@ impl StateStore for RedisBackend {
                 spec.workflow.steps.iter().any(|s| s.queue.is_some()),
             ))
             .arg(spec.start_at.unwrap_or(0));
-        for (i, step) in spec.workflow.steps.iter().enumerate() {
-            let dependents: Vec<String> = spec
-                .workflow
-                .dependents(i)
-                .iter()
-                .map(usize::to_string)
-                .collect();
-            invocation
-                .arg(&step.id)
-                .arg(step.deps.len())
-                .arg(dependents.join(","))
-                .arg(step.for_each.as_ref().map_or(0, |f| f.max_concurrency))
-                .arg(u8::from(spec.compensation_pin(i).is_some()))
-                .arg(step.queue.as_deref().unwrap_or(""));
-        }
+        create_steps(&mut invocation, spec);
         let reply: Vec<Value> = invocation
             .invoke_async(&mut self.conn())
             .await
@@ -842,6 +914,57 @@ impl StateStore for RedisBackend {
 
     async fn declare_queue(&self, name: &str) -> Result<bool, BackendError> {
         self.declare_queue_now(name).await
+    }
+
+    async fn put_rate_limit(
+        &self,
+        tenant: &str,
+        limit: super::RateLimit,
+    ) -> Result<bool, BackendError> {
+        // Its waiting tasks, if any, are looked at again at once.
+        let (added, _): (i64, i64) = redis::pipe()
+            .atomic()
+            .hset(keys::rate_limits(tenant), &limit.name, json(&limit))
+            .cmd("ZADD")
+            .arg(keys::RATE_DUE)
+            .arg("XX")
+            .arg(0)
+            .arg(format!("{tenant}|{}", limit.name))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(added == 1)
+    }
+
+    async fn rate_limits(&self, tenant: &str) -> Result<Vec<super::RateLimit>, BackendError> {
+        let all: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(keys::rate_limits(tenant))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut limits: Vec<super::RateLimit> = all
+            .values()
+            .map(|v| {
+                parse_json(v, "rate limit").and_then(|v| serde_json::from_value(v).map_err(corrupt))
+            })
+            .collect::<Result<_, _>>()?;
+        limits.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(limits)
+    }
+
+    async fn delete_rate_limit(&self, tenant: &str, name: &str) -> Result<bool, BackendError> {
+        let (deleted, _): (i64, i64) = redis::pipe()
+            .atomic()
+            .hdel(keys::rate_limits(tenant), name)
+            .cmd("ZADD")
+            .arg(keys::RATE_DUE)
+            .arg("XX")
+            .arg(0)
+            .arg(format!("{tenant}|{name}"))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(deleted == 1)
     }
 
     async fn queues(&self) -> Result<Vec<super::QueueStats>, BackendError> {

@@ -52,8 +52,8 @@ local placed, entered = {}, {}
 local function place_of(run)
   local p = placed[run]
   if p then return p end
-  local f = redis.call('HMGET', 'weft:{run:' .. run .. '}:run', 'tenant', 'pri', 'qs')
-  p = {f[1] or '', tonumber(f[2] or '5'), f[3] == '1'}
+  local f = redis.call('HMGET', 'weft:{run:' .. run .. '}:run', 'tenant', 'pri', 'qs', 'rls')
+  p = {f[1] or '', tonumber(f[2] or '5'), f[3] == '1', f[4] == '1'}
   placed[run] = p
   return p
 end
@@ -72,7 +72,7 @@ end
 
 -- Task `kind` (`s` step, `e` item, `c` compensation, `f` finalisation) of
 -- run `run` is ready: to the end of its tenant's work of its priority.
-local function enqueue(run, kind, i, a, item, now)
+local function push_ready(run, kind, i, a, item, now)
   local p = place_of(run)
   local queue = 'default'
   if p[3] and kind ~= 'f' then
@@ -86,34 +86,26 @@ local function enqueue(run, kind, i, a, item, now)
   enter(queue, p[1])
 end
 
--- The first attempts of steps `indexes` of run `run` are ready: as
--- `enqueue` each, with the tasks of one list pushed in batches.
-local function enqueue_steps(run, indexes, now)
+-- A rate-limited task waits for its limit's tokens in
+-- `weft:flow:rl:<tenant>:<name>`; `weft:flow:rl:due` holds each limit with
+-- waiting tasks by when to look at it again (`flow::release`, in PROMOTE).
+local function wait_for_rate(tenant, name, member)
+  redis.call('RPUSH', 'weft:flow:rl:' .. tenant .. ':' .. name, member)
+  redis.call('ZADD', 'weft:flow:rl:due', 'NX', 0, tenant .. '|' .. name)
+end
+
+-- A task is ready: it waits for its step's rate limit if it has one (a
+-- step's own attempts and its items'), else into its tenant's ready work.
+local function enqueue(run, kind, i, a, item, now)
   local p = place_of(run)
-  local lists, order = {}, {}
-  for _, i in ipairs(indexes) do
-    local queue = 'default'
-    if p[3] then
-      queue = redis.call('HGET', 'weft:{run:' .. run .. '}:steps', 'qu' .. i) or 'default'
+  if p[4] and (kind == 's' or kind == 'e') then
+    local name = redis.call('HGET', 'weft:{run:' .. run .. '}:steps', 'rl' .. i)
+    if name then
+      wait_for_rate(p[1], name, run .. '|' .. kind .. '|' .. i .. '|' .. a .. '|' .. (item or '') .. '|' .. now)
+      return
     end
-    if not lists[queue] then
-      lists[queue] = {}
-      order[#order + 1] = queue
-    end
-    local members = lists[queue]
-    members[#members + 1] = run .. '|s|' .. i .. '|1||' .. now
   end
-  for _, queue in ipairs(order) do
-    local members = lists[queue]
-    local tasks = 'weft:flow:' .. queue .. ':t:' .. p[1]
-    local list = tasks .. ':p' .. p[2]
-    local length = 0
-    for from = 1, #members, 6000 do
-      length = redis.call('RPUSH', list, unpack(members, from, math.min(from + 5999, #members)))
-    end
-    if length == #members then redis.call('ZADD', tasks, 9 - p[2], p[2]) end
-    enter(queue, p[1])
-  end
+  push_ready(run, kind, i, a, item, now)
 end
 
 -- Acknowledges and deletes a delivery (`id` or `id tenant`); its tenant
@@ -354,9 +346,11 @@ end
 /// fingerprint, retention (ms), step count, stored bytes of the input,
 /// steps_per_run, any compensation (0/1), workflow name, parent run ('' for
 /// none), run_bytes, the parent's sub-workflow step, priority, any step on
-/// a queue of its own (0/1), when it starts (0: now), then per step: id, dependency
-/// count, dependents (comma separated), max_concurrency (0 without
-/// for_each), has a compensation (0/1), queue ('' for the default)
+/// a queue of its own (0/1), when it starts (0: now), the count of the steps
+/// hash's field/value arguments and those, the count of queues with first
+/// steps, and per queue: its name, the count of its tasks and those
+/// (`run|s|i|1||now`; for a run that starts later, delayed-set score/member
+/// pairs)
 /// The idempotency key lives as long as its run: it expires with it.
 /// Returns `{'created'}`, `{'existing', '<fingerprint> <run>'}` or `{'limit', active}`.
 const CREATE: &str = r#"
@@ -388,45 +382,45 @@ for _, old in ipairs(redis.call('ZRANGE', listed, '-', '+', 'BYLEX', 'LIMIT', 0,
 end
 redis.call('HSET', steps, 'b', ARGV[10])
 if ARGV[6] == '1' then redis.call('HSET', run_key, 'idem', idem) end
--- The steps' fields and the first steps' tasks are written in batches:
--- one call per few thousand values, not per step, so that a run of 20,000
--- steps holds Redis for milliseconds, not for its length in calls.
-local fields, roots, delayed_roots = {}, {}, {}
-local function flush_fields()
-  if #fields > 0 then redis.call('HSET', steps, unpack(fields)) end
-  fields = {}
-end
-local function field(name, value)
-  fields[#fields + 1] = name
-  fields[#fields + 1] = value
-  if #fields >= 6000 then flush_fields() end
-end
-for i = 0, n - 1 do
-  local base = 20 + 6 * i
-  local deps = tonumber(ARGV[base + 1])
-  local status = 'pending'
-  if deps == 0 then status = 'queued' end
-  field('s' .. i, status)
-  field('a' .. i, 0)
-  field('l' .. i, 0)
-  field('w' .. i, deps)
-  field('d' .. i, ARGV[base + 2])
-  field('i' .. i, ARGV[base])
-  if ARGV[base + 3] ~= '0' then field('k' .. i, ARGV[base + 3]) end
-  if ARGV[base + 4] == '1' then field('cp' .. i, 1) end
-  if ARGV[base + 5] ~= '' then field('qu' .. i, ARGV[base + 5]) end
-  if deps == 0 and start_at > 0 then
-    delayed_roots[#delayed_roots + 1] = start_at
-    delayed_roots[#delayed_roots + 1] = run .. '|' .. i .. '|1'
-  elseif deps == 0 then
-    roots[#roots + 1] = i
+-- The steps' fields and the first steps' tasks come ready to write, and
+-- are written a few thousand values a call: a run of 20,000 steps costs
+-- Redis no work per step in Lua.
+local function write(command, key, from, to)
+  for at = from, to, 6000 do
+    redis.call(command, key, unpack(ARGV, at, math.min(at + 5999, to)))
   end
 end
-flush_fields()
-for from = 1, #delayed_roots, 6000 do
-  redis.call('ZADD', KEYS[7], unpack(delayed_roots, from, math.min(from + 5999, #delayed_roots)))
+local nfields = tonumber(ARGV[20])
+write('HSET', steps, 21, 20 + nfields)
+local pos = 21 + nfields
+local p = place_of(run)
+for _ = 1, tonumber(ARGV[pos]) do
+  local queue, count = ARGV[pos + 1], tonumber(ARGV[pos + 2])
+  local from, to = pos + 3, pos + 2 + count
+  if count > 0 and start_at > 0 then
+    write('ZADD', KEYS[7], from, to)
+  elseif count > 0 then
+    local tasks = 'weft:flow:' .. queue .. ':t:' .. p[1]
+    local length = 0
+    for at = from, to, 6000 do
+      length = redis.call('RPUSH', tasks .. ':p' .. p[2], unpack(ARGV, at, math.min(at + 5999, to)))
+    end
+    if length == count then redis.call('ZADD', tasks, 9 - p[2], p[2]) end
+    enter(queue, p[1])
+  end
+  pos = to
 end
-enqueue_steps(run, roots, now)
+-- First steps with a rate limit wait for it (`name`, task pairs).
+if ARGV[pos + 1] == '1' then redis.call('HSET', run_key, 'rls', 1) end
+local rated = tonumber(ARGV[pos + 2])
+for k = 0, rated - 1 do
+  local at = pos + 3 + 2 * k
+  if start_at > 0 then
+    redis.call('ZADD', KEYS[7], start_at, ARGV[at + 1])
+  else
+    wait_for_rate(p[1], ARGV[at], ARGV[at + 1])
+  end
+end
 if ARGV[6] == '1' then
   redis.call('SET', idem, ARGV[7] .. ' ' .. run)
 end
@@ -557,9 +551,45 @@ for _, member in ipairs(due) do
   end
   redis.call('ZREM', delayed, member)
 end
+-- Rate limits with waiting tasks whose time has come (`flow::release`):
+-- as many go as there are tokens; a limit no longer declared lets all go.
+local rl_due = 'weft:flow:rl:due'
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', rl_due, '-inf', now, 'LIMIT', 0, 100)) do
+  local tenant, name = string.match(key, '^(.-)|(.*)$')
+  local list = 'weft:flow:rl:' .. tenant .. ':' .. name
+  local waiting = redis.call('LLEN', list)
+  local n, next_at = waiting, nil
+  local declared = redis.call('HGET', 'weft:ratelimits:' .. tenant, name)
+  if declared then
+    local rate = cjson.decode(declared)
+    local burst, per_ms = math.max(rate.burst, 1), rate.per_second / 1000
+    local b = redis.call('HMGET', list .. ':b', 'tokens', 'at')
+    local tokens = burst
+    if b[1] then
+      tokens = math.min(burst, tonumber(b[1]) + math.max(0, tonumber(now) - tonumber(b[2])) * per_ms)
+    end
+    n = math.min(math.max(math.floor(tokens), 0), waiting)
+    tokens = tokens - n
+    if waiting > n then next_at = tonumber(now) + math.max(1, math.ceil((1 - tokens) / per_ms)) end
+    redis.call('HSET', list .. ':b', 'tokens', tokens, 'at', now)
+  end
+  if n > 0 then
+    for _, member in ipairs(redis.call('LPOP', list, n)) do
+      local run, kind, i, a, item = string.match(member, '^(.*)|(%a)|(%d+)|(%d+)|(%d*)|%d+$')
+      if run then
+        if item == '' then item = nil end
+        push_ready(run, kind, i, a, item, now)
+      end
+    end
+  end
+  if next_at then redis.call('ZADD', rl_due, next_at, key) else redis.call('ZREM', rl_due, key) end
+end
 local next = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-if #next == 0 then return {#due, -1} end
-return {#due, tonumber(next[2])}
+local rl_next = redis.call('ZRANGE', rl_due, 0, 0, 'WITHSCORES')
+local at = -1
+if #next > 0 then at = tonumber(next[2]) end
+if #rl_next > 0 and (at < 0 or tonumber(rl_next[2]) < at) then at = tonumber(rl_next[2]) end
+return {#due, at}
 "#;
 
 /// Acknowledges and deletes the entries this node still owns (one reclaimed

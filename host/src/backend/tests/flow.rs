@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Backend, Harness, Kind, T0, spec};
-use crate::backend::{Cancelled, Claim, Delivery, Limits, NewRun, TenantRecord};
+use crate::backend::{Cancelled, Claim, Delivery, Limits, NewRun, RateLimit, TenantRecord};
 use crate::scheduler::model::{RunStatus, TaskKind};
 
 async fn tenant(b: &dyn Backend, name: &str, limits: Limits) {
@@ -248,4 +248,50 @@ pub(super) async fn a_scheduled_run_starts_at_its_time_also_after_a_reopen(kind:
         ));
     }
     assert_eq!(status(b, "run_2").await, RunStatus::Cancelled);
+}
+
+pub(super) async fn rate_limited_steps_start_within_their_limit(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
+    let limit = RateLimit {
+        name: "api".into(),
+        per_second: 2.0,
+        burst: 2,
+    };
+    assert!(b.put_rate_limit("t", limit.clone()).await.unwrap());
+    assert!(!b.put_rate_limit("t", limit.clone()).await.unwrap());
+    assert_eq!(b.rate_limits("t").await.unwrap(), vec![limit]);
+    assert!(b.rate_limits("u").await.unwrap().is_empty());
+    for k in 0..5 {
+        let mut s =
+            spec(json!({ "steps": [ { "id": "a", "component": "x@1", "rate_limit": "api" } ] }));
+        s.id = format!("run_r{k}");
+        b.create_run(NewRun::new(s)).await.unwrap();
+    }
+    runs(b, "t", "run_free", 1, 5).await;
+    let drain = || async {
+        let mut got = Vec::new();
+        loop {
+            let more = take(b, 10).await;
+            if more.is_empty() {
+                return got;
+            }
+            got.extend(more.into_iter().map(|d| d.task.run.to_string()));
+        }
+    };
+    // At once: the burst of two, and the step without a limit.
+    let mut first = drain().await;
+    first.sort();
+    assert_eq!(first, ["run_free_000", "run_r0", "run_r1"]);
+    // One more each half second of the clock, in order.
+    h.clock.advance(Duration::from_millis(499));
+    assert!(drain().await.is_empty(), "a start before its token");
+    h.clock.advance(Duration::from_millis(1));
+    assert_eq!(drain().await, ["run_r2"]);
+    h.clock.advance(Duration::from_millis(500));
+    assert_eq!(drain().await, ["run_r3"]);
+    // Deleting the limit lets the rest go.
+    assert!(b.delete_rate_limit("t", "api").await.unwrap());
+    assert!(!b.delete_rate_limit("t", "api").await.unwrap());
+    assert_eq!(drain().await, ["run_r4"]);
 }
