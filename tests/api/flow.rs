@@ -355,3 +355,51 @@ fn rate_limits_are_the_tenants_and_steps_that_name_one_start_within_it() {
     );
     assert_eq!(refused.status, 422);
 }
+
+#[test]
+fn a_concurrency_key_must_resolve_for_the_input_and_may_name_the_input_only() {
+    let server = Server::start();
+    let key = server.default_key();
+    let doc = |key: &str| {
+        json!({ "steps": [{ "id": "s", "component": "echo@1", "input": {},
+            "concurrency": { "key": key, "limit": 1 } }] })
+    };
+    let submit = |doc: Value, input: Value| {
+        post_json(
+            server.addr(),
+            "/v1/runs",
+            &key,
+            &json!({ "workflow": doc, "input": input }),
+        )
+    };
+    let refers = submit(
+        json!({ "steps": [
+            { "id": "a", "component": "echo@1", "input": {} },
+            { "id": "s", "component": "echo@1", "input": {},
+              "concurrency": { "key": "${steps.a.output.x}" } }
+        ] }),
+        json!({}),
+    );
+    assert_eq!(refers.status, 422, "{:?}", refers.body);
+    assert_eq!(
+        refers.body["error"]["details"][0]["path"],
+        "/steps/1/concurrency/key"
+    );
+    let missing = submit(doc("${input.customer}"), json!({}));
+    assert_eq!(missing.status, 422, "{:?}", missing.body);
+    assert_eq!(missing.body["error"]["code"], "invalid_input");
+    assert_eq!(
+        missing.body["error"]["details"][0]["path"],
+        "/steps/0/concurrency/key"
+    );
+    let bad_limit = submit(
+        json!({ "steps": [{ "id": "s", "component": "echo@1", "concurrency": { "key": "k", "limit": 0 } }] }),
+        json!({}),
+    );
+    assert_eq!(bad_limit.status, 422, "{:?}", bad_limit.body);
+    let fine = submit(doc("customer-${input.customer}"), json!({ "customer": 7 }));
+    assert_eq!(fine.status, 202, "{:?}", fine.body);
+    let id = fine.body["id"].as_str().unwrap();
+    let done = wait(&server, &key, id, "the run to end", ended);
+    assert_eq!(done["status"], "succeeded", "{done}");
+}

@@ -144,3 +144,104 @@ fn a_rate_limit_holds_across_three_nodes() {
     eprintln!("starts in the first 30 s: {in_30s}; in the busiest second: {busiest}");
     assert!(busiest <= 20 + 5 + 1, "{busiest} starts in one second");
 }
+
+/// The (start, end) of step `s` of each run, by the times the runs record.
+fn intervals(runs: &[Value]) -> Vec<(u128, u128)> {
+    let mut v: Vec<(u128, u128)> = runs
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "succeeded", "{r}");
+            let s = &r["steps"]["s"];
+            (millis(&s["started_at"]), millis(&s["finished_at"]))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_concurrency_key_of_limit_one_is_held_by_one_attempt_across_three_nodes() {
+    let redis = RedisServer::start();
+    let mut nodes = vec![
+        Node::start(&redis, &["--visibility-timeout", "2s"]),
+        Node::start(&redis, &["--visibility-timeout", "2s"]),
+        Node::start(&redis, &["--visibility-timeout", "2s"]),
+    ];
+    let key = default_key(&nodes.iter().collect::<Vec<_>>());
+    lift_limits(&nodes[0].addr);
+    let workflow = |ms: u64| {
+        json!({ "steps": [{ "id": "s", "component": "sleep@1", "input": { "ms": ms },
+            "concurrency": { "key": "${input.customer}", "limit": 1 } }] })
+    };
+    let submit_as = |addr: &str, ms: u64, customer: &str| {
+        let reply = super::http::post_json(
+            addr,
+            "/v1/runs",
+            &key,
+            &json!({ "workflow": workflow(ms), "input": { "customer": customer } }),
+        );
+        assert_eq!(reply.status, 202, "{:?}", reply.body);
+        reply.body["id"].as_str().unwrap().to_string()
+    };
+    // 200 runs of one customer, and 20 of others, over the three nodes.
+    let same: Vec<String> = (0..200)
+        .map(|i| submit_as(&nodes[i % 3].addr, 5, "acme"))
+        .collect();
+    let others: Vec<String> = (0..20)
+        .map(|i| submit_as(&nodes[i % 3].addr, 300, &format!("c{i}")))
+        .collect();
+    let others = intervals(&wait_all(
+        &nodes[0].addr,
+        &key,
+        &others,
+        Duration::from_secs(120),
+    ));
+    let same = intervals(&wait_all(
+        &nodes[0].addr,
+        &key,
+        &same,
+        Duration::from_secs(120),
+    ));
+    for pair in same.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two attempts held acme at once: {pair:?}"
+        );
+    }
+    // The others ran side by side: their 20 sleeps of 300 ms took far less than 6 s.
+    let span = others.last().unwrap().1 - others[0].0;
+    let acme = same.last().unwrap().1 - same[0].0;
+    eprintln!(
+        "200 runs of acme one at a time over {acme} ms, none overlapping; 20 other customers' 300 ms runs within {span} ms"
+    );
+    assert!(span < 3_000, "the other customers' runs took {span} ms");
+
+    // A node dies holding the key: the attempt is delivered again after the
+    // lease, and the key's other runs follow.
+    let holder = submit_as(&nodes[0].addr, 4_000, "initech");
+    let waiter = submit_as(&nodes[1].addr, 5, "initech");
+    let mut running_on = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while running_on.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder did not start"
+        );
+        let cluster = get(&nodes[2].addr, "/v1/cluster", ADMIN).body;
+        running_on = cluster["nodes"].as_array().unwrap().iter().find_map(|n| {
+            (n["running"].as_u64() == Some(1)).then(|| n["listen"].as_str().unwrap().to_string())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let running_on = running_on.unwrap();
+    let killed = nodes
+        .iter()
+        .position(|n| running_on.ends_with(&n.addr))
+        .unwrap_or_else(|| panic!("{running_on} is none of the nodes"));
+    nodes[killed].kill_9();
+    let alive = &nodes[(killed + 1) % 3].addr;
+    let runs = wait_all(alive, &key, &[holder, waiter], Duration::from_secs(60));
+    let both = intervals(&runs);
+    eprintln!("after the kill: the holder ran {both:?}[0], its waiter {both:?}[1]");
+    assert!(both[0].1 <= both[1].0, "the key was held twice: {both:?}");
+}

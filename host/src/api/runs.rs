@@ -131,6 +131,23 @@ pub(super) async fn check_document(
     Ok((validated, document))
 }
 
+/// A problem for each step whose concurrency key does not resolve for the
+/// run's input.
+fn concurrency_keys(workflow: &workflow::Workflow, input: &serde_json::Value) -> Vec<Problem> {
+    workflow
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| {
+            let why = step.concurrency.as_ref()?.key_for(input).err()?;
+            Some(Problem::new(
+                format!("/steps/{i}/concurrency/key"),
+                format!("no concurrency key for this input: {why}"),
+            ))
+        })
+        .collect()
+}
+
 /// A problem for each step whose rate limit the tenant has not set.
 async fn undeclared_rate_limits(
     state: &AppState,
@@ -405,7 +422,8 @@ pub async fn submit(
     let (validated, document) = check_document(&state, &tenant, document, bytes.len()).await?;
     let children = super::children::plan_root(&state, &tenant, &validated.workflow).await?;
     let input = request.input.unwrap_or_else(|| serde_json::json!({}));
-    let problems = workflow::check_input(&validated.workflow, &input);
+    let mut problems = workflow::check_input(&validated.workflow, &input);
+    problems.extend(concurrency_keys(&validated.workflow, &input));
     if !problems.is_empty() {
         return Err(ApiError::unprocessable(
             "invalid_input",

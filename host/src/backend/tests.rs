@@ -279,6 +279,7 @@ on_every_backend!(
     a_step_waits_in_its_queue_for_a_node_that_serves_it,
     a_scheduled_run_starts_at_its_time_also_after_a_reopen,
     rate_limited_steps_start_within_their_limit,
+    a_concurrency_key_is_held_by_at_most_its_limit,
 );
 
 on_every_backend!(

@@ -122,6 +122,13 @@ pub fn visit<T>(
     })
 }
 
+/// Whether one more attempt may take a concurrency key that `holding`
+/// attempts hold, of `limit`; the others wait, first come first, and each
+/// ending attempt hands its slot to the next.
+pub fn may_hold(holding: u32, limit: u32) -> bool {
+    holding < limit.max(1)
+}
+
 /// A tenant's rate limit: starts per second, and how many may start at
 /// once after a quiet spell.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -154,7 +161,10 @@ pub fn release(
     };
     let n = (tokens.floor().max(0.0) as usize).min(waiting);
     let tokens = tokens - n as f64;
-    let next = (waiting > n).then(|| now + ((1.0 - tokens) / per_ms).ceil().max(1.0) as Millis);
+    // The next whole millisecond at which a token is there (a hair of
+    // rounding below it counts as there).
+    let next =
+        (waiting > n).then(|| now + ((1.0 - tokens) / per_ms - 1e-9).ceil().max(1.0) as Millis);
     (n, Bucket { tokens, at: now }, next)
 }
 

@@ -114,6 +114,51 @@ pub struct Step {
     /// The tenant's rate limit the step's attempts (and its items') start
     /// within.
     pub rate_limit: Option<String>,
+    /// At most `limit` attempts of the tenant's steps with the same key run
+    /// at once, across the cluster (`"concurrency": {"key", "limit"}`).
+    pub concurrency: Option<Concurrency>,
+}
+
+/// A step's concurrency key: a template over the run's input, resolved when
+/// the run is submitted, and how many attempts with that key may run at once.
+#[derive(Debug, Clone)]
+pub struct Concurrency {
+    pub key: Template,
+    pub limit: u32,
+}
+
+impl Concurrency {
+    /// Longest key, in bytes, once resolved.
+    pub const MAX_KEY_BYTES: usize = 256;
+    /// Largest `limit`.
+    pub const MAX_LIMIT: u32 = 10_000;
+
+    /// The key for a run of `input`: a string as it is, any other value as
+    /// compact JSON; why not, when it cannot be resolved or is too long.
+    pub fn key_for(&self, input: &serde_json::Value) -> Result<String, String> {
+        let lookup = |root| match root {
+            super::Root::Input => Some(input),
+            _ => None,
+        };
+        let value = self
+            .key
+            .resolve_within(&lookup, Self::MAX_KEY_BYTES + 2)
+            .map_err(|e| e.to_string())?;
+        let key = match value {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        if key.len() > Self::MAX_KEY_BYTES {
+            return Err(format!(
+                "the key is longer than {} bytes",
+                Self::MAX_KEY_BYTES
+            ));
+        }
+        if key.is_empty() || key.chars().any(char::is_control) {
+            return Err("the key is empty or holds a control character".into());
+        }
+        Ok(key)
+    }
 }
 
 /// What a step does.

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use super::condition::Condition;
 use super::document::{
-    Action, Compensation, ComponentRef, DEFAULT_MAX_CONCURRENCY, ForEach, MAX_TIMEOUT_MS, OnError,
-    RetryPolicy, Sleep, Step, StepLimits, Workflow,
+    Action, Compensation, ComponentRef, Concurrency, DEFAULT_MAX_CONCURRENCY, ForEach,
+    MAX_TIMEOUT_MS, OnError, RetryPolicy, Sleep, Step, StepLimits, Workflow,
 };
 use super::template::{Root, Template};
 use super::{ComponentResolver, Problem, Validated, cut, dag, quoted, schema, sort_problems};
@@ -122,6 +122,7 @@ pub fn validate(doc: &Value, resolver: &dyn ComponentResolver) -> Result<Validat
                 secrets: draft.secrets,
                 queue: draft.queue,
                 rate_limit: draft.rate_limit,
+                concurrency: draft.concurrency,
             }),
             // Only reachable together with a problem already reported for this step.
             _ if !problems.is_empty() => {}
@@ -236,6 +237,7 @@ struct Draft<'d> {
     secrets: Vec<String>,
     queue: Option<String>,
     rate_limit: Option<String>,
+    concurrency: Option<Concurrency>,
 }
 
 /// What could be read of a step's `compensate`.
@@ -351,7 +353,9 @@ fn draft_step<'d>(
     let secrets = secret_names(get("secrets"), &base, problems);
     let queue = queue_name(get("queue"), &base, problems);
     let rate_limit = rate_limit_name(get("rate_limit"), &base, problems);
+    let concurrency = concurrency(get("concurrency"), &base, step_index, problems);
     Draft {
+        concurrency,
         rate_limit,
         http_allow,
         secrets,
@@ -437,6 +441,35 @@ fn queue_name(raw: Option<&Value>, base: &str, problems: &mut Vec<Problem>) -> O
     None
 }
 
+/// `"concurrency": {"key", "limit"}`: the key may refer to the run's input
+/// only, since it is resolved when the run is submitted.
+fn concurrency(
+    raw: Option<&Value>,
+    base: &str,
+    step_index: &dyn Fn(&str) -> Option<usize>,
+    problems: &mut Vec<Problem>,
+) -> Option<Concurrency> {
+    let raw = raw?.as_object()?;
+    let pointer = format!("{base}/concurrency/key");
+    let key = raw.get("key")?;
+    let before = problems.len();
+    let key = Template::compile(key, &pointer, step_index, problems);
+    if problems.len() > before {
+        return None;
+    }
+    if key.roots().any(|r| r != Root::Input) {
+        problems.push(Problem::new(
+            pointer,
+            "a concurrency key may refer to the run's input only (`${input...}`): it is resolved when the run is submitted",
+        ));
+        return None;
+    }
+    let limit = uint(raw.get("limit"))
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(1);
+    Some(Concurrency { key, limit })
+}
+
 /// `"rate_limit"`: a name (whether the tenant declared it is checked at
 /// submission).
 fn rate_limit_name(raw: Option<&Value>, base: &str, problems: &mut Vec<Problem>) -> Option<String> {
@@ -458,7 +491,8 @@ fn rate_limit_name(raw: Option<&Value>, base: &str, problems: &mut Vec<Problem>)
 const ACTIONS: [&str; 5] = ["component", "sleep_ms", "sleep_until", "signal", "workflow"];
 
 /// Fields only a step that runs a component may have.
-const COMPONENT_ONLY: [&str; 10] = [
+const COMPONENT_ONLY: [&str; 11] = [
+    "concurrency",
     "rate_limit",
     "input",
     "retry",

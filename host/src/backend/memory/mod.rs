@@ -523,7 +523,7 @@ impl WorkQueue for MemoryBackend {
                     for (task, tenant) in taken {
                         inner.next_tag += 1;
                         let tag = inner.next_tag;
-                        inner.work.ready.hand_out(tag, tenant);
+                        inner.work.ready.hand_out(tag, tenant, &task);
                         out.push(Delivery { task, tag });
                     }
                     let Inner { work, registry, .. } = &*inner;

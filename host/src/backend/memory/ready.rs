@@ -18,7 +18,13 @@ pub(super) struct Place {
     pub queues: Arc<[Arc<str>]>,
     /// Each step's rate limit; empty when no step has one.
     pub rates: Arc<[Option<Arc<str>>]>,
+    /// Each step's concurrency key, resolved for the run's input, and its
+    /// limit; empty when no step has one.
+    pub keys: Arc<[Option<HeldKey>]>,
 }
+
+/// A concurrency key as resolved for a run, and how many may hold it.
+pub(super) type HeldKey = (Arc<str>, u32);
 
 impl Place {
     /// Where the tasks of the run `spec` go.
@@ -40,11 +46,36 @@ impl Place {
                 .map(|s| s.rate_limit.as_deref().map(Arc::from))
                 .collect()
         };
+        let keys = if steps.iter().all(|s| s.concurrency.is_none()) {
+            Arc::from(Vec::new())
+        } else {
+            steps
+                .iter()
+                .map(|s| {
+                    let c = s.concurrency.as_ref()?;
+                    // Checked at submission; a key that no longer resolves
+                    // limits nothing.
+                    let key = c.key_for(&spec.input).ok()?;
+                    Some((Arc::from(key), c.limit))
+                })
+                .collect()
+        };
         Self {
             tenant: Arc::from(spec.tenant.as_str()),
             priority: spec.priority,
             queues,
             rates,
+            keys,
+        }
+    }
+
+    /// The concurrency key a task holds while it runs, with its limit.
+    fn key(&self, kind: &TaskKind) -> Option<&HeldKey> {
+        match kind {
+            TaskKind::Step { index, .. } | TaskKind::Item { index, .. } => {
+                self.keys.get(*index as usize)?.as_ref()
+            }
+            TaskKind::Compensate { .. } | TaskKind::Finalize => None,
         }
     }
 
@@ -104,17 +135,28 @@ struct Rated {
     due: crate::scheduler::clock::Millis,
 }
 
+/// The attempts holding one concurrency key of a tenant, and the tasks
+/// waiting for it.
+#[derive(Default)]
+struct Keyed {
+    holding: u32,
+    waiting: std::collections::VecDeque<Task>,
+}
+
 /// All ready work, the place of every run that has some, and the attempts
 /// running per tenant.
 #[derive(Default)]
 pub(super) struct Ready {
+    /// (tenant, concurrency key) -> who holds it and who waits.
+    keyed: HashMap<(Arc<str>, Arc<str>), Keyed>,
     /// (tenant, rate limit) -> its waiting tasks and bucket.
     rated: HashMap<(Arc<str>, Arc<str>), Rated>,
     queues: HashMap<Arc<str>, QueueWork>,
     places: HashMap<Arc<str>, Place>,
     running: HashMap<Arc<str>, u32>,
-    /// Delivery tag -> the tenant whose attempt it carries.
-    held: HashMap<u64, Arc<str>>,
+    /// Delivery tag -> the tenant whose attempt it carries, and the
+    /// concurrency key it holds.
+    held: HashMap<u64, (Arc<str>, Option<Arc<str>>)>,
     seq: u64,
 }
 
@@ -140,7 +182,7 @@ impl Ready {
             self.rated.entry(key).or_default().waiting.push_back(task);
             return;
         }
-        self.push_ready(task);
+        self.admit(task);
     }
 
     /// Lets go the rate-limited tasks whose tokens have come by `now`
@@ -177,9 +219,29 @@ impl Ready {
             go.extend(rated.waiting.drain(..n));
         }
         for task in go {
-            self.push_ready(task);
+            self.admit(task);
         }
         next
+    }
+
+    /// A task past its rate limit: it takes a slot of its concurrency key
+    /// (`flow::may_hold`) and is ready, or waits for one.
+    fn admit(&mut self, task: Task) {
+        if let Some(place) = self.places.get(&task.run)
+            && let Some((key, limit)) = place.key(&task.kind)
+        {
+            let limit = *limit;
+            let keyed = self
+                .keyed
+                .entry((place.tenant.clone(), key.clone()))
+                .or_default();
+            if !flow::may_hold(keyed.holding, limit) {
+                keyed.waiting.push_back(task);
+                return;
+            }
+            keyed.holding += 1;
+        }
+        self.push_ready(task);
     }
 
     /// The tenant's rate limit `name` was set or deleted: its waiting tasks
@@ -270,19 +332,42 @@ impl Ready {
         out
     }
 
-    /// Remembers which tenant the delivery `tag` runs for.
-    pub fn hand_out(&mut self, tag: u64, tenant: Arc<str>) {
-        self.held.insert(tag, tenant);
+    /// Remembers which tenant the delivery `tag` of `task` runs for, and
+    /// the concurrency key it holds.
+    pub fn hand_out(&mut self, tag: u64, tenant: Arc<str>, task: &Task) {
+        let key = self
+            .places
+            .get(&task.run)
+            .and_then(|p| p.key(&task.kind))
+            .map(|(k, _)| k.clone());
+        self.held.insert(tag, (tenant, key));
     }
 
-    /// The delivery `tag` is done: its tenant runs one attempt fewer.
+    /// The delivery `tag` is done: its tenant runs one attempt fewer, and
+    /// its concurrency key goes to the next task waiting for it.
     pub fn done(&mut self, tag: u64) {
-        if let Some(tenant) = self.held.remove(&tag)
-            && let Some(n) = self.running.get_mut(&tenant)
-        {
+        let Some((tenant, key)) = self.held.remove(&tag) else {
+            return;
+        };
+        if let Some(n) = self.running.get_mut(&tenant) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.running.remove(&tenant);
+            }
+        }
+        let Some(key) = key else { return };
+        let slot = (tenant, key);
+        let Some(keyed) = self.keyed.get_mut(&slot) else {
+            return;
+        };
+        match keyed.waiting.pop_front() {
+            // The slot passes to it.
+            Some(next) => self.push_ready(next),
+            None => {
+                keyed.holding = keyed.holding.saturating_sub(1);
+                if keyed.holding == 0 {
+                    self.keyed.remove(&slot);
+                }
             }
         }
     }

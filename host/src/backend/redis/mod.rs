@@ -157,8 +157,9 @@ fn int(v: &Value) -> Option<i64> {
 fn create_steps(invocation: &mut redis::ScriptInvocation<'_>, spec: &RunSpec) {
     let mut fields: Vec<String> = Vec::with_capacity(spec.workflow.steps.len() * 12);
     let mut queues: Vec<(&str, Vec<String>)> = Vec::new();
-    // First steps with a rate limit: (limit, task) pairs.
-    let mut rated: Vec<String> = Vec::new();
+    // First steps with a rate limit or a concurrency key: (rate limit or
+    // '', step index) pairs.
+    let mut gated: Vec<String> = Vec::new();
     for (i, step) in spec.workflow.steps.iter().enumerate() {
         let dependents: Vec<String> = spec
             .workflow
@@ -197,15 +198,24 @@ fn create_steps(invocation: &mut redis::ScriptInvocation<'_>, spec: &RunSpec) {
         if let Some(limit) = &step.rate_limit {
             fields.extend([format!("rl{i}"), limit.clone()]);
         }
+        // Checked at submission; a key that no longer resolves limits nothing.
+        let key = step
+            .concurrency
+            .as_ref()
+            .and_then(|c| Some((c.key_for(&spec.input).ok()?, c.limit)));
+        if let Some((key, limit)) = &key {
+            fields.extend([
+                format!("ck{i}"),
+                key.clone(),
+                format!("cl{i}"),
+                limit.to_string(),
+            ]);
+        }
         if !step.deps.is_empty() {
             continue;
         }
-        if let Some(limit) = &step.rate_limit {
-            let task = match spec.start_at {
-                Some(_) => format!("{}|{i}|1", spec.id),
-                None => format!("{}|s|{i}|1||{}", spec.id, spec.created_at),
-            };
-            rated.extend([limit.clone(), task]);
+        if step.rate_limit.is_some() || key.is_some() {
+            gated.extend([step.rate_limit.clone().unwrap_or_default(), i.to_string()]);
             continue;
         }
         let queue = step
@@ -229,11 +239,12 @@ fn create_steps(invocation: &mut redis::ScriptInvocation<'_>, spec: &RunSpec) {
     for (queue, tasks) in queues {
         invocation.arg(queue).arg(tasks.len()).arg(tasks);
     }
-    let any_rated = spec.workflow.steps.iter().any(|s| s.rate_limit.is_some());
+    let steps = &spec.workflow.steps;
     invocation
-        .arg(u8::from(any_rated))
-        .arg(rated.len() / 2)
-        .arg(rated);
+        .arg(u8::from(steps.iter().any(|s| s.rate_limit.is_some())))
+        .arg(u8::from(steps.iter().any(|s| s.concurrency.is_some())))
+        .arg(gated.len() / 2)
+        .arg(gated);
 }
 
 impl RedisBackend {

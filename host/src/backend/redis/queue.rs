@@ -29,6 +29,8 @@ const IDLE: Duration = Duration::from_millis(250);
 pub(super) struct Entry {
     pub id: String,
     pub tenant: Option<String>,
+    /// The concurrency key the attempt holds.
+    pub key: Option<String>,
 }
 
 impl Entry {
@@ -36,13 +38,19 @@ impl Entry {
         Self {
             id: entry.id.clone(),
             tenant: entry.get("t"),
+            key: entry.get("ck"),
         }
     }
 
-    /// The entry as the scripts take it: `id` or `id tenant`.
+    /// The entry as the scripts take it: `id`, or `id`, tenant and key
+    /// separated by `\x1f` (which no tenant name or key holds).
     pub fn arg(&self) -> String {
         match &self.tenant {
-            Some(t) => format!("{} {t}", self.id),
+            Some(t) => format!(
+                "{}\x1f{t}\x1f{}",
+                self.id,
+                self.key.as_deref().unwrap_or_default()
+            ),
             None => self.id.clone(),
         }
     }

@@ -52,8 +52,8 @@ local placed, entered = {}, {}
 local function place_of(run)
   local p = placed[run]
   if p then return p end
-  local f = redis.call('HMGET', 'weft:{run:' .. run .. '}:run', 'tenant', 'pri', 'qs', 'rls')
-  p = {f[1] or '', tonumber(f[2] or '5'), f[3] == '1', f[4] == '1'}
+  local f = redis.call('HMGET', 'weft:{run:' .. run .. '}:run', 'tenant', 'pri', 'qs', 'rls', 'cks')
+  p = {f[1] or '', tonumber(f[2] or '5'), f[3] == '1', f[4] == '1', f[5] == '1'}
   placed[run] = p
   return p
 end
@@ -71,8 +71,10 @@ local function enter(queue, tenant)
 end
 
 -- Task `kind` (`s` step, `e` item, `c` compensation, `f` finalisation) of
--- run `run` is ready: to the end of its tenant's work of its priority.
-local function push_ready(run, kind, i, a, item, now)
+-- run `run` is ready: to the end of its tenant's work of its priority; a
+-- task holding a concurrency key carries it (`|key` at the end), so that
+-- its delivery gives it back.
+local function push_task(run, kind, i, a, item, now, key)
   local p = place_of(run)
   local queue = 'default'
   if p[3] and kind ~= 'f' then
@@ -80,10 +82,33 @@ local function push_ready(run, kind, i, a, item, now)
   end
   local tasks = 'weft:flow:' .. queue .. ':t:' .. p[1]
   local member = run .. '|' .. kind .. '|' .. i .. '|' .. a .. '|' .. (item or '') .. '|' .. now
+  if key then member = member .. '|' .. key end
   if redis.call('RPUSH', tasks .. ':p' .. p[2], member) == 1 then
     redis.call('ZADD', tasks, 9 - p[2], p[2])
   end
   enter(queue, p[1])
+end
+
+-- A task past its rate limit takes a slot of its concurrency key
+-- (`flow::may_hold`; `weft:flow:ckhold:<tenant>` counts the holders per
+-- key) and is ready, or waits for one in `weft:flow:ckwait:<tenant>:<key>`.
+local function push_ready(run, kind, i, a, item, now)
+  local p = place_of(run)
+  if p[5] and (kind == 's' or kind == 'e') then
+    local c = redis.call('HMGET', 'weft:{run:' .. run .. '}:steps', 'ck' .. i, 'cl' .. i)
+    if c[1] then
+      local hold = 'weft:flow:ckhold:' .. p[1]
+      if redis.call('HINCRBY', hold, c[1], 1) > math.max(tonumber(c[2] or '1'), 1) then
+        redis.call('HINCRBY', hold, c[1], -1)
+        redis.call('RPUSH', 'weft:flow:ckwait:' .. p[1] .. ':' .. c[1],
+          run .. '|' .. kind .. '|' .. i .. '|' .. a .. '|' .. (item or '') .. '|' .. now)
+        return
+      end
+      push_task(run, kind, i, a, item, now, c[1])
+      return
+    end
+  end
+  push_task(run, kind, i, a, item, now, nil)
 end
 
 -- A rate-limited task waits for its limit's tokens in
@@ -108,16 +133,32 @@ local function enqueue(run, kind, i, a, item, now)
   push_ready(run, kind, i, a, item, now)
 end
 
--- Acknowledges and deletes a delivery (`id` or `id tenant`); its tenant
--- runs one attempt fewer, counted down by `released` at the end of the
--- script. Returns 1 when this node still held it.
+-- Acknowledges and deletes a delivery (`id`, or `id`, tenant and the
+-- concurrency key it holds, separated by \x1f); its tenant runs one
+-- attempt fewer, counted down by `released` at the end of the script, and
+-- its key passes to the next task waiting for it. Returns 1 when this node
+-- still held it.
 local acked_by = {}
 local function ack_entry(stream, group, entry)
-  local id, tenant = string.match(entry, '^(%S+) (.*)$')
+  local id, tenant, key = string.match(entry, '^([^\31]+)\31([^\31]*)\31?(.*)$')
   if not id then id = entry end
   local acked = redis.call('XACK', stream, group, id)
   redis.call('XDEL', stream, id)
   if acked == 1 and tenant then acked_by[tenant] = (acked_by[tenant] or 0) + 1 end
+  if acked == 1 and key and key ~= '' then
+    local waiting = redis.call('LPOP', 'weft:flow:ckwait:' .. tenant .. ':' .. key)
+    local run, kind, i, a, item, at
+    if waiting then
+      run, kind, i, a, item, at = string.match(waiting, '^(.-)|(%a)|(%d+)|(%d+)|(%d*)|(%d+)$')
+    end
+    if run then
+      if item == '' then item = nil end
+      push_task(run, kind, i, a, item, at, key)
+    else
+      local hold = 'weft:flow:ckhold:' .. tenant
+      if redis.call('HINCRBY', hold, key, -1) <= 0 then redis.call('HDEL', hold, key) end
+    end
+  end
   return acked
 end
 
@@ -410,15 +451,21 @@ for _ = 1, tonumber(ARGV[pos]) do
   end
   pos = to
 end
--- First steps with a rate limit wait for it (`name`, task pairs).
+-- First steps with a rate limit or a concurrency key go through them
+-- (rate limit name or '', step index pairs).
 if ARGV[pos + 1] == '1' then redis.call('HSET', run_key, 'rls', 1) end
-local rated = tonumber(ARGV[pos + 2])
-for k = 0, rated - 1 do
-  local at = pos + 3 + 2 * k
+if ARGV[pos + 2] == '1' then redis.call('HSET', run_key, 'cks', 1) end
+placed[run] = nil
+local gated = tonumber(ARGV[pos + 3])
+for k = 0, gated - 1 do
+  local at = pos + 4 + 2 * k
+  local i = ARGV[at + 1]
   if start_at > 0 then
-    redis.call('ZADD', KEYS[7], start_at, ARGV[at + 1])
+    redis.call('ZADD', KEYS[7], start_at, run .. '|' .. i .. '|1')
+  elseif ARGV[at] ~= '' then
+    wait_for_rate(p[1], ARGV[at], run .. '|s|' .. i .. '|1||' .. now)
   else
-    wait_for_rate(p[1], ARGV[at], ARGV[at + 1])
+    push_ready(run, 's', i, 1, nil, now)
   end
 end
 if ARGV[6] == '1' then
@@ -570,7 +617,7 @@ for _, key in ipairs(redis.call('ZRANGEBYSCORE', rl_due, '-inf', now, 'LIMIT', 0
     end
     n = math.min(math.max(math.floor(tokens), 0), waiting)
     tokens = tokens - n
-    if waiting > n then next_at = tonumber(now) + math.max(1, math.ceil((1 - tokens) / per_ms)) end
+    if waiting > n then next_at = tonumber(now) + math.max(1, math.ceil((1 - tokens) / per_ms - 1e-9)) end
     redis.call('HSET', list .. ':b', 'tokens', tokens, 'at', now)
   end
   if n > 0 then
@@ -600,7 +647,7 @@ return {#due, at}
 const ACK: &str = r#"
 local acked = 0
 for k = 3, #ARGV do
-  local id = string.match(ARGV[k], '^(%S+)')
+  local id = string.match(ARGV[k], '^([^\31]+)')
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
   if #p == 1 and p[1][2] == ARGV[2] then
     acked = acked + ack_entry(KEYS[1], ARGV[1], ARGV[k])
@@ -636,8 +683,9 @@ while true do
         handed = handed + 1
       end
       tenant = f.t
+      if tenant then tenant = tenant .. '\31' .. (f.ck or '') end
     end
-    if tenant then ack_entry(stream, group, id .. " " .. tenant) else ack_entry(stream, group, id) end
+    if tenant then ack_entry(stream, group, id .. '\31' .. tenant) else ack_entry(stream, group, id) end
   end
 end
 redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
@@ -708,13 +756,12 @@ for q = 4, #ARGV do
       local popped = redis.call('LPOP', list, n - got)
       if not popped then popped = {} end
       for _, member in ipairs(popped) do
-        local run, kind, i, a, item = string.match(member, '^(.*)|(%a)|(%d+)|(%d+)|(%d*)|%d+$')
+        local run, kind, i, a, item, key = string.match(member, '^(.-)|(%a)|(%d+)|(%d+)|(%d*)|%d+|?(.*)$')
         if run then
-          if item ~= '' then
-            redis.call('XADD', stream, '*', 'r', run, 'k', kind, 'i', i, 'a', a, 'n', item, 't', tenant)
-          else
-            redis.call('XADD', stream, '*', 'r', run, 'k', kind, 'i', i, 'a', a, 't', tenant)
-          end
+          local fields = {'r', run, 'k', kind, 'i', i, 'a', a, 't', tenant}
+          if item ~= '' then fields[#fields + 1] = 'n'; fields[#fields + 1] = item end
+          if key ~= '' then fields[#fields + 1] = 'ck'; fields[#fields + 1] = key end
+          redis.call('XADD', stream, '*', unpack(fields))
         end
       end
       got = got + #popped
@@ -754,7 +801,7 @@ for _, tenant in ipairs(redis.call('ZRANGE', 'weft:flow:' .. queue .. ':tenants'
     local list = tasks .. ':p' .. band
     depth = depth + redis.call('LLEN', list)
     local first = redis.call('LINDEX', list, 0)
-    local at = first and tonumber(string.match(first, '|(%d+)$'))
+    local at = first and tonumber(string.match(first, '^.-|%a|%d+|%d+|%d*|(%d+)'))
     if at and (oldest < 0 or at < oldest) then oldest = at end
   end
 end

@@ -295,3 +295,40 @@ pub(super) async fn rate_limited_steps_start_within_their_limit(kind: Kind) {
     assert!(!b.delete_rate_limit("t", "api").await.unwrap());
     assert_eq!(drain().await, ["run_r4"]);
 }
+
+pub(super) async fn a_concurrency_key_is_held_by_at_most_its_limit(kind: Kind) {
+    let h = Harness::new(kind).await;
+    let b = &*h.backend;
+    for (k, customer) in ["acme", "acme", "acme", "globex"].iter().enumerate() {
+        let mut s = spec(json!({ "steps": [ { "id": "a", "component": "x@1",
+            "concurrency": { "key": "${input.customer}", "limit": 2 } } ] }));
+        s.id = format!("run_{k}_{customer}");
+        s.input = json!({ "customer": customer });
+        b.create_run(NewRun::new(s)).await.unwrap();
+    }
+    let drain = || async {
+        let mut got = Vec::new();
+        loop {
+            let more = take(b, 10).await;
+            if more.is_empty() {
+                return got;
+            }
+            got.extend(more);
+        }
+    };
+    // Two of acme's three, and globex's: other keys are not held back.
+    let first = drain().await;
+    let mut runs: Vec<&str> = first.iter().map(|d| &*d.task.run).collect();
+    runs.sort();
+    assert_eq!(runs, ["run_0_acme", "run_1_acme", "run_3_globex"]);
+    // An attempt holding acme ends: the third takes its place.
+    let at = first
+        .iter()
+        .position(|d| &*d.task.run == "run_0_acme")
+        .unwrap();
+    let mut first = first;
+    finish(b, first.remove(at)).await;
+    let next = drain().await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(&*next[0].task.run, "run_2_acme");
+}

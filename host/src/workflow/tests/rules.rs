@@ -40,7 +40,7 @@ fn schema_problems_have_pointers_and_readable_messages() {
         (
             json!({"steps": [{"id": "a", "component": "parse@1", "inptu": {}}]}),
             "/steps/0/inptu",
-            "unknown field \"inptu\" (expected one of: id, component, sleep_ms, sleep_until, workflow, signal, input, needs, retry, timeout_ms, limits, for_each, max_concurrency, when, on_error, http, queue, rate_limit, secrets, compensate)",
+            "unknown field \"inptu\" (expected one of: id, component, sleep_ms, sleep_until, workflow, signal, input, needs, retry, timeout_ms, limits, for_each, max_concurrency, when, on_error, http, concurrency, rate_limit, queue, secrets, compensate)",
         ),
         (
             json!({"steps": [{"id": "a", "component": "parse@1", "retry": {"attempts": 3}}]}),
