@@ -162,7 +162,7 @@ fn intervals(runs: &[Value]) -> Vec<(u128, u128)> {
 #[test]
 fn a_concurrency_key_of_limit_one_is_held_by_one_attempt_across_three_nodes() {
     let redis = RedisServer::start();
-    let mut nodes = vec![
+    let mut nodes = [
         Node::start(&redis, &["--visibility-timeout", "2s"]),
         Node::start(&redis, &["--visibility-timeout", "2s"]),
         Node::start(&redis, &["--visibility-timeout", "2s"]),
