@@ -403,3 +403,68 @@ fn a_concurrency_key_must_resolve_for_the_input_and_may_name_the_input_only() {
     let done = wait(&server, &key, id, "the run to end", ended);
     assert_eq!(done["status"], "succeeded", "{done}");
 }
+
+#[test]
+fn the_command_line_declares_queues_sets_rate_limits_and_submits_with_priority_and_delay() {
+    use crate::cli::{run as weft_run, weft};
+    let server = Server::start();
+    let data = server.data_dir();
+    let cmd = || {
+        let mut c = weft(&server.url, &data);
+        c.env("WEFT_ADMIN_TOKEN", ADMIN_TOKEN);
+        c
+    };
+    let declared = weft_run(cmd().args(["queue", "declare", "gpu"]));
+    assert_eq!(declared.code, 0, "{}", declared.stderr);
+    assert!(
+        declared.stderr.contains("queue gpu declared"),
+        "{}",
+        declared.stderr
+    );
+    let listed = weft_run(cmd().args(["queue", "list"]));
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(
+        listed.stdout.contains("QUEUE") && listed.stdout.contains("gpu"),
+        "{}",
+        listed.stdout
+    );
+    let bad = weft_run(cmd().args(["queue", "declare", "GPU"]));
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+
+    let set = weft_run(cmd().args(["rate-limit", "set", "partner", "--per-second", "2.5"]));
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    let set: Value = serde_json::from_str(&set.stdout).unwrap();
+    assert_eq!(
+        set,
+        json!({ "name": "partner", "per_second": 2.5, "burst": 3 })
+    );
+    let listed = weft_run(cmd().args(["rate-limit", "list", "--json"]));
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(listed.stdout.contains("partner"), "{}", listed.stdout);
+    let deleted = weft_run(cmd().args(["rate-limit", "delete", "partner"]));
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    let again = weft_run(cmd().args(["rate-limit", "delete", "partner"]));
+    assert_eq!(again.code, 2, "{}", again.stderr);
+
+    let doc = server.scratch().join("one.json");
+    std::fs::write(
+        &doc,
+        json!({ "steps": [{ "id": "s", "component": "echo@1", "input": {} }] }).to_string(),
+    )
+    .unwrap();
+    let submitted =
+        weft_run(
+            cmd()
+                .arg("submit")
+                .arg(&doc)
+                .args(["--priority", "9", "--delay", "2s"]),
+        );
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let answer: Value = serde_json::from_str(&submitted.stdout).unwrap();
+    assert_eq!(answer["status"], "scheduled", "{answer}");
+    let key = server.default_key();
+    let body = run(&server, &key, answer["id"].as_str().unwrap());
+    assert_eq!(body["priority"], 9, "{body}");
+    let out_of_range = weft_run(cmd().arg("submit").arg(&doc).args(["--priority", "10"]));
+    assert_eq!(out_of_range.code, 2, "{}", out_of_range.stderr);
+}

@@ -100,6 +100,12 @@ pub enum Command {
     /// Exit code 0 when done, 2 when the server refused (e.g. a bad name),
     /// 3 when the server cannot be reached or failed.
     Queue(client::QueueArgs),
+    /// Set, list and delete the tenant's rate limits, within which the
+    /// steps that name one (`"rate_limit"`) start, across the cluster.
+    ///
+    /// Exit code 0 when done, 2 when the server refused (e.g. a bad value),
+    /// 3 when the server cannot be reached or failed.
+    RateLimit(client::RateLimitArgs),
     /// Publish and list workflow templates.
     Workflow(client::WorkflowArgs),
     /// Manage the tenants of a Weft server (needs the admin token).
@@ -137,6 +143,7 @@ pub fn main() -> ExitCode {
             Command::Signal(args) => client::signal(args).await,
             Command::Secret(args) => client::secret(args).await,
             Command::Queue(args) => client::queue(args).await,
+            Command::RateLimit(args) => client::rate_limit(args).await,
             Command::Workflow(args) => client::workflow(args).await,
             Command::Tenant(args) => client::tenant(args).await,
         }

@@ -7,11 +7,13 @@
 //! 3 the server cannot be reached or failed, or a local file cannot be read.
 
 mod queues;
+mod rate_limits;
 mod runs;
 mod secrets;
 mod submit;
 
 pub use queues::{QueueArgs, queue};
+pub use rate_limits::{RateLimitArgs, rate_limit};
 pub use runs::{
     CancelArgs, RunsArgs, SignalArgs, TenantLimitsArgs, WorkflowArgs, cancel, runs, signal,
     workflow,
