@@ -31,7 +31,7 @@ pub struct RateLimitBody {
     pub per_second: f64,
     /// Starts at once after a quiet spell (1 to 1,000,000); default:
     /// `per_second` rounded up.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::tenants::whole")]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub burst: Option<u32>,
 }

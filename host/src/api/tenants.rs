@@ -177,7 +177,7 @@ pub const MAX_ALLOWED_HOSTS: usize = 1000;
 
 /// Reads a limit that is a whole number, also when written `64.0`: JSON Schema,
 /// and so the OpenAPI document, counts that as an integer; serde does not.
-fn whole<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+pub(super) fn whole<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: TryFrom<u64>,
