@@ -98,27 +98,15 @@ impl Client {
     /// the run has finished; returns its id and the time that took.
     pub async fn run(&self, body: Bytes, wait: Wait) -> Result<(String, Duration)> {
         let started = Instant::now();
-        let response = self
-            .http
-            .post(format!("{}/v1/runs", self.base))
-            .bearer_auth(&self.key)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let answer: Value = response.json().await?;
-        ensure!(status.as_u16() == 202, "submitting: {status} {answer}");
-        let id = answer["id"].as_str().context("no id in the answer")?;
+        let id = self.submit(body).await?;
         match wait {
-            Wait::Events => self.follow(id).await?,
-            Wait::Poll(every) => self.poll(id, every).await?,
+            Wait::Events => self.follow(&id).await?,
+            Wait::Poll(every) => self.poll(&id, every).await?,
         }
-        Ok((id.to_string(), started.elapsed()))
+        Ok((id, started.elapsed()))
     }
 
     /// Submits `body` and returns the run's id, without waiting for it.
-    #[allow(dead_code)] // used by the fairness benchmark only
     pub async fn submit(&self, body: Bytes) -> Result<String> {
         let response = self
             .http

@@ -276,30 +276,10 @@ impl MemoryBackend {
         let mut ended = Vec::new();
         for (row, rows) in loaded.runs {
             let Some(spec) = row.spec else { continue };
-            // A step without a row is as the run's creation left it: queued
-            // when it needs nothing, else pending.
-            let mut steps: Vec<StepState> = spec
-                .workflow
-                .steps
-                .iter()
-                .map(|def| StepState {
-                    slot: if def.deps.is_empty() {
-                        Slot::queued()
-                    } else {
-                        Slot {
-                            rec: StepRecord {
-                                status: Some(StepStatus::Pending),
-                                ..StepRecord::default()
-                            },
-                            ..Slot::default()
-                        }
-                    },
-                    waiting_on: 0,
-                    seq: 0,
-                    items: None,
-                    compensation: None,
-                })
-                .collect();
+            // A step without a row is as the run's creation left it (its
+            // count of dependencies left is made again below).
+            let mut steps: Vec<StepState> =
+                spec.workflow.steps.iter().map(StepState::new).collect();
             let mut leases = 0;
             let mut signals = super::runs::Signals::new();
             for r in rows {

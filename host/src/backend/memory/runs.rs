@@ -113,6 +113,29 @@ pub(super) struct StepState {
     pub(super) compensation: Option<Slot>,
 }
 
+impl StepState {
+    /// A step of a new run: queued when it needs nothing, else pending.
+    pub(super) fn new(def: &crate::workflow::Step) -> Self {
+        Self {
+            slot: if def.deps.is_empty() {
+                Slot::queued()
+            } else {
+                Slot {
+                    rec: StepRecord {
+                        status: Some(StepStatus::Pending),
+                        ..StepRecord::default()
+                    },
+                    ..Slot::default()
+                }
+            },
+            waiting_on: def.deps.len() as u32,
+            seq: 0,
+            items: None,
+            compensation: None,
+        }
+    }
+}
+
 /// The items of a for_each step: the list, and a slot per started item
 /// (items start in order, so the started ones are `slots`).
 pub(super) struct Items {
@@ -212,28 +235,7 @@ impl MemoryBackend {
                 (idem.fingerprint.clone(), run.clone()),
             );
         }
-        let steps: Vec<StepState> = spec
-            .workflow
-            .steps
-            .iter()
-            .map(|s| StepState {
-                slot: if s.deps.is_empty() {
-                    Slot::queued()
-                } else {
-                    Slot {
-                        rec: StepRecord {
-                            status: Some(StepStatus::Pending),
-                            ..StepRecord::default()
-                        },
-                        ..Slot::default()
-                    }
-                },
-                waiting_on: s.deps.len() as u32,
-                seq: 0,
-                items: None,
-                compensation: None,
-            })
-            .collect();
+        let steps: Vec<StepState> = spec.workflow.steps.iter().map(StepState::new).collect();
         let mut pushed = false;
         inner
             .work

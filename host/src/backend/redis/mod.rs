@@ -310,6 +310,24 @@ impl RedisBackend {
         self.conn.clone()
     }
 
+    /// The delivery tag of the claimed attempt (run, step, lease), if this
+    /// node claimed it, and its stream entry as the scripts take it.
+    fn receipt(&self, run: &str, index: usize, lease: u64) -> (Option<u64>, Option<String>) {
+        let receipt = self
+            .receipts
+            .lock()
+            .unwrap()
+            .remove(&(run.to_string(), index, lease));
+        let entry = receipt.and_then(|tag| {
+            self.entries
+                .lock()
+                .unwrap()
+                .get(&tag)
+                .map(queue::Entry::arg)
+        });
+        (receipt, entry)
+    }
+
     /// The spec of a run, from this node's cache or from Redis.
     async fn spec(&self, run: &str) -> Result<Option<Arc<RunSpec>>, BackendError> {
         if let Some(spec) = self.specs.lock().unwrap().get(run) {
@@ -638,18 +656,7 @@ impl StateStore for RedisBackend {
                 )
             }
         };
-        let receipt = self
-            .receipts
-            .lock()
-            .unwrap()
-            .remove(&(run.to_string(), index, lease));
-        let entry = receipt.and_then(|tag| {
-            self.entries
-                .lock()
-                .unwrap()
-                .get(&tag)
-                .map(queue::Entry::arg)
-        });
+        let (receipt, entry) = self.receipt(run, index, lease);
         let reply = self
             .commits
             .call(CommitRequest {
@@ -717,18 +724,7 @@ impl StateStore for RedisBackend {
             Ok(output) => ("ok", output.to_string()),
             Err(error) => ("err", serde_json::to_string(&error).expect("JSON")),
         };
-        let receipt = self
-            .receipts
-            .lock()
-            .unwrap()
-            .remove(&(run.to_string(), FINALIZE, 0));
-        let entry = receipt.and_then(|tag| {
-            self.entries
-                .lock()
-                .unwrap()
-                .get(&tag)
-                .map(queue::Entry::arg)
-        });
+        let (receipt, entry) = self.receipt(run, FINALIZE, 0);
         // Should the call fail, the worker's own acknowledgement of the
         // delivery follows the finish it tries again.
         let ended = self

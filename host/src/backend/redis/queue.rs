@@ -196,9 +196,8 @@ impl RedisBackend {
         })
     }
 
-    /// Resets the idle time of the entries this node holds, so that they are
-    /// not handed to another node while their steps run.
-    async fn renew(&self) -> Result<(), BackendError> {
+    /// The ids of the entries this node holds.
+    fn held_ids(&self) -> impl Iterator<Item = String> {
         let ids: Vec<String> = self
             .entries
             .lock()
@@ -206,6 +205,13 @@ impl RedisBackend {
             .values()
             .map(|e| e.id.clone())
             .collect();
+        ids.into_iter()
+    }
+
+    /// Resets the idle time of the entries this node holds, so that they are
+    /// not handed to another node while their steps run.
+    async fn renew(&self) -> Result<(), BackendError> {
+        let ids: Vec<String> = self.held_ids().collect();
         for chunk in ids.chunks(500) {
             let _: redis::Value = redis::cmd("XCLAIM")
                 .arg(keys::READY)
@@ -241,13 +247,7 @@ impl RedisBackend {
             entries = reply.claimed.len(),
             "reclaimed work of a stopped node"
         );
-        let held: std::collections::HashSet<String> = self
-            .entries
-            .lock()
-            .unwrap()
-            .values()
-            .map(|e| e.id.clone())
-            .collect();
+        let held: std::collections::HashSet<String> = self.held_ids().collect();
         let mut reclaimed = self.reclaimed.lock().unwrap();
         for entry in reply.claimed {
             if held.contains(&entry.id) {

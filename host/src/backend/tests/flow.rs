@@ -41,6 +41,27 @@ async fn take(b: &dyn Backend, max: usize) -> Vec<Delivery> {
         .unwrap_or_default()
 }
 
+/// Every delivery until none comes for 300 ms.
+async fn drain(b: &dyn Backend) -> Vec<Delivery> {
+    let mut got = Vec::new();
+    loop {
+        let more = take(b, 10).await;
+        if more.is_empty() {
+            return got;
+        }
+        got.extend(more);
+    }
+}
+
+/// The runs of every delivery until none comes for 300 ms.
+async fn drained_runs(b: &dyn Backend) -> Vec<String> {
+    drain(b)
+        .await
+        .into_iter()
+        .map(|d| d.task.run.to_string())
+        .collect()
+}
+
 /// Claims and acknowledges a delivery, as a worker whose attempt ended.
 async fn finish(b: &dyn Backend, d: Delivery) {
     assert!(matches!(b.claim(&d, T0).await.unwrap(), Claim::Step(_)));
@@ -127,14 +148,7 @@ pub(super) async fn a_tenant_at_its_concurrent_steps_waits_and_others_go_on(kind
     tenant(b, "free", Limits::default()).await;
     runs(b, "capped", "run_c", 5, 5).await;
     runs(b, "free", "run_f", 3, 5).await;
-    let mut held = Vec::new();
-    loop {
-        let got = take(b, 10).await;
-        if got.is_empty() {
-            break;
-        }
-        held.extend(got);
-    }
+    let mut held = drain(b).await;
     let of = |held: &[Delivery], p: &str| held.iter().filter(|d| d.task.run.starts_with(p)).count();
     assert_eq!(of(&held, "run_c"), 2, "the capped tenant runs two at most");
     assert_eq!(of(&held, "run_f"), 3, "the other tenant is not held back");
@@ -269,31 +283,21 @@ pub(super) async fn rate_limited_steps_start_within_their_limit(kind: Kind) {
         b.create_run(NewRun::new(s)).await.unwrap();
     }
     runs(b, "t", "run_free", 1, 5).await;
-    let drain = || async {
-        let mut got = Vec::new();
-        loop {
-            let more = take(b, 10).await;
-            if more.is_empty() {
-                return got;
-            }
-            got.extend(more.into_iter().map(|d| d.task.run.to_string()));
-        }
-    };
     // At once: the burst of two, and the step without a limit.
-    let mut first = drain().await;
+    let mut first = drained_runs(b).await;
     first.sort();
     assert_eq!(first, ["run_free_000", "run_r0", "run_r1"]);
     // One more each half second of the clock, in order.
     h.clock.advance(Duration::from_millis(499));
-    assert!(drain().await.is_empty(), "a start before its token");
+    assert!(drained_runs(b).await.is_empty(), "a start before its token");
     h.clock.advance(Duration::from_millis(1));
-    assert_eq!(drain().await, ["run_r2"]);
+    assert_eq!(drained_runs(b).await, ["run_r2"]);
     h.clock.advance(Duration::from_millis(500));
-    assert_eq!(drain().await, ["run_r3"]);
+    assert_eq!(drained_runs(b).await, ["run_r3"]);
     // Deleting the limit lets the rest go.
     assert!(b.delete_rate_limit("t", "api").await.unwrap());
     assert!(!b.delete_rate_limit("t", "api").await.unwrap());
-    assert_eq!(drain().await, ["run_r4"]);
+    assert_eq!(drained_runs(b).await, ["run_r4"]);
 }
 
 pub(super) async fn a_concurrency_key_is_held_by_at_most_its_limit(kind: Kind) {
@@ -306,18 +310,8 @@ pub(super) async fn a_concurrency_key_is_held_by_at_most_its_limit(kind: Kind) {
         s.input = json!({ "customer": customer });
         b.create_run(NewRun::new(s)).await.unwrap();
     }
-    let drain = || async {
-        let mut got = Vec::new();
-        loop {
-            let more = take(b, 10).await;
-            if more.is_empty() {
-                return got;
-            }
-            got.extend(more);
-        }
-    };
     // Two of acme's three, and globex's: other keys are not held back.
-    let first = drain().await;
+    let first = drain(b).await;
     let mut runs: Vec<&str> = first.iter().map(|d| &*d.task.run).collect();
     runs.sort();
     assert_eq!(runs, ["run_0_acme", "run_1_acme", "run_3_globex"]);
@@ -328,7 +322,7 @@ pub(super) async fn a_concurrency_key_is_held_by_at_most_its_limit(kind: Kind) {
         .unwrap();
     let mut first = first;
     finish(b, first.remove(at)).await;
-    let next = drain().await;
+    let next = drain(b).await;
     assert_eq!(next.len(), 1);
     assert_eq!(&*next[0].task.run, "run_2_acme");
 }
