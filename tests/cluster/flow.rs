@@ -242,6 +242,9 @@ fn a_concurrency_key_of_limit_one_is_held_by_one_attempt_across_three_nodes() {
     let alive = &nodes[(killed + 1) % 3].addr;
     let runs = wait_all(alive, &key, &[holder, waiter], Duration::from_secs(60));
     let both = intervals(&runs);
-    eprintln!("after the kill: the holder ran {both:?}[0], its waiter {both:?}[1]");
+    eprintln!(
+        "after the kill: the holder ran {:?}, its waiter {:?} (ms since the epoch)",
+        both[0], both[1]
+    );
     assert!(both[0].1 <= both[1].0, "the key was held twice: {both:?}");
 }
