@@ -6,6 +6,7 @@ pub mod flow;
 pub mod model;
 pub mod policy;
 pub mod rules;
+pub mod schedule;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
