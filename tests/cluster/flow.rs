@@ -127,10 +127,13 @@ fn a_rate_limit_holds_across_three_nodes() {
         .collect();
     starts.sort();
     // Over the first 30 s, and over any one second, no more than the rate
-    // and the burst allow (a few ms of the starts' own times aside).
+    // and the burst allow. A start is when a node claims the step, which
+    // lags the token that let it go (a node's promote interval, its take,
+    // a loaded machine): up to half a second of tokens (10) of slack. A
+    // limit that did not hold would start the 640 within seconds.
     let first = starts[0];
     let in_30s = starts.iter().filter(|&&t| t < first + 30_000).count();
-    assert!(in_30s <= 20 * 30 + 5, "{in_30s} starts in 30 s");
+    assert!(in_30s <= 20 * 30 + 5 + 10, "{in_30s} starts in 30 s");
     assert!(in_30s >= 20 * 30 * 9 / 10, "only {in_30s} starts in 30 s");
     let busiest = (0..starts.len())
         .map(|k| {
@@ -142,7 +145,7 @@ fn a_rate_limit_holds_across_three_nodes() {
         .max()
         .unwrap();
     eprintln!("starts in the first 30 s: {in_30s}; in the busiest second: {busiest}");
-    assert!(busiest <= 20 + 5 + 1, "{busiest} starts in one second");
+    assert!(busiest <= 20 + 5 + 5, "{busiest} starts in one second");
 }
 
 /// The (start, end) of step `s` of each run, by the times the runs record.
