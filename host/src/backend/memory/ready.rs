@@ -14,13 +14,16 @@ use std::time::{Duration, Instant};
 pub(super) struct Place {
     pub tenant: Arc<str>,
     pub priority: u8,
-    /// Each step's queue; empty when every step is on the default queue.
-    pub queues: Arc<[Arc<str>]>,
-    /// Each step's rate limit; empty when no step has one.
-    pub rates: Arc<[Option<Arc<str>>]>,
-    /// Each step's concurrency key, resolved for the run's input, and its
-    /// limit; empty when no step has one.
-    pub keys: Arc<[Option<HeldKey>]>,
+    /// What each step names of flow control; empty when no step names any.
+    steps: Arc<[StepPlace]>,
+}
+
+/// A step's queue (None: the default), rate limit and concurrency key.
+#[derive(Debug, Clone, Default)]
+struct StepPlace {
+    queue: Option<Arc<str>>,
+    rate: Option<Arc<str>>,
+    key: Option<HeldKey>,
 }
 
 /// A concurrency key as resolved for a run, and how many may hold it.
@@ -30,74 +33,58 @@ impl Place {
     /// Where the tasks of the run `spec` go.
     pub fn of(spec: &crate::scheduler::model::RunSpec) -> Self {
         let steps = &spec.workflow.steps;
-        let queues = if steps.iter().all(|s| s.queue.is_none()) {
-            Arc::from(Vec::new())
-        } else {
-            steps
-                .iter()
-                .map(|s| Arc::from(s.queue.as_deref().unwrap_or(flow::DEFAULT_QUEUE)))
-                .collect()
+        let plain = |s: &crate::workflow::Step| {
+            s.queue.is_none() && s.rate_limit.is_none() && s.concurrency.is_none()
         };
-        let rates = if steps.iter().all(|s| s.rate_limit.is_none()) {
+        let steps = if steps.iter().all(plain) {
             Arc::from(Vec::new())
         } else {
             steps
                 .iter()
-                .map(|s| s.rate_limit.as_deref().map(Arc::from))
-                .collect()
-        };
-        let keys = if steps.iter().all(|s| s.concurrency.is_none()) {
-            Arc::from(Vec::new())
-        } else {
-            steps
-                .iter()
-                .map(|s| {
-                    let c = s.concurrency.as_ref()?;
+                .map(|s| StepPlace {
+                    queue: s.queue.as_deref().map(Arc::from),
+                    rate: s.rate_limit.as_deref().map(Arc::from),
                     // Checked at submission; a key that no longer resolves
                     // limits nothing.
-                    let key = c.key_for(&spec.input).ok()?;
-                    Some((Arc::from(key), c.limit))
+                    key: s
+                        .concurrency
+                        .as_ref()
+                        .and_then(|c| Some((Arc::from(c.key_for(&spec.input).ok()?), c.limit))),
                 })
                 .collect()
         };
         Self {
             tenant: Arc::from(spec.tenant.as_str()),
             priority: spec.priority,
-            queues,
-            rates,
-            keys,
+            steps,
         }
+    }
+
+    /// What the step of a task names; for its rate limit and concurrency
+    /// key, `own` limits it to the step's own attempts and its items'
+    /// (not its compensation's).
+    fn step(&self, kind: &TaskKind, own: bool) -> Option<&StepPlace> {
+        let index = match kind {
+            TaskKind::Step { index, .. } | TaskKind::Item { index, .. } => *index,
+            TaskKind::Compensate { index, .. } if !own => *index,
+            TaskKind::Compensate { .. } | TaskKind::Finalize => return None,
+        };
+        self.steps.get(index as usize)
     }
 
     /// The concurrency key a task holds while it runs, with its limit.
     fn key(&self, kind: &TaskKind) -> Option<&HeldKey> {
-        match kind {
-            TaskKind::Step { index, .. } | TaskKind::Item { index, .. } => {
-                self.keys.get(*index as usize)?.as_ref()
-            }
-            TaskKind::Compensate { .. } | TaskKind::Finalize => None,
-        }
+        self.step(kind, true)?.key.as_ref()
     }
 
-    /// The rate limit a task waits for before it is ready: its step's, for
-    /// the step's own attempts and its items'.
+    /// The rate limit a task waits for before it is ready.
     fn rate(&self, kind: &TaskKind) -> Option<&Arc<str>> {
-        match kind {
-            TaskKind::Step { index, .. } | TaskKind::Item { index, .. } => {
-                self.rates.get(*index as usize)?.as_ref()
-            }
-            TaskKind::Compensate { .. } | TaskKind::Finalize => None,
-        }
+        self.step(kind, true)?.rate.as_ref()
     }
 
-    fn queue(&self, kind: &TaskKind) -> &str {
-        let index = match kind {
-            TaskKind::Finalize => return flow::DEFAULT_QUEUE,
-            TaskKind::Step { index, .. }
-            | TaskKind::Item { index, .. }
-            | TaskKind::Compensate { index, .. } => *index as usize,
-        };
-        self.queues.get(index).map_or(flow::DEFAULT_QUEUE, |q| &**q)
+    /// The queue a task waits in, unless it is the default.
+    fn queue(&self, kind: &TaskKind) -> Option<&Arc<str>> {
+        self.step(kind, false)?.queue.as_ref()
     }
 }
 
@@ -145,8 +132,10 @@ struct Keyed {
 
 /// All ready work, the place of every run that has some, and the attempts
 /// running per tenant.
-#[derive(Default)]
 pub(super) struct Ready {
+    /// `default` and "", kept so that queueing a task allocates neither.
+    default_queue: Arc<str>,
+    no_tenant: Arc<str>,
     /// (tenant, concurrency key) -> who holds it and who waits.
     keyed: HashMap<(Arc<str>, Arc<str>), Keyed>,
     /// (tenant, rate limit) -> its waiting tasks and bucket.
@@ -158,6 +147,22 @@ pub(super) struct Ready {
     /// concurrency key it holds.
     held: HashMap<u64, (Arc<str>, Option<Arc<str>>)>,
     seq: u64,
+}
+
+impl Default for Ready {
+    fn default() -> Self {
+        Self {
+            default_queue: Arc::from(flow::DEFAULT_QUEUE),
+            no_tenant: Arc::from(""),
+            keyed: HashMap::new(),
+            rated: HashMap::new(),
+            queues: HashMap::new(),
+            places: HashMap::new(),
+            running: HashMap::new(),
+            held: HashMap::new(),
+            seq: 0,
+        }
+    }
 }
 
 impl Ready {
@@ -253,16 +258,19 @@ impl Ready {
     }
 
     fn push_ready(&mut self, task: Task) {
-        let (tenant, priority, queue): (Arc<str>, u8, Arc<str>) = match self.places.get(&task.run) {
+        let (tenant, priority, queue) = match self.places.get(&task.run) {
             Some(place) => (
                 place.tenant.clone(),
                 place.priority,
-                Arc::from(place.queue(&task.kind)),
+                place
+                    .queue(&task.kind)
+                    .unwrap_or(&self.default_queue)
+                    .clone(),
             ),
             None => (
-                Arc::from(""),
+                self.no_tenant.clone(),
                 flow::DEFAULT_PRIORITY,
-                flow::DEFAULT_QUEUE.into(),
+                self.default_queue.clone(),
             ),
         };
         self.seq += 1;

@@ -49,6 +49,23 @@ const PRELUDE: &str = r#"
 -- and `weft:flow:<queue>:tenants` the tenants with work by virtual time.
 -- Where a run's tasks go is read once per script.
 local placed, entered = {}, {}
+
+-- A task as the ready lists keep it: `run|kind|i|a|item|time`, and
+-- `|key` after it for one that holds a concurrency key.
+local function member(run, kind, i, a, item, now, key)
+  local m = run .. '|' .. kind .. '|' .. i .. '|' .. a .. '|' .. (item or '') .. '|' .. now
+  if key then m = m .. '|' .. key end
+  return m
+end
+
+-- The parts of a `member`: run, kind, i, a, item (nil for none), time and
+-- key ('' for none); nil for text that is not one.
+local function parse_member(m)
+  local run, kind, i, a, item, at, key = string.match(m, '^(.-)|(%a)|(%d+)|(%d+)|(%d*)|(%d+)|?(.*)$')
+  if item == '' then item = nil end
+  return run, kind, i, a, item, at, key
+end
+
 local function place_of(run)
   local p = placed[run]
   if p then return p end
@@ -81,9 +98,7 @@ local function push_task(run, kind, i, a, item, now, key)
     queue = redis.call('HGET', 'weft:{run:' .. run .. '}:steps', 'qu' .. i) or 'default'
   end
   local tasks = 'weft:flow:' .. queue .. ':t:' .. p[1]
-  local member = run .. '|' .. kind .. '|' .. i .. '|' .. a .. '|' .. (item or '') .. '|' .. now
-  if key then member = member .. '|' .. key end
-  if redis.call('RPUSH', tasks .. ':p' .. p[2], member) == 1 then
+  if redis.call('RPUSH', tasks .. ':p' .. p[2], member(run, kind, i, a, item, now, key)) == 1 then
     redis.call('ZADD', tasks, 9 - p[2], p[2])
   end
   enter(queue, p[1])
@@ -100,8 +115,7 @@ local function push_ready(run, kind, i, a, item, now)
       local hold = 'weft:flow:ckhold:' .. p[1]
       if redis.call('HINCRBY', hold, c[1], 1) > math.max(tonumber(c[2] or '1'), 1) then
         redis.call('HINCRBY', hold, c[1], -1)
-        redis.call('RPUSH', 'weft:flow:ckwait:' .. p[1] .. ':' .. c[1],
-          run .. '|' .. kind .. '|' .. i .. '|' .. a .. '|' .. (item or '') .. '|' .. now)
+        redis.call('RPUSH', 'weft:flow:ckwait:' .. p[1] .. ':' .. c[1], member(run, kind, i, a, item, now))
         return
       end
       push_task(run, kind, i, a, item, now, c[1])
@@ -126,7 +140,7 @@ local function enqueue(run, kind, i, a, item, now)
   if p[4] and (kind == 's' or kind == 'e') then
     local name = redis.call('HGET', 'weft:{run:' .. run .. '}:steps', 'rl' .. i)
     if name then
-      wait_for_rate(p[1], name, run .. '|' .. kind .. '|' .. i .. '|' .. a .. '|' .. (item or '') .. '|' .. now)
+      wait_for_rate(p[1], name, member(run, kind, i, a, item, now))
       return
     end
   end
@@ -148,11 +162,8 @@ local function ack_entry(stream, group, entry)
   if acked == 1 and key and key ~= '' then
     local waiting = redis.call('LPOP', 'weft:flow:ckwait:' .. tenant .. ':' .. key)
     local run, kind, i, a, item, at
-    if waiting then
-      run, kind, i, a, item, at = string.match(waiting, '^(.-)|(%a)|(%d+)|(%d+)|(%d*)|(%d+)$')
-    end
+    if waiting then run, kind, i, a, item, at = parse_member(waiting) end
     if run then
-      if item == '' then item = nil end
       push_task(run, kind, i, a, item, at, key)
     else
       local hold = 'weft:flow:ckhold:' .. tenant
@@ -585,18 +596,18 @@ return {'kept', t + 1 - h}
 const PROMOTE: &str = r#"
 local delayed, now = KEYS[1], ARGV[1]
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
+for _, due_member in ipairs(due) do
   -- `run|i|a` a step, `run|i|a|k` item k, `run|i|a|c` a compensation.
-  local run, i, a, k = string.match(member, '^(.*)|(%d+)|(%d+)|(%w+)$')
+  local run, i, a, k = string.match(due_member, '^(.*)|(%d+)|(%d+)|(%w+)$')
   if run and k == 'c' then
     enqueue(run, 'c', i, a, nil, now)
   elseif run then
     enqueue(run, 'e', i, a, k, now)
   else
-    run, i, a = string.match(member, '^(.*)|(%d+)|(%d+)$')
+    run, i, a = string.match(due_member, '^(.*)|(%d+)|(%d+)$')
     if run then enqueue(run, 's', i, a, nil, now) end
   end
-  redis.call('ZREM', delayed, member)
+  redis.call('ZREM', delayed, due_member)
 end
 -- Rate limits with waiting tasks whose time has come (`flow::release`):
 -- as many go as there are tokens; a limit no longer declared lets all go.
@@ -621,12 +632,9 @@ for _, key in ipairs(redis.call('ZRANGEBYSCORE', rl_due, '-inf', now, 'LIMIT', 0
     redis.call('HSET', list .. ':b', 'tokens', tokens, 'at', now)
   end
   if n > 0 then
-    for _, member in ipairs(redis.call('LPOP', list, n)) do
-      local run, kind, i, a, item = string.match(member, '^(.*)|(%a)|(%d+)|(%d+)|(%d*)|%d+$')
-      if run then
-        if item == '' then item = nil end
-        push_ready(run, kind, i, a, item, now)
-      end
+    for _, m in ipairs(redis.call('LPOP', list, n)) do
+      local run, kind, i, a, item = parse_member(m)
+      if run then push_ready(run, kind, i, a, item, now) end
     end
   end
   if next_at then redis.call('ZADD', rl_due, next_at, key) else redis.call('ZREM', rl_due, key) end
@@ -755,11 +763,11 @@ for q = 4, #ARGV do
       local list = tasks .. ':p' .. band
       local popped = redis.call('LPOP', list, n - got)
       if not popped then popped = {} end
-      for _, member in ipairs(popped) do
-        local run, kind, i, a, item, key = string.match(member, '^(.-)|(%a)|(%d+)|(%d+)|(%d*)|%d+|?(.*)$')
+      for _, m in ipairs(popped) do
+        local run, kind, i, a, item, _, key = parse_member(m)
         if run then
           local fields = {'r', run, 'k', kind, 'i', i, 'a', a, 't', tenant}
-          if item ~= '' then fields[#fields + 1] = 'n'; fields[#fields + 1] = item end
+          if item then fields[#fields + 1] = 'n'; fields[#fields + 1] = item end
           if key ~= '' then fields[#fields + 1] = 'ck'; fields[#fields + 1] = key end
           redis.call('XADD', stream, '*', unpack(fields))
         end
@@ -801,7 +809,8 @@ for _, tenant in ipairs(redis.call('ZRANGE', 'weft:flow:' .. queue .. ':tenants'
     local list = tasks .. ':p' .. band
     depth = depth + redis.call('LLEN', list)
     local first = redis.call('LINDEX', list, 0)
-    local at = first and tonumber(string.match(first, '^.-|%a|%d+|%d+|%d*|(%d+)'))
+    local at = nil
+    if first then at = tonumber((select(6, parse_member(first)))) end
     if at and (oldest < 0 or at < oldest) then oldest = at end
   end
 end
@@ -829,7 +838,6 @@ impl Scripts {
         // (OOM, READONLY, ...), instead of at its first write: no transition is
         // ever applied in part.
         let with_prelude = |body: &str| redis::Script::new(&format!("#!lua\n{PRELUDE}\n{body}"));
-        let alone = |body: &str| redis::Script::new(&format!("#!lua\n{body}"));
         Self {
             create: with_prelude(CREATE),
             claim: with_prelude(CLAIM),
@@ -840,8 +848,8 @@ impl Scripts {
             promote: with_prelude(PROMOTE),
             ack: with_prelude(ACK),
             release: with_prelude(RELEASE),
-            take: alone(TAKE),
-            queue_stats: alone(QUEUE_STATS),
+            take: with_prelude(TAKE),
+            queue_stats: with_prelude(QUEUE_STATS),
         }
     }
 }
