@@ -87,6 +87,7 @@ fn embedded(c: &mut Criterion) {
                             children: Default::default(),
                             priority: weft::scheduler::flow::DEFAULT_PRIORITY,
                             start_at: None,
+                            schedule: None,
                         };
                         let started = Instant::now();
                         let id = scheduler.start(spec).await.expect("run stored");

@@ -15,10 +15,12 @@ mod queues;
 mod rate_limits;
 mod run_body;
 mod runs;
+mod schedules;
 mod secrets;
 pub mod server;
 mod signals;
 pub mod tenants;
+pub mod ticker;
 mod workflows;
 
 #[cfg(test)]
@@ -134,6 +136,10 @@ fn routes() -> OpenApiRouter<AppState> {
             rate_limits::get,
             rate_limits::delete
         ))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(schedules::get, schedules::delete))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
         .routes(routes!(queues::declare))
         .routes(routes!(health))
         .routes(routes!(ready))

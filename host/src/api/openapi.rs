@@ -20,6 +20,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "runs", description = "Runs of workflows"),
         (name = "secrets", description = "The tenant's secrets, which steps read (values are never returned)"),
         (name = "rate limits", description = "The tenant's rate limits, within which the steps that name one start"),
+        (name = "schedules", description = "The tenant's schedules: published workflows started on a cron clock"),
         (name = "queues", description = "Queues of ready steps, each served by the nodes started with it (admin)"),
         (name = "health", description = "Probes and metrics"),
     ),

@@ -155,6 +155,8 @@ mod tests {
             error: None,
             created_at: "now".into(),
             start_at: None,
+            schedule: None,
+            scheduled_for: None,
             priority: 5,
             started_at: None,
             finished_at: None,

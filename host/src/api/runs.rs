@@ -408,9 +408,59 @@ pub async fn submit(
             wait,
         ));
     }
-    let (document, template) = match request.workflow {
+    let now = state.scheduler.clock().now();
+    let start_at = rules::start_due(request.start_at.as_deref(), request.delay_ms, now)
+        .map_err(|why| ApiError::unprocessable("invalid_request", why))?;
+    let start = Start {
+        workflow: request.workflow,
+        input: request.input,
+        priority,
+        start_at,
+        idempotency: key.map(|key| Idempotency {
+            key,
+            fingerprint: hex::encode(Sha256::digest(&bytes)),
+        }),
+        schedule: None,
+        size: bytes.len(),
+    };
+    let (id, status) = start_run(&state, &tenant, start).await?;
+    Ok(accepted(&id, status))
+}
+
+/// A run to start, from `POST /v1/runs` or a schedule's tick.
+pub(super) struct Start {
+    /// A document, or a template reference (`name@requirement`).
+    pub workflow: serde_json::Value,
+    pub input: Option<serde_json::Value>,
+    pub priority: u8,
+    pub start_at: Option<crate::scheduler::clock::Millis>,
+    pub idempotency: Option<Idempotency>,
+    pub schedule: Option<crate::scheduler::model::ScheduledBy>,
+    /// The length of the request the workflow came in, if it was one.
+    pub size: usize,
+}
+
+/// A workflow and input checked for the tenant, ready to run.
+pub(super) struct Prepared {
+    document: serde_json::Value,
+    template: Option<TemplateRef>,
+    validated: Validated,
+    children: std::collections::BTreeMap<u32, crate::scheduler::model::ChildPlan>,
+    input: serde_json::Value,
+}
+
+/// Resolves and validates `workflow` (a document or a template reference,
+/// `size` long as a request) with `input` for the tenant.
+pub(super) async fn prepare(
+    state: &AppState,
+    tenant: &TenantRecord,
+    workflow: serde_json::Value,
+    input: Option<serde_json::Value>,
+    size: usize,
+) -> Result<Prepared, ApiError> {
+    let (document, template) = match workflow {
         serde_json::Value::String(reference) => {
-            let (record, document) = resolve_template(&state, &tenant.name, &reference).await?;
+            let (record, document) = resolve_template(state, &tenant.name, &reference).await?;
             let template = TemplateRef {
                 name: record.name,
                 version: record.version,
@@ -419,9 +469,9 @@ pub async fn submit(
         }
         document => (document, None),
     };
-    let (validated, document) = check_document(&state, &tenant, document, bytes.len()).await?;
-    let children = super::children::plan_root(&state, &tenant, &validated.workflow).await?;
-    let input = request.input.unwrap_or_else(|| serde_json::json!({}));
+    let (validated, document) = check_document(state, tenant, document, size).await?;
+    let children = super::children::plan_root(state, tenant, &validated.workflow).await?;
+    let input = input.unwrap_or_else(|| serde_json::json!({}));
     let mut problems = workflow::check_input(&validated.workflow, &input);
     problems.extend(concurrency_keys(&validated.workflow, &input));
     if !problems.is_empty() {
@@ -434,10 +484,32 @@ pub async fn submit(
         )
         .with_details(problems));
     }
+    Ok(Prepared {
+        document,
+        template,
+        validated,
+        children,
+        input,
+    })
+}
+
+/// Validates and starts a run for the tenant: its id and status, or the
+/// error the API answers.
+pub(super) async fn start_run(
+    state: &AppState,
+    tenant: &TenantRecord,
+    start: Start,
+) -> Result<(String, RunStatus), ApiError> {
+    let Prepared {
+        document,
+        template,
+        validated,
+        children,
+        input,
+    } = prepare(state, tenant, start.workflow, start.input, start.size).await?;
     let now = state.scheduler.clock().now();
-    let start_at = rules::start_due(request.start_at.as_deref(), request.delay_ms, now)
-        .map_err(|why| ApiError::unprocessable("invalid_request", why))?;
     let id = new_run_id(now);
+    let start_at = start.start_at;
     let spec = RunSpec {
         id: id.clone(),
         tenant: tenant.name.clone(),
@@ -451,22 +523,20 @@ pub async fn submit(
         parent: None,
         parent_step: None,
         children,
-        priority,
+        priority: start.priority,
         start_at,
+        schedule: start.schedule,
     };
     let new = NewRun {
         spec: std::sync::Arc::new(spec),
-        idempotency: key.map(|key| Idempotency {
-            key,
-            fingerprint: hex::encode(Sha256::digest(&bytes)),
-        }),
+        idempotency: start.idempotency,
         max_active: tenant.limits.concurrent_runs,
     };
     let span = tracing::info_span!("run", run = %id, tenant = %tenant.name);
     let admission = state.scheduler.submit(new).instrument(span).await?;
     match admission {
-        Admission::Created if start_at.is_some() => Ok(accepted(&id, RunStatus::Scheduled)),
-        Admission::Created => Ok(accepted(&id, RunStatus::Queued)),
+        Admission::Created if start_at.is_some() => Ok((id, RunStatus::Scheduled)),
+        Admission::Created => Ok((id, RunStatus::Queued)),
         Admission::Existing {
             run,
             same_request: true,
@@ -476,7 +546,7 @@ pub async fn submit(
                 .run(&tenant.name, &run)
                 .await?
                 .map_or(RunStatus::Queued, |v| v.status);
-            Ok(accepted(&run, status))
+            Ok((run, status))
         }
         Admission::Existing { run, .. } => Err(ApiError::unprocessable(
             "idempotency_key_reused",

@@ -409,6 +409,45 @@ impl RateLimit {
     }
 }
 
+/// A tenant's schedule as a store keeps it: what it starts, on which
+/// clock, and where its ticks stand. `version` counts its changes; a change
+/// is stored only over the version it was made from (`update_schedule`), so
+/// nodes firing the same tick at once store its outcome once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    /// A published workflow template, `name@requirement`.
+    pub workflow: String,
+    pub input: serde_json::Value,
+    pub overlap: crate::scheduler::schedule::Overlap,
+    pub catch_up: crate::scheduler::schedule::CatchUp,
+    pub paused: bool,
+    pub created_at: Millis,
+    /// Ticks after this are due: the creation, the resumption or the last
+    /// tick handled.
+    pub after: Millis,
+    /// When the next tick is due; none while paused.
+    pub next_tick: Option<Millis>,
+    /// The newest tick handled, fired or skipped.
+    pub last_tick: Option<Millis>,
+    /// The run the newest fired tick started.
+    pub last_run: Option<String>,
+    /// Why the newest tick that could not start its run could not.
+    pub last_error: Option<ScheduleError>,
+    pub version: u64,
+}
+
+/// A tick that could not start its run, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ScheduleError {
+    /// The tick, RFC 3339.
+    pub tick: String,
+    pub code: String,
+    pub message: String,
+}
+
 /// A declared queue and its ready work, as an autoscaler reads it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueStats {
@@ -576,6 +615,38 @@ pub trait StateStore: Send + Sync + 'static {
     /// Deletes the tenant's rate limit `name`; false when there was none.
     /// Steps waiting on it start.
     async fn delete_rate_limit(&self, tenant: &str, name: &str) -> Result<bool, BackendError>;
+
+    /// Creates a schedule; false when the tenant has one of that name.
+    async fn create_schedule(&self, tenant: &str, schedule: Schedule)
+    -> Result<bool, BackendError>;
+
+    /// The tenant's schedules, by name.
+    async fn schedules(&self, tenant: &str) -> Result<Vec<Schedule>, BackendError>;
+
+    /// One schedule of the tenant.
+    async fn schedule(&self, tenant: &str, name: &str) -> Result<Option<Schedule>, BackendError> {
+        Ok(self
+            .schedules(tenant)
+            .await?
+            .into_iter()
+            .find(|s| s.name == name))
+    }
+
+    /// Stores `schedule` if the stored one is still at `schedule.version - 1`;
+    /// false when it changed meanwhile or was deleted.
+    async fn update_schedule(&self, tenant: &str, schedule: Schedule)
+    -> Result<bool, BackendError>;
+
+    /// Deletes a schedule; its runs go on. False when there was none.
+    async fn delete_schedule(&self, tenant: &str, name: &str) -> Result<bool, BackendError>;
+
+    /// Up to `max` schedules of any tenant whose next tick is due at `now`,
+    /// the most overdue first, each with its tenant.
+    async fn due_schedules(
+        &self,
+        now: Millis,
+        max: usize,
+    ) -> Result<Vec<(String, Schedule)>, BackendError>;
 
     /// Declares the queue `name` (admin); true when it is new. `default`
     /// always exists.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::BackendError;
 use crate::scheduler::clock::Millis;
 use crate::scheduler::model::Target;
-use crate::scheduler::model::{ChildPlan, RunSpec, StepDefaults, TemplateRef};
+use crate::scheduler::model::{ChildPlan, RunSpec, ScheduledBy, StepDefaults, TemplateRef};
 use crate::workflow::{self, Root, Template};
 
 /// What a store keeps of a spec.
@@ -31,6 +31,8 @@ struct StoredSpec {
     priority: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     start_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<ScheduledBy>,
 }
 
 fn default_priority() -> u8 {
@@ -52,6 +54,7 @@ pub(crate) fn store_spec(spec: &RunSpec) -> String {
         children: spec.children.clone(),
         priority: spec.priority,
         start_at: spec.start_at,
+        schedule: spec.schedule.clone(),
     })
     .expect("a spec serialises")
 }
@@ -83,6 +86,7 @@ pub(crate) fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
         children: stored.children,
         priority: stored.priority,
         start_at: stored.start_at,
+        schedule: stored.schedule,
     })
 }
 

@@ -141,6 +141,7 @@ fn spec(doc: Value) -> RunSpec {
         children: Default::default(),
         priority: crate::scheduler::flow::DEFAULT_PRIORITY,
         start_at: None,
+        schedule: None,
     }
 }
 
@@ -280,6 +281,7 @@ on_every_backend!(
     a_scheduled_run_starts_at_its_time_also_after_a_reopen,
     rate_limited_steps_start_within_their_limit,
     a_concurrency_key_is_held_by_at_most_its_limit,
+    a_schedule_changes_only_over_the_version_it_was_read_at,
 );
 
 on_every_backend!(

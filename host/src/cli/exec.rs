@@ -425,6 +425,7 @@ async fn prepare(
         children: Default::default(),
         priority: crate::scheduler::flow::DEFAULT_PRIORITY,
         start_at: None,
+        schedule: None,
     })
 }
 

@@ -106,6 +106,12 @@ pub enum Command {
     /// Exit code 0 when done, 2 when the server refused (e.g. a bad value),
     /// 3 when the server cannot be reached or failed.
     RateLimit(client::RateLimitArgs),
+    /// Create, list, pause, resume and delete the tenant's schedules, which
+    /// start a published workflow on a cron clock in a timezone.
+    ///
+    /// Exit code 0 when done, 2 when the server refused (e.g. a bad cron
+    /// pattern), 3 when the server cannot be reached or failed.
+    Schedule(client::ScheduleArgs),
     /// Publish and list workflow templates.
     Workflow(client::WorkflowArgs),
     /// Manage the tenants of a Weft server (needs the admin token).
@@ -144,6 +150,7 @@ pub fn main() -> ExitCode {
             Command::Secret(args) => client::secret(args).await,
             Command::Queue(args) => client::queue(args).await,
             Command::RateLimit(args) => client::rate_limit(args).await,
+            Command::Schedule(args) => client::schedule(args).await,
             Command::Workflow(args) => client::workflow(args).await,
             Command::Tenant(args) => client::tenant(args).await,
         }

@@ -301,6 +301,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     let stop_worker = CancellationToken::new();
     let worker_task =
         (args.role != Role::Api).then(|| tokio::spawn(worker.clone().run(stop_worker.clone())));
+    api::ticker::spawn(state.clone(), shutdown.clone());
     let role = format!("{:?}", args.role).to_lowercase();
     spawn_heartbeat(
         store.clone(),

@@ -438,6 +438,7 @@ mod tests {
                 children: Default::default(),
                 priority: crate::scheduler::flow::DEFAULT_PRIORITY,
                 start_at: None,
+                schedule: None,
             })
             .await
             .unwrap();

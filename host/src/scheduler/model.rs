@@ -178,6 +178,15 @@ pub struct RunSpec {
     /// When the run starts, if it was submitted to start later: it is
     /// `scheduled` until then.
     pub start_at: Option<Millis>,
+    /// The schedule whose tick started the run.
+    pub schedule: Option<ScheduledBy>,
+}
+
+/// The schedule and tick a run was started by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledBy {
+    pub name: String,
+    pub tick: Millis,
 }
 
 /// The child run a sub-workflow step starts: its template, resolved and
@@ -243,6 +252,7 @@ impl RunSpec {
             children: plan.children.clone(),
             priority: self.priority,
             start_at: None,
+            schedule: None,
         })
     }
 
@@ -474,6 +484,12 @@ pub struct RunView {
     /// When a run submitted to start later (`start_at`, `delay_ms`) starts.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub start_at: Option<String>,
+    /// The schedule whose tick started the run.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub schedule: Option<String>,
+    /// That tick's time.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scheduled_for: Option<String>,
     /// The run's priority (0-9) within its tenant.
     #[serde(default = "default_priority")]
     pub priority: u8,

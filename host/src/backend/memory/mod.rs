@@ -26,8 +26,8 @@ pub use store::Fsync;
 
 use super::{
     Admission, BackendError, Cancelled, Claim, ClusterView, Committed, Delivery, Limits, NewRun,
-    NodeInfo, Outcome, Published, QueueStats, RateLimit, SealedSecret, SecretInfo, Signalled,
-    StateStore, TenantRecord, VersionRecord, WorkQueue,
+    NodeInfo, Outcome, Published, QueueStats, RateLimit, Schedule, SealedSecret, SecretInfo,
+    Signalled, StateStore, TenantRecord, VersionRecord, WorkQueue,
 };
 use crate::scheduler::clock::{Clock, Millis};
 use crate::scheduler::flow;
@@ -206,6 +206,17 @@ impl MemoryBackend {
             .await
             .map_err(|e| BackendError::Unavailable(format!("store write: {e}")))?
             .map(Some)
+    }
+
+    /// Writes a schedule to the file store, then here; the caller holds
+    /// `persisting`.
+    async fn store_schedule(&self, tenant: &str, schedule: Schedule) -> Result<(), BackendError> {
+        let (owner, name) = (tenant.to_string(), schedule.name.clone());
+        let record = serde_json::to_string(&schedule).expect("a schedule serialises");
+        self.with_store(move |s| s.put_flow("schedule", &owner, &name, &record))
+            .await?;
+        self.lock().registry.put_schedule(tenant, schedule);
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -426,6 +437,69 @@ impl StateStore for MemoryBackend {
         drop(inner);
         self.ready.notify_one();
         Ok(deleted)
+    }
+
+    async fn create_schedule(
+        &self,
+        tenant: &str,
+        schedule: Schedule,
+    ) -> Result<bool, BackendError> {
+        let _order = self.persisting.lock().await;
+        if self
+            .lock()
+            .registry
+            .schedule(tenant, &schedule.name)
+            .is_some()
+        {
+            return Ok(false);
+        }
+        self.store_schedule(tenant, schedule).await?;
+        Ok(true)
+    }
+
+    async fn schedules(&self, tenant: &str) -> Result<Vec<Schedule>, BackendError> {
+        Ok(self.lock().registry.schedules(tenant))
+    }
+
+    async fn schedule(&self, tenant: &str, name: &str) -> Result<Option<Schedule>, BackendError> {
+        Ok(self.lock().registry.schedule(tenant, name).cloned())
+    }
+
+    async fn update_schedule(
+        &self,
+        tenant: &str,
+        schedule: Schedule,
+    ) -> Result<bool, BackendError> {
+        let _order = self.persisting.lock().await;
+        let stored = self
+            .lock()
+            .registry
+            .schedule(tenant, &schedule.name)
+            .map(|s| s.version);
+        if stored != schedule.version.checked_sub(1) {
+            return Ok(false);
+        }
+        self.store_schedule(tenant, schedule).await?;
+        Ok(true)
+    }
+
+    async fn delete_schedule(&self, tenant: &str, name: &str) -> Result<bool, BackendError> {
+        let _order = self.persisting.lock().await;
+        if self.lock().registry.schedule(tenant, name).is_none() {
+            return Ok(false);
+        }
+        let (owner, key) = (tenant.to_string(), name.to_string());
+        self.with_store(move |s| s.delete_flow("schedule", &owner, &key))
+            .await?;
+        Ok(self.lock().registry.delete_schedule(tenant, name))
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Millis,
+        max: usize,
+    ) -> Result<Vec<(String, Schedule)>, BackendError> {
+        Ok(self.lock().registry.due_schedules(now, max))
     }
 
     async fn declare_queue(&self, name: &str) -> Result<bool, BackendError> {

@@ -9,8 +9,10 @@ use bytes::Bytes;
 
 use super::MemoryBackend;
 use crate::backend::{
-    BackendError, Limits, Published, SealedSecret, SecretInfo, TenantRecord, VersionRecord,
+    BackendError, Limits, Published, Schedule, SealedSecret, SecretInfo, TenantRecord,
+    VersionRecord,
 };
+use crate::scheduler::clock::Millis;
 
 /// Tenants and `(tenant, name)` -> versions, oldest first.
 #[derive(Default)]
@@ -25,6 +27,10 @@ pub(super) struct Registry {
     queues: std::collections::BTreeSet<String>,
     /// (tenant, name) -> rate limit; sorted so that listing is by name.
     rate_limits: BTreeMap<(String, String), crate::backend::RateLimit>,
+    /// (tenant, name) -> schedule, and (next tick, tenant, name) of those
+    /// not paused.
+    schedules: BTreeMap<(String, String), Schedule>,
+    due: std::collections::BTreeSet<(Millis, String, String)>,
 }
 
 impl Registry {
@@ -54,6 +60,13 @@ impl Registry {
                 .collect(),
             ..Self::default()
         };
+        for ((kind, tenant, _), record) in &flow {
+            if kind == "schedule"
+                && let Ok(schedule) = serde_json::from_str(record)
+            {
+                registry.put_schedule(tenant, schedule);
+            }
+        }
         for tenant in tenants {
             registry.create_tenant(tenant);
         }
@@ -165,6 +178,56 @@ impl Registry {
         self.rate_limits
             .remove(&(tenant.to_string(), name.to_string()))
             .is_some()
+    }
+
+    /// Stores a schedule, in place of the one of its name.
+    pub(super) fn put_schedule(&mut self, tenant: &str, schedule: Schedule) {
+        self.delete_schedule(tenant, &schedule.name);
+        if let Some(next) = schedule.next_tick {
+            self.due
+                .insert((next, tenant.to_string(), schedule.name.clone()));
+        }
+        self.schedules
+            .insert((tenant.to_string(), schedule.name.clone()), schedule);
+    }
+
+    pub(super) fn schedule(&self, tenant: &str, name: &str) -> Option<&Schedule> {
+        self.schedules.get(&(tenant.to_string(), name.to_string()))
+    }
+
+    /// The tenant's schedules, by name.
+    pub(super) fn schedules(&self, tenant: &str) -> Vec<Schedule> {
+        self.schedules
+            .range((tenant.to_string(), String::new())..)
+            .take_while(|((t, _), _)| t == tenant)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+
+    pub(super) fn delete_schedule(&mut self, tenant: &str, name: &str) -> bool {
+        let Some(old) = self
+            .schedules
+            .remove(&(tenant.to_string(), name.to_string()))
+        else {
+            return false;
+        };
+        if let Some(next) = old.next_tick {
+            self.due
+                .remove(&(next, tenant.to_string(), name.to_string()));
+        }
+        true
+    }
+
+    /// Up to `max` schedules due at `now`, the most overdue first.
+    pub(super) fn due_schedules(&self, now: Millis, max: usize) -> Vec<(String, Schedule)> {
+        self.due
+            .iter()
+            .take_while(|(at, _, _)| *at <= now)
+            .take(max)
+            .filter_map(|(_, tenant, name)| {
+                Some((tenant.clone(), self.schedule(tenant, name)?.clone()))
+            })
+            .collect()
     }
 
     /// Declares a queue; true when it is new.

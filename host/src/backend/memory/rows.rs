@@ -75,6 +75,8 @@ impl MemoryBackend {
             error: run.error.clone(),
             created_at: rfc3339(spec.created_at),
             start_at: spec.start_at.map(rfc3339),
+            schedule: spec.schedule.as_ref().map(|s| s.name.clone()),
+            scheduled_for: spec.schedule.as_ref().map(|s| rfc3339(s.tick)),
             priority: spec.priority,
             started_at: run.started_at.map(rfc3339),
             finished_at: run.finished_at.map(rfc3339),

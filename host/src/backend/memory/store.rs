@@ -98,7 +98,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant, name)
     ) WITHOUT ROWID;",
     // 3 -> 4: flow control's declarations, each a JSON record: `queue` the
-    // declared queues (tenant ''), `rate_limit` the tenants' rate limits.
+    // declared queues (tenant ''), `rate_limit` the tenants' rate limits,
+    // `schedule` their schedules.
     "CREATE TABLE flow (
         kind TEXT NOT NULL,
         tenant TEXT NOT NULL,

@@ -81,3 +81,13 @@ pub fn components(tenant: &str) -> String {
 pub fn node(id: &str) -> String {
     format!("weft:node:{id}")
 }
+
+/// A tenant's schedules: name -> the schedule's JSON record. The schedule
+/// keys share the hash tag `{schedules}`, so that one script changes a
+/// schedule and the due set together.
+pub fn schedules(tenant: &str) -> String {
+    format!("weft:{{schedules}}:t:{tenant}")
+}
+
+/// The schedules not paused (`tenant|name`), by when their next tick is due.
+pub const SCHEDULES_DUE: &str = "weft:{schedules}:due";

@@ -9,6 +9,7 @@ mod listing;
 mod queue;
 mod registry;
 mod requests;
+mod schedules;
 mod scripts;
 mod view;
 
@@ -972,6 +973,50 @@ impl StateStore for RedisBackend {
             .await
             .map_err(unavailable)?;
         Ok(deleted == 1)
+    }
+
+    async fn create_schedule(
+        &self,
+        tenant: &str,
+        schedule: super::Schedule,
+    ) -> Result<bool, BackendError> {
+        self.put_schedule_now(tenant, &schedule, None).await
+    }
+
+    async fn schedules(&self, tenant: &str) -> Result<Vec<super::Schedule>, BackendError> {
+        self.schedules_now(tenant).await
+    }
+
+    async fn schedule(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<super::Schedule>, BackendError> {
+        self.schedule_now(tenant, name).await
+    }
+
+    async fn update_schedule(
+        &self,
+        tenant: &str,
+        schedule: super::Schedule,
+    ) -> Result<bool, BackendError> {
+        let Some(expected) = schedule.version.checked_sub(1) else {
+            return Ok(false);
+        };
+        self.put_schedule_now(tenant, &schedule, Some(expected))
+            .await
+    }
+
+    async fn delete_schedule(&self, tenant: &str, name: &str) -> Result<bool, BackendError> {
+        self.delete_schedule_now(tenant, name).await
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Millis,
+        max: usize,
+    ) -> Result<Vec<(String, super::Schedule)>, BackendError> {
+        self.due_schedules_now(now, max).await
     }
 
     async fn queues(&self) -> Result<Vec<super::QueueStats>, BackendError> {

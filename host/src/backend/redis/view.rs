@@ -296,6 +296,8 @@ fn build_view(
             .transpose()?,
         created_at: rfc3339(spec.created_at),
         start_at: spec.start_at.map(rfc3339),
+        schedule: spec.schedule.as_ref().map(|s| s.name.clone()),
+        scheduled_for: spec.schedule.as_ref().map(|s| rfc3339(s.tick)),
         priority: spec.priority,
         started_at: millis(run, "started_at").map(rfc3339),
         finished_at: millis(run, "finished_at").map(rfc3339),

@@ -326,3 +326,105 @@ pub(super) async fn a_concurrency_key_is_held_by_at_most_its_limit(kind: Kind) {
     assert_eq!(next.len(), 1);
     assert_eq!(&*next[0].task.run, "run_2_acme");
 }
+
+/// A schedule as the API would create it, due at `next`.
+fn schedule(name: &str, next: u64) -> crate::backend::Schedule {
+    crate::backend::Schedule {
+        name: name.into(),
+        cron: "* * * * * *".into(),
+        timezone: "UTC".into(),
+        workflow: "report@^1".into(),
+        input: json!({"day": 1}),
+        overlap: Default::default(),
+        catch_up: Default::default(),
+        paused: false,
+        created_at: T0,
+        after: T0,
+        next_tick: Some(next),
+        last_tick: None,
+        last_run: None,
+        last_error: None,
+        version: 1,
+    }
+}
+
+pub(super) async fn a_schedule_changes_only_over_the_version_it_was_read_at(kind: Kind) {
+    let mut h = Harness::new(kind).await;
+    let b = h.backend.clone();
+    assert!(
+        b.create_schedule("t", schedule("b", T0 + 2_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.create_schedule("t", schedule("a", T0 + 1_000))
+            .await
+            .unwrap()
+    );
+    // A name is taken once per tenant; another tenant has its own.
+    assert!(!b.create_schedule("t", schedule("a", T0)).await.unwrap());
+    assert!(
+        b.create_schedule("u", schedule("a", T0 + 5_000))
+            .await
+            .unwrap()
+    );
+    let names =
+        |list: Vec<crate::backend::Schedule>| list.into_iter().map(|s| s.name).collect::<Vec<_>>();
+    assert_eq!(names(b.schedules("t").await.unwrap()), ["a", "b"]);
+
+    // Due: the most overdue first, across tenants, at most `max`.
+    let due = |b: Arc<dyn Backend>, at: u64, max: usize| async move {
+        b.due_schedules(at, max)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(t, s)| format!("{t}/{}", s.name))
+            .collect::<Vec<_>>()
+    };
+    assert!(due(b.clone(), T0 + 999, 10).await.is_empty());
+    assert_eq!(due(b.clone(), T0 + 2_000, 10).await, ["t/a", "t/b"]);
+    assert_eq!(due(b.clone(), T0 + 9_000, 2).await, ["t/a", "t/b"]);
+    assert_eq!(due(b.clone(), T0 + 9_000, 10).await, ["t/a", "t/b", "u/a"]);
+
+    // Two nodes fired the same tick from version 1: one record stands.
+    let mut first = schedule("a", T0 + 3_000);
+    first.version = 2;
+    first.last_run = Some("run_first".into());
+    let mut second = first.clone();
+    second.last_run = Some("run_second".into());
+    assert!(b.update_schedule("t", first).await.unwrap());
+    assert!(!b.update_schedule("t", second).await.unwrap());
+    let stored = b.schedule("t", "a").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.version, stored.last_run.as_deref()),
+        (2, Some("run_first"))
+    );
+    assert_eq!(due(b.clone(), T0 + 2_500, 10).await, ["t/b"]);
+
+    // Paused: no longer due; and it outlives the process.
+    let mut paused = stored;
+    paused.version = 3;
+    paused.paused = true;
+    paused.next_tick = None;
+    assert!(b.update_schedule("t", paused).await.unwrap());
+    let b: Arc<dyn Backend> = match kind {
+        Kind::Memory => b,
+        _ => {
+            drop(b);
+            h.reopen().await
+        }
+    };
+    assert_eq!(due(b.clone(), T0 + 9_000, 10).await, ["t/b", "u/a"]);
+    let kept = b.schedule("t", "a").await.unwrap().unwrap();
+    assert!(kept.paused && kept.version == 3, "{kept:?}");
+    assert_eq!(kept.input, json!({"day": 1}));
+
+    // Deleted: gone, not due, and an update over it stores nothing.
+    assert!(b.delete_schedule("t", "b").await.unwrap());
+    assert!(!b.delete_schedule("t", "b").await.unwrap());
+    let mut late = schedule("b", T0);
+    late.version = 2;
+    assert!(!b.update_schedule("t", late).await.unwrap());
+    assert!(b.schedule("t", "b").await.unwrap().is_none());
+    assert_eq!(due(b.clone(), T0 + 9_000, 10).await, ["u/a"]);
+}

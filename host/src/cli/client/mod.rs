@@ -9,6 +9,7 @@
 mod queues;
 mod rate_limits;
 mod runs;
+mod schedules;
 mod secrets;
 mod submit;
 
@@ -18,6 +19,7 @@ pub use runs::{
     CancelArgs, RunsArgs, SignalArgs, TenantLimitsArgs, WorkflowArgs, cancel, runs, signal,
     workflow,
 };
+pub use schedules::{ScheduleArgs, schedule};
 pub use secrets::{SecretArgs, secret};
 pub use submit::{SubmitArgs, submit};
 
