@@ -13,6 +13,7 @@ mod http;
 mod language;
 mod publishing;
 mod resilience;
+mod schedules;
 mod server;
 mod signals;
 mod subworkflows;

@@ -8,6 +8,7 @@ mod flow;
 #[path = "../api/http.rs"]
 mod http;
 mod refusals;
+mod schedules;
 mod waits;
 
 use std::collections::HashMap;
