@@ -23,15 +23,7 @@ fn publish(server: &Server, key: &str, name: &str, ms: u64) {
         ],
         "output": "${steps.say.output.who}"
     });
-    let body = serde_json::to_vec(&template).unwrap();
-    let answer = request(
-        server.addr(),
-        "PUT",
-        &format!("/v1/workflows/{name}/1.0.0"),
-        key,
-        Some(("application/json", &body)),
-    );
-    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    crate::subworkflows::publish(server, key, name, &template);
 }
 
 fn create(server: &Server, key: &str, body: Value) -> crate::http::Answer {
@@ -321,6 +313,7 @@ fn bad_schedules_get_clear_errors_and_the_node_goes_on() {
     for (body, code) in [
         (with("name", json!("Not A Name")), "invalid_schedule"),
         (with("cron", json!("61 * * * *")), "invalid_schedule"),
+        (with("cron", json!("0 0 30 2 *")), "invalid_schedule"),
         (with("cron", json!("* ".repeat(200))), "invalid_schedule"),
         (with("timezone", json!("Mars/Olympus")), "invalid_schedule"),
         (with("workflow", json!("report")), "invalid_schedule"),

@@ -8,7 +8,8 @@ use crate::http::{get, post_json, request};
 use crate::language::{ended, run, wait};
 use crate::server::Server;
 
-fn publish(server: &Server, key: &str, name: &str, doc: &Value) {
+/// Publishes `doc` as template `name` 1.0.0.
+pub(crate) fn publish(server: &Server, key: &str, name: &str, doc: &Value) {
     let body = serde_json::to_vec(doc).unwrap();
     let answer = request(
         server.addr(),

@@ -148,6 +148,10 @@ pub async fn create(
         )));
     }
     let cron = Cron::parse(&body.cron, &timezone).map_err(invalid)?;
+    let now = state.scheduler.clock().now();
+    let Some(first) = cron.next_after(now) else {
+        return Err(invalid(format!("{:?} never ticks", body.cron)));
+    };
     let input = body.input.unwrap_or_else(|| serde_json::json!({}));
     if serde_json::to_vec(&input).map_or(usize::MAX, |v| v.len()) > MAX_SCHEDULE_INPUT {
         return Err(invalid("a schedule's input is at most 256 KiB of JSON"));
@@ -170,7 +174,6 @@ pub async fn create(
             format!("the tenant has {MAX_SCHEDULES} schedules already; delete one first"),
         ));
     }
-    let now = state.scheduler.clock().now();
     let schedule = Schedule {
         name: body.name,
         cron: body.cron,
@@ -182,11 +185,7 @@ pub async fn create(
         paused: body.paused,
         created_at: now,
         after: now,
-        next_tick: if body.paused {
-            None
-        } else {
-            cron.next_after(now)
-        },
+        next_tick: (!body.paused).then_some(first),
         last_tick: None,
         last_run: None,
         last_error: None,

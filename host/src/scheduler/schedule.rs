@@ -326,6 +326,19 @@ mod tests {
     }
 
     #[test]
+    fn a_pattern_that_never_matches_has_no_next_tick_found_quickly() {
+        let started = std::time::Instant::now();
+        let never = Cron::parse("0 0 30 2 *", "UTC").unwrap();
+        assert_eq!(never.next_after(at("2026-12-01T00:00:00Z")), None);
+        let leap = Cron::parse("0 0 29 2 *", "UTC").unwrap();
+        assert_eq!(
+            leap.next_after(at("2026-12-01T00:00:00Z")),
+            Some(at("2028-02-29T00:00:00Z"))
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
     fn bad_patterns_and_timezones_say_why() {
         assert!(
             Cron::parse("61 * * * *", "UTC")
