@@ -408,14 +408,12 @@ pub async fn submit(
             wait,
         ));
     }
-    let now = state.scheduler.clock().now();
-    let start_at = rules::start_due(request.start_at.as_deref(), request.delay_ms, now)
-        .map_err(|why| ApiError::unprocessable("invalid_request", why))?;
     let start = Start {
         workflow: request.workflow,
         input: request.input,
         priority,
-        start_at,
+        start_at: request.start_at,
+        delay_ms: request.delay_ms,
         idempotency: key.map(|key| Idempotency {
             key,
             fingerprint: hex::encode(Sha256::digest(&bytes)),
@@ -433,7 +431,9 @@ pub(super) struct Start {
     pub workflow: serde_json::Value,
     pub input: Option<serde_json::Value>,
     pub priority: u8,
-    pub start_at: Option<crate::scheduler::clock::Millis>,
+    /// When to start it (RFC 3339), or in how many milliseconds; now when neither.
+    pub start_at: Option<String>,
+    pub delay_ms: Option<u64>,
     pub idempotency: Option<Idempotency>,
     pub schedule: Option<crate::scheduler::model::ScheduledBy>,
     /// The length of the request the workflow came in, if it was one.
@@ -508,8 +508,9 @@ pub(super) async fn start_run(
         input,
     } = prepare(state, tenant, start.workflow, start.input, start.size).await?;
     let now = state.scheduler.clock().now();
+    let start_at = rules::start_due(start.start_at.as_deref(), start.delay_ms, now)
+        .map_err(|why| ApiError::unprocessable("invalid_request", why))?;
     let id = new_run_id(now);
-    let start_at = start.start_at;
     let spec = RunSpec {
         id: id.clone(),
         tenant: tenant.name.clone(),

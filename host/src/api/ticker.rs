@@ -100,6 +100,7 @@ async fn fire(
             input: Some(schedule.input.clone()),
             priority: flow::DEFAULT_PRIORITY,
             start_at: None,
+            delay_ms: None,
             idempotency: Some(Idempotency {
                 fingerprint: hex::encode(Sha256::digest(&key)),
                 key,
