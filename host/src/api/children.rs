@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::runs::check_document;
+use super::start::check_document;
 use super::{ApiError, AppState, MAX_JSON_BODY};
 use crate::backend::TenantRecord;
 use crate::scheduler::model::{ChildPlan, MAX_CHILD_DEPTH, TemplateRef};

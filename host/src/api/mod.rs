@@ -19,6 +19,7 @@ mod schedules;
 mod secrets;
 pub mod server;
 mod signals;
+mod start;
 pub mod tenants;
 pub mod ticker;
 mod workflows;

@@ -162,7 +162,7 @@ pub async fn create(
         ));
     }
     let workflow = serde_json::Value::String(body.workflow.clone());
-    super::runs::prepare(&state, &tenant, workflow, Some(input.clone()), 0).await?;
+    super::start::prepare(&state, &tenant, workflow, Some(input.clone()), 0).await?;
     let existing = state.store().schedules(&tenant.name).await?;
     if existing.iter().any(|s| s.name == body.name) {
         return Err(exists(&body.name));

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use super::runs::{Start, start_run};
+use super::start::{Start, start_run};
 use crate::backend::{BackendError, Idempotency, Schedule, ScheduleError};
 use crate::scheduler::clock::{Millis, rfc3339};
 use crate::scheduler::flow;

@@ -105,7 +105,8 @@ pub async fn publish(
             wait,
         ));
     }
-    let (_, document) = super::runs::check_document(&state, &tenant, document, bytes.len()).await?;
+    let (_, document) =
+        super::start::check_document(&state, &tenant, document, bytes.len()).await?;
     let published = state
         .registry
         .publish_template(

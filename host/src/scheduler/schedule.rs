@@ -46,6 +46,13 @@ pub enum CatchUp {
     All,
 }
 
+/// A croner search from a time in a timezone, after or before it.
+type Search = fn(
+    &croner::Cron,
+    &DateTime<chrono_tz::Tz>,
+    bool,
+) -> Result<DateTime<chrono_tz::Tz>, croner::errors::CronError>;
+
 impl Cron {
     /// The pattern in the timezone, or why not.
     pub fn parse(pattern: &str, timezone: &str) -> Result<Self, String> {
@@ -60,23 +67,22 @@ impl Cron {
     /// The first tick strictly after `at`: the next wall-clock time the
     /// pattern matches in the timezone, as an instant.
     pub fn next_after(&self, at: Millis) -> Option<Millis> {
-        let local = Utc
-            .timestamp_millis_opt(i64::try_from(at).ok()?)
-            .single()?
-            .with_timezone(&self.tz);
-        let next: DateTime<chrono_tz::Tz> = self.cron.find_next_occurrence(&local, false).ok()?;
-        u64::try_from(next.timestamp_millis()).ok()
+        self.search(at, croner::Cron::find_next_occurrence)
     }
 
     /// The last tick strictly before `at`.
     fn previous_before(&self, at: Millis) -> Option<Millis> {
+        self.search(at, croner::Cron::find_previous_occurrence)
+    }
+
+    /// The tick `find` finds from `at` (excluded), read in the timezone.
+    fn search(&self, at: Millis, find: Search) -> Option<Millis> {
         let local = Utc
             .timestamp_millis_opt(i64::try_from(at).ok()?)
             .single()?
             .with_timezone(&self.tz);
-        let previous: DateTime<chrono_tz::Tz> =
-            self.cron.find_previous_occurrence(&local, false).ok()?;
-        u64::try_from(previous.timestamp_millis()).ok()
+        let found = find(&self.cron, &local, false).ok()?;
+        u64::try_from(found.timestamp_millis()).ok()
     }
 }
 
