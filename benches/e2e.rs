@@ -27,6 +27,7 @@
 //! `WEFT_E2E_WAIT` (`events`, `poll` = every 5 ms, `poll:<ms>`),
 //! `WEFT_PEERS_DIR` (default `../shared/peers` beside the repository),
 //! `WEFT_E2E_BIN` (another `weft` binary to measure, e.g. an earlier commit's),
+//! `WEFT_E2E_OTLP` (a collector's URL: the nodes export every run's trace to it),
 //! `WEFT_E2E_IDLE_WAIT` (900: seconds to wait, before each part, for other
 //! benchmarks on the machine to end; builds and tests are only noted).
 

@@ -88,6 +88,7 @@ fn embedded(c: &mut Criterion) {
                             priority: weft::scheduler::flow::DEFAULT_PRIORITY,
                             start_at: None,
                             schedule: None,
+                            trace: None,
                         };
                         let started = Instant::now();
                         let id = scheduler.start(spec).await.expect("run stored");

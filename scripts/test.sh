@@ -3,7 +3,8 @@
 # and integration, against real `weft` processes and real components), and
 # schemathesis against the HTTP API's OpenAPI document.
 # Installs what the tests need and is missing (the wasm target, redis-server,
-# Node.js, componentize-py and componentize-js, schemathesis); needs Rust
+# Node.js, componentize-py and componentize-js, chromium and playwright-core,
+# schemathesis); needs Rust
 # (rustup) and Python 3 (with venv and pip) to start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,11 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 echo "==> Python and JavaScript example components"
 ./scripts/polyglot.sh
+
+# The web console's browser tests drive Debian's chromium with playwright-core
+# (npm ci of tests/ui/package-lock.json into target/ui-test/).
+echo "==> browser test dependencies (chromium, playwright-core)"
+./scripts/ui-test-deps.sh
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -122,6 +122,12 @@ impl Node {
             .arg("--data-dir")
             .arg(&data_dir)
             .env("WEFT_LOG", "warn")
+            // `WEFT_E2E_OTLP` exports every run's trace to that collector.
+            .args(
+                std::env::var_os("WEFT_E2E_OTLP")
+                    .map(|url| vec![std::ffi::OsString::from("--otlp-endpoint"), url])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod engine;
 pub mod registry;
 pub mod scheduler;
+pub mod telemetry;
 pub mod testing;
 pub mod worker;
 pub mod workflow;

@@ -15,11 +15,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Removes the `WEFT_*` settings of whoever runs the tests from `command`, so
-/// that a `weft` it starts sees only what the test gives it.
+/// Removes the `WEFT_*` and `OTEL_*` settings of whoever runs the tests from
+/// `command`, so that a `weft` it starts sees only what the test gives it.
 pub fn clear_weft_env(command: &mut Command) {
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("WEFT_") {
+        let key_text = key.to_string_lossy();
+        // OTEL_* too: a collector set in the environment must not receive
+        // the spans of every test server.
+        if key_text.starts_with("WEFT_") || key_text.starts_with("OTEL_") {
             command.env_remove(key);
         }
     }

@@ -1,6 +1,7 @@
 //! Pulls ready tasks from the queue, runs steps through engine and cache, and
 //! commits their results through the scheduler.
 
+use crate::telemetry::AttemptSpan;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,11 +117,12 @@ impl Worker {
             Err(_) => false,
             Ok(Claim::Stale) => true,
             Ok(Claim::Finalize { spec, outputs }) => {
-                let run = spec.id.clone();
-                let result = Scheduler::resolve_output(spec, outputs).await;
-                retry_backend("finalize", || self.scheduler.finalize(&run, result.clone()))
-                    .await
-                    .is_ok()
+                let result = Scheduler::resolve_output(spec.clone(), outputs).await;
+                retry_backend("finalize", || {
+                    self.scheduler.finalize(&spec, result.clone())
+                })
+                .await
+                .is_ok()
             }
             Ok(Claim::Step(work)) => {
                 let run_span =
@@ -196,6 +198,7 @@ impl Worker {
         let (run, index, lease) = (&work.spec.id, work.index, work.lease);
         let token = self.scheduler.track(run, index, lease);
         let started = Instant::now();
+        let started_at = std::time::SystemTime::now();
         let attempt = if work.over_delivered {
             // A poison pill: every node that ran it died. It is not run again.
             let failure = policy::delivery_limit(work.spec.defaults.max_deliveries);
@@ -225,6 +228,23 @@ impl Worker {
                 };
                 metrics::counter!("weft_steps_total", "status" => status, "code" => code)
                     .increment(1);
+                if let Some(tracer) = self.scheduler.tracer() {
+                    tracer.attempt(AttemptSpan {
+                        spec: &work.spec,
+                        target: work.target,
+                        attempt: work.attempt,
+                        digest: match work.target {
+                            Target::Compensation(i) => {
+                                work.spec.compensation_pin(i).unwrap_or_default()
+                            }
+                            _ => &work.spec.pins[work.index],
+                        },
+                        started: started_at,
+                        ended: started_at + elapsed,
+                        outcome: status,
+                        error: result.as_ref().err(),
+                    });
+                }
                 match &result {
                     Ok(_) => tracing::debug!(?elapsed, "step succeeded"),
                     Err(f) => {

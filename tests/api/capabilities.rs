@@ -13,7 +13,7 @@ use crate::http::{self, get};
 use crate::language::{ended, events, wait};
 use crate::server::{ADMIN_TOKEN, Server};
 
-fn put_secret(server: &Server, key: &str, name: &str, body: &Value) -> http::Answer {
+pub(crate) fn put_secret(server: &Server, key: &str, name: &str, body: &Value) -> http::Answer {
     let bytes = serde_json::to_vec(body).unwrap();
     http::request(
         server.addr(),

@@ -5,6 +5,7 @@ mod common;
 
 mod capabilities;
 mod cli;
+mod console;
 mod durable;
 mod flow;
 mod hostile;
@@ -18,4 +19,5 @@ mod server;
 mod signals;
 mod subworkflows;
 mod templates;
+mod traces;
 mod walkthrough;

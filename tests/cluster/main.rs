@@ -9,6 +9,7 @@ mod flow;
 mod http;
 mod refusals;
 mod schedules;
+mod traces;
 mod waits;
 
 use std::collections::HashMap;

@@ -10,4 +10,5 @@ mod examples;
 mod language;
 mod sandbox;
 mod semantics;
+mod traces;
 mod validation;

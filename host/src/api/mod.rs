@@ -22,6 +22,7 @@ mod signals;
 mod start;
 pub mod tenants;
 pub mod ticker;
+mod ui;
 mod workflows;
 
 #[cfg(test)]
@@ -159,6 +160,8 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
                 async move { axum::Json(document.as_ref().clone()) }
             }),
         )
+        // The web console: beside the API, not in its OpenAPI document.
+        .merge(ui::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(metrics::track))

@@ -158,6 +158,8 @@ mod tests {
             schedule: None,
             scheduled_for: None,
             priority: 5,
+            trace_id: None,
+            trace: None,
             started_at: None,
             finished_at: None,
             steps: Default::default(),
@@ -199,6 +201,7 @@ mod tests {
                 compensation: None,
                 workflow: None,
                 run: None,
+                depends_on: Vec::new(),
             };
             view.steps.insert(id.into(), step);
         }

@@ -10,6 +10,7 @@ use crate::backend::listing::{self, RunQuery, RunsPage};
 use crate::backend::{Cancelled, Idempotency};
 use crate::scheduler::flow;
 use crate::scheduler::model::{ItemsPage, RunStatus, RunView};
+use crate::telemetry::TraceContext;
 use crate::workflow;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -130,7 +131,8 @@ fn accepted(id: &str, status: RunStatus) -> Response {
 #[utoipa::path(post, path = "/v1/runs", tag = "runs", operation_id = "submit_run",
     request_body = RunRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe: 1 to 255 visible ASCII characters",
-        min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
+        min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$"),
+        ("traceparent" = Option<String>, Header, description = "A W3C trace context: the run's trace becomes a child of this span (one that is not valid is ignored)")),
     security(("api_key" = [])),
     responses(
         (status = 202, description = "Accepted; `Location` is the run's URL", body = RunRef,
@@ -185,6 +187,10 @@ pub async fn submit(
             fingerprint: hex::encode(Sha256::digest(&bytes)),
         }),
         schedule: None,
+        trace: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::from_traceparent),
         size: bytes.len(),
     };
     let (id, status) = start_run(&state, &tenant, start).await?;

@@ -254,6 +254,8 @@ pub(super) struct Start {
     pub delay_ms: Option<u64>,
     pub idempotency: Option<Idempotency>,
     pub schedule: Option<crate::scheduler::model::ScheduledBy>,
+    /// The caller's trace (`traceparent`); a new trace when none.
+    pub trace: Option<crate::telemetry::TraceContext>,
     /// The length of the request the workflow came in, if it was one.
     pub size: usize,
 }
@@ -345,6 +347,7 @@ pub(super) async fn start_run(
         priority: start.priority,
         start_at,
         schedule: start.schedule,
+        trace: Some(start.trace.unwrap_or_default()),
     };
     let new = NewRun {
         spec: std::sync::Arc::new(spec),

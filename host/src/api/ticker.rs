@@ -109,6 +109,7 @@ async fn fire(
                 name: schedule.name.clone(),
                 tick,
             }),
+            trace: None,
             size: 0,
         };
         match start_run(state, &record, start).await {

@@ -33,6 +33,8 @@ struct StoredSpec {
     start_at: Option<Millis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     schedule: Option<ScheduledBy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<crate::telemetry::TraceContext>,
 }
 
 fn default_priority() -> u8 {
@@ -55,6 +57,7 @@ pub(crate) fn store_spec(spec: &RunSpec) -> String {
         priority: spec.priority,
         start_at: spec.start_at,
         schedule: spec.schedule.clone(),
+        trace: spec.trace,
     })
     .expect("a spec serialises")
 }
@@ -87,6 +90,7 @@ pub(crate) fn parse_spec(stored: &str) -> Result<RunSpec, BackendError> {
         priority: stored.priority,
         start_at: stored.start_at,
         schedule: stored.schedule,
+        trace: stored.trace,
     })
 }
 

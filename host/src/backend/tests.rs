@@ -142,6 +142,7 @@ fn spec(doc: Value) -> RunSpec {
         priority: crate::scheduler::flow::DEFAULT_PRIORITY,
         start_at: None,
         schedule: None,
+        trace: None,
     }
 }
 

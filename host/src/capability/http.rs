@@ -70,6 +70,11 @@ impl Outbound {
             .with_no_client_auth();
         Ok(Self { tls: Arc::new(tls) })
     }
+
+    /// The TLS client setup, for other clients of this node (the OTLP exporter).
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        (*self.tls).clone()
+    }
 }
 
 /// The `wasi:http` state of one attempt.

@@ -58,6 +58,10 @@ pub struct ExecArgs {
     /// `127.0.0.1:8080`); repeatable. Without it no request goes out.
     #[arg(long = "allow-host", value_name = "PATTERN")]
     pub allow_hosts: Vec<String>,
+    /// Export the run's trace over OTLP/HTTP to this collector, as
+    /// `weft serve --otlp-endpoint` does (the OTEL_* variables apply too).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// A component available to `weft exec`.
@@ -184,6 +188,13 @@ pub async fn exec(args: ExecArgs) -> ExitCode {
         }
     };
     let scheduler = Scheduler::new(store, queue, clock);
+    let tracer = match super::trace_runs(&scheduler, args.otlp_endpoint.as_deref(), "exec") {
+        Ok(t) => t,
+        Err(message) => {
+            eprintln!("weft: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let worker = Worker::new(
         scheduler.clone(),
         cache.clone(),
@@ -204,6 +215,9 @@ pub async fn exec(args: ExecArgs) -> ExitCode {
     shutdown.cancel();
     let _ = worker_task.await;
     let _ = scheduler.queue().release().await;
+    if let Some(tracer) = tracer {
+        tracer.shutdown(std::time::Duration::from_secs(5)).await;
+    }
     match view {
         Ok(Some(view)) => {
             println!("{}", serde_json::to_string_pretty(&view).expect("JSON"));
@@ -426,6 +440,7 @@ async fn prepare(
         priority: crate::scheduler::flow::DEFAULT_PRIORITY,
         start_at: None,
         schedule: None,
+        trace: Some(crate::telemetry::TraceContext::new()),
     })
 }
 

@@ -170,6 +170,23 @@ fn init_tracing(format: LogFormat, default: &str) {
     }
 }
 
+/// Exports the spans of the scheduler's runs when `--otlp-endpoint` or the
+/// `OTEL_*` variables ask for it; the tracer, to flush at the end.
+fn trace_runs(
+    scheduler: &crate::scheduler::Scheduler,
+    endpoint: Option<&str>,
+    node: &str,
+) -> Result<Option<std::sync::Arc<crate::telemetry::Tracer>>, String> {
+    use crate::telemetry::{Exporter, OtlpConfig, Tracer};
+    let Some(config) = OtlpConfig::from_env(endpoint, |name| std::env::var(name).ok(), node)?
+    else {
+        return Ok(None);
+    };
+    let tracer = Tracer::new(Exporter::start(config)?);
+    scheduler.trace_with(tracer.clone());
+    Ok(Some(tracer))
+}
+
 /// Why a JSON argument (a document file, `--input`) cannot be used.
 pub(crate) enum JsonArg {
     /// A file cannot be read; the message says which and why.

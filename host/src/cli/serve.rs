@@ -108,6 +108,14 @@ pub struct ServeArgs {
     /// the usual public roots (a private CA); repeatable.
     #[arg(long = "http-ca-file", env = "WEFT_HTTP_CA_FILE", value_name = "PEM")]
     pub http_ca_files: Vec<PathBuf>,
+    /// Export a trace of every run over OTLP/HTTP to this collector (e.g.
+    /// http://127.0.0.1:4318; `/v1/traces` is added unless the URL ends in
+    /// it). Without it, the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+    /// OTEL_EXPORTER_OTLP_ENDPOINT is used; OTEL_EXPORTER_OTLP_HEADERS,
+    /// OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and OTEL_BSP_* apply too
+    /// (docs/traces.md).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The key secrets are sealed with: `--secrets-key`, else on the embedded
@@ -287,6 +295,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         Some(&admin_token),
         secrets_key.clone(),
     );
+    // After the state, which installs the metrics the exporter counts in.
+    let tracer = super::trace_runs(&scheduler, args.otlp_endpoint.as_deref(), &node_id)?;
     let router = match args.role {
         Role::Worker => api::probes(state.clone()),
         Role::All | Role::Api => api::router(state.clone()),
@@ -368,6 +378,9 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         }
     }
     shutdown.cancel();
+    if let Some(tracer) = tracer {
+        tracer.shutdown(Duration::from_secs(5)).await;
+    }
     Ok(())
 }
 

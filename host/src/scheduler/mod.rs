@@ -20,6 +20,7 @@ use crate::backend::{
     StepWork, WorkQueue,
 };
 use crate::engine::{Failure, LogLine};
+use crate::telemetry::Tracer;
 use crate::workflow::Root;
 use clock::Clock;
 use model::{RunError, RunEvent, RunSpec, RunStatus, RunView, StepStatus, Target};
@@ -32,6 +33,8 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     /// Attempts running on this node, by (run, step, lease).
     running: Mutex<HashMap<(String, usize, u64), CancellationToken>>,
+    /// Where the spans of runs go, when they are exported.
+    tracer: std::sync::OnceLock<Arc<Tracer>>,
 }
 
 impl Scheduler {
@@ -45,7 +48,27 @@ impl Scheduler {
             queue,
             clock,
             running: Mutex::new(HashMap::new()),
+            tracer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Exports the spans of runs and attempts through `tracer` from now on
+    /// (once; later calls change nothing).
+    pub fn trace_with(&self, tracer: Arc<Tracer>) {
+        let _ = self.tracer.set(tracer);
+    }
+
+    /// The tracer spans go to, if they are exported.
+    pub fn tracer(&self) -> Option<&Arc<Tracer>> {
+        self.tracer.get()
+    }
+
+    /// What every end of a run is followed by, on the node that ended it.
+    fn run_finished(&self, tenant: &str, run: &str, status: RunStatus) {
+        metrics::counter!("weft_runs_finished_total", "status" => status.as_str()).increment(1);
+        if let Some(tracer) = self.tracer.get() {
+            tracer.run_ended(self.store.clone(), tenant, run);
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {
@@ -87,7 +110,7 @@ impl Scheduler {
         if let Some(Cancelled::Now { stopped, status }) = &cancelled {
             self.stop_local(run, stopped);
             if status.is_terminal() {
-                run_finished(*status);
+                self.run_finished(tenant, run, *status);
             }
             tracing::info!(%run, %tenant, "run cancelled");
             self.cancel_children(tenant, run).await?;
@@ -290,8 +313,8 @@ impl Scheduler {
         if !committed.cancelled.is_empty() {
             self.stop_local(&work.spec.id, &committed.cancelled);
         }
-        if let Some(status) = committed.run_ended {
-            run_finished(status);
+        if let Some(status) = committed.run_ended.filter(|s| s.is_terminal()) {
+            self.run_finished(&work.spec.tenant, &work.spec.id, status);
         }
         if committed.applied
             && stops_run
@@ -348,9 +371,10 @@ impl Scheduler {
     /// error that resolving it gave.
     pub async fn finalize(
         &self,
-        run: &str,
+        spec: &RunSpec,
         result: Result<serde_json::Value, RunError>,
     ) -> Result<bool, BackendError> {
+        let run = spec.id.as_str();
         let status = if result.is_ok() {
             RunStatus::Succeeded
         } else {
@@ -358,14 +382,10 @@ impl Scheduler {
         };
         let finished = self.store.finish(run, result, self.clock.now()).await?;
         if finished {
-            run_finished(status);
+            self.run_finished(&spec.tenant, run, status);
         }
         Ok(finished)
     }
-}
-
-fn run_finished(status: RunStatus) {
-    metrics::counter!("weft_runs_finished_total", "status" => status.as_str()).increment(1);
 }
 
 /// A new run id: time-ordered, unguessable, and increasing within this
@@ -439,6 +459,7 @@ mod tests {
                 priority: crate::scheduler::flow::DEFAULT_PRIORITY,
                 start_at: None,
                 schedule: None,
+                trace: None,
             })
             .await
             .unwrap();

@@ -180,6 +180,8 @@ pub struct RunSpec {
     pub start_at: Option<Millis>,
     /// The schedule whose tick started the run.
     pub schedule: Option<ScheduledBy>,
+    /// The trace the run belongs to (`telemetry`).
+    pub trace: Option<crate::telemetry::TraceContext>,
 }
 
 /// The schedule and tick a run was started by.
@@ -253,6 +255,7 @@ impl RunSpec {
             priority: self.priority,
             start_at: None,
             schedule: None,
+            trace: self.trace.map(|t| t.child(&self.id, index)),
         })
     }
 
@@ -493,6 +496,14 @@ pub struct RunView {
     /// The run's priority (0-9) within its tenant.
     #[serde(default = "default_priority")]
     pub priority: u8,
+    /// The id of the run's trace (32 hexadecimal digits): the caller's, when
+    /// it was submitted with a `traceparent`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trace_id: Option<String>,
+    /// The trace as the run keeps it, for the spans made of it.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub trace: Option<crate::telemetry::TraceContext>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub started_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -544,6 +555,10 @@ pub struct StepView {
     /// The child run a sub-workflow step started, once it started one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub run: Option<String>,
+    /// The steps this one waits for: its `needs` and the steps its `input`,
+    /// `when` or `for_each` refer to, in document order.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub depends_on: Vec<String>,
 }
 
 impl StepView {
@@ -572,6 +587,11 @@ impl StepView {
                 .get(&(index as u32))
                 .map(|c| format!("{}@{}", c.template.name, c.template.version)),
             run: (step.sub_workflow().is_some() && rec.attempts > 0).then(|| spec.child_id(index)),
+            depends_on: step
+                .deps
+                .iter()
+                .map(|&d| spec.workflow.steps[d].id.clone())
+                .collect(),
         }
     }
 }

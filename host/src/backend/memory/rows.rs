@@ -78,6 +78,8 @@ impl MemoryBackend {
             schedule: spec.schedule.as_ref().map(|s| s.name.clone()),
             scheduled_for: spec.schedule.as_ref().map(|s| rfc3339(s.tick)),
             priority: spec.priority,
+            trace_id: spec.trace.map(|t| t.trace_id_hex()),
+            trace: spec.trace,
             started_at: run.started_at.map(rfc3339),
             finished_at: run.finished_at.map(rfc3339),
             steps,
